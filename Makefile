@@ -1,0 +1,29 @@
+# Two set-up commands: `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# torch is pinned only on machines whose pip is capped (see README); elsewhere pip picks the user's own build.
+TORCH_SPEC ?= $(shell test -f /etc/xdg/pip/constraints.txt && echo "torch==2.14.1 torchvision==0.29.1" || echo "torch torchvision")
+
+.PHONY: demo test venv lint clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q $(TORCH_SPEC)
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(PY) -m pytest -q -x --timeout=600
+
+lint: venv
+	$(VENV)/bin/ruff check edgekd tests benchmarks examples
+
+demo: venv
+	$(PY) -m edgekd.demo
+
+clean:
+	rm -rf $(VENV) demo-out

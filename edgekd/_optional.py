@@ -1,0 +1,48 @@
+"""Lazy access to optional backends with install hints (the `is_*_available()` pattern)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from types import ModuleType
+
+from edgekd import EdgekdError
+
+# module name -> extra that installs it
+_EXTRAS = {
+    "onnx": "onnx",
+    "onnxruntime": "onnx",
+    "onnxscript": "onnx",
+    "openvino": "openvino",
+    "nncf": "openvino",
+    "tensorrt": "tensorrt",
+    "cuda": "tensorrt",
+    "pycuda": "tensorrt",
+    "cv2": "camera",
+    "matplotlib": "plot",
+    "tensorboard": "dev",
+}
+
+
+class MissingDependencyError(EdgekdError, ImportError):
+    """An optional dependency is not installed."""
+
+
+def is_available(module: str) -> bool:
+    """True when `module` can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require(module: str, extra: str | None = None, purpose: str = "") -> ModuleType:
+    """Import an optional module, or raise an error that says which extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        extra = extra or _EXTRAS.get(module.split(".")[0], module)
+        why = f" (needed for {purpose})" if purpose else ""
+        raise MissingDependencyError(
+            f"{module} is not installed{why}: pip install 'edgekd[{extra}]'  [{type(e).__name__}: {e}]"
+        ) from e

@@ -1,0 +1,1 @@
+"""Data: robust image loading (numpy/Pillow only), dataset indexes, captions and class descriptions."""

@@ -1,0 +1,181 @@
+"""Image preprocessing shared by every stage (teacher cache, student training, export parity, runtime).
+
+numpy + Pillow only, so the on-device runtime uses exactly the same code as training. Every view of an image is a
+crop box in the original image's pixel coordinates plus a horizontal flip; rendering a view at any resolution is one
+Pillow ``resize(..., box=...)`` call. That is how the teacher (at 224) and a student (at, say, 128) see exactly the
+same pixels of the same crop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+# (x0, y0, x1, y1, flip): crop box in source pixels, flip in {0, 1}
+ViewParams = tuple[float, float, float, float, float]
+
+_INTERPOLATION = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+}
+RESIZE_MODES = ("shortest", "squash", "longest")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes a model input: render the eval view at `size`, scale to [0, 1], normalise.
+
+    size: (height, width) of the model input.
+    resize_mode: 'shortest' (resize the short side, centre crop), 'squash' (resize to size), 'longest' (pad to square).
+    """
+
+    size: tuple[int, int] = (224, 224)
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
+    fill: int = 0
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        size = self.size
+        if isinstance(size, int):
+            size = (size, size)
+        object.__setattr__(self, "size", (int(size[0]), int(size[1])))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if self.interpolation not in _INTERPOLATION:
+            raise ValueError(f"unknown interpolation {self.interpolation!r}; use one of {sorted(_INTERPOLATION)}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"unknown resize_mode {self.resize_mode!r}; use one of {RESIZE_MODES}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"mean/std must be 3 values with std > 0, got mean={self.mean} std={self.std}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["size"] = list(self.size)
+        d["mean"] = list(self.mean)
+        d["std"] = list(self.std)
+        d.pop("extra")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
+        keys = {"size", "mean", "std", "interpolation", "resize_mode", "fill"}
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in keys})
+
+    def with_size(self, size: int | tuple[int, int]) -> Preprocess:
+        d = self.to_dict()
+        d["size"] = (size, size) if isinstance(size, int) else tuple(size)
+        return Preprocess.from_dict(d)
+
+    def eval_view(self, width: int, height: int) -> ViewParams:
+        """The deterministic evaluation view (view 0) of a `width` x `height` image."""
+        return eval_view(width, height, self.size, self.resize_mode)
+
+    def render(self, img: Image.Image, view: ViewParams | None = None) -> np.ndarray:
+        """PIL RGB image -> uint8 [H, W, 3] for `view` (default: the eval view)."""
+        view = view if view is not None else self.eval_view(*img.size)
+        return render_view(img, view, self.size, self.interpolation, self.fill)
+
+    def normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 [H, W, 3] or [B, H, W, 3] -> float32 [3, H, W] or [B, 3, H, W]."""
+        return normalize(pixels, self.mean, self.std)
+
+    def __call__(self, img: Image.Image, view: ViewParams | None = None) -> np.ndarray:
+        """PIL RGB image -> float32 [3, H, W], normalised."""
+        return self.normalize(self.render(img, view))
+
+
+def eval_view(width: int, height: int, size: tuple[int, int], resize_mode: str = "shortest") -> ViewParams:
+    """Crop box of the eval view. 'shortest' = centre crop with the target aspect ratio; 'squash' = whole image;
+    'longest' = a box larger than the image (padded with the fill colour when rendered)."""
+    th, tw = size
+    target_ar = tw / th
+    if resize_mode == "squash":
+        return (0.0, 0.0, float(width), float(height), 0.0)
+    if resize_mode == "shortest":
+        if width / height > target_ar:  # too wide: full height
+            cw, ch = height * target_ar, float(height)
+        else:
+            cw, ch = float(width), width / target_ar
+    elif resize_mode == "longest":
+        if width / height > target_ar:
+            cw, ch = float(width), width / target_ar
+        else:
+            cw, ch = height * target_ar, float(height)
+    else:
+        raise ValueError(f"unknown resize_mode {resize_mode!r}")
+    x0, y0 = (width - cw) / 2, (height - ch) / 2
+    return (x0, y0, x0 + cw, y0 + ch, 0.0)
+
+
+def sample_train_view(
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    scale: tuple[float, float] = (0.35, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    flip_p: float = 0.5,
+) -> ViewParams:
+    """RandomResizedCrop + horizontal flip, drawn from `rng` (torchvision's algorithm, in numpy)."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    box = None
+    for _ in range(10):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = math.sqrt(target_area * aspect)
+        h = math.sqrt(target_area / aspect)
+        if 0 < w <= width and 0 < h <= height:
+            x0 = rng.uniform(0, width - w)
+            y0 = rng.uniform(0, height - h)
+            box = (x0, y0, x0 + w, y0 + h)
+            break
+    if box is None:  # fall back to a centre crop clamped to the ratio range
+        in_ratio = width / height
+        if in_ratio < ratio[0]:
+            w, h = float(width), width / ratio[0]
+        elif in_ratio > ratio[1]:
+            w, h = height * ratio[1], float(height)
+        else:
+            w, h = float(width), float(height)
+        x0, y0 = (width - w) / 2, (height - h) / 2
+        box = (x0, y0, x0 + w, y0 + h)
+    flip = 1.0 if rng.uniform() < flip_p else 0.0
+    return (*(float(v) for v in box), flip)
+
+
+def render_view(
+    img: Image.Image, view: ViewParams, size: tuple[int, int], interpolation: str = "bicubic", fill: int = 0
+) -> np.ndarray:
+    """Crop `view`'s box out of `img`, resize to `size` (H, W) and flip: -> uint8 [H, W, 3]."""
+    x0, y0, x1, y1, flip = view
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    w, h = img.size
+    if x0 < 0 or y0 < 0 or x1 > w or y1 > h:  # 'longest' mode: pad so the box lies inside the canvas
+        pad_x, pad_y = max(0.0, -x0, x1 - w), max(0.0, -y0, y1 - h)
+        px, py = math.ceil(pad_x), math.ceil(pad_y)
+        canvas = Image.new("RGB", (w + 2 * px, h + 2 * py), (fill, fill, fill))
+        canvas.paste(img, (px, py))
+        img, x0, y0, x1, y1 = canvas, x0 + px, y0 + py, x1 + px, y1 + py
+    out = img.resize((size[1], size[0]), _INTERPOLATION[interpolation], box=(x0, y0, x1, y1))
+    arr = np.asarray(out, dtype=np.uint8)
+    if flip >= 0.5:
+        arr = arr[:, ::-1]
+    return np.ascontiguousarray(arr)
+
+
+def normalize(pixels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """uint8 [..., H, W, 3] -> float32 [..., 3, H, W] with (x / 255 - mean) / std."""
+    x = pixels.astype(np.float32) * np.float32(1 / 255)
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(np.moveaxis(x, -1, -3))
