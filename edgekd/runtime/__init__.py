@@ -1,0 +1,1 @@
+"""On-device runtime: numpy + one inference backend. Never imports torch or open_clip."""

@@ -1,0 +1,35 @@
+"""TensorRT engines only run on the TensorRT version and GPU they were built for: check before loading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgekd import EdgekdError
+
+ENGINE_MANIFEST = "engine.json"
+
+
+class EngineMismatchError(EdgekdError):
+    exit_code = 5
+
+
+def check_engine_manifest(engine_path: Path, trt_version: str, gpu_name: str | None = None,
+                          compute_capability: str | None = None) -> None:
+    """Refuse an engine whose engine.json names another TensorRT version or GPU, and say how to rebuild it."""
+    manifest_path = engine_path.parent / ENGINE_MANIFEST
+    if not manifest_path.is_file():
+        return  # a bare engine: TensorRT itself is the last line of defence
+    m = json.loads(manifest_path.read_text())
+    rebuild = ("rebuild it here from the bundle's ONNX: edgekd export "
+               f"{engine_path.parent} --target tensorrt --from-onnx {engine_path.parent / m.get('onnx', 'model.onnx')}")
+    built = m.get("tensorrt_version", "")
+    if built and built.split(".")[:2] != trt_version.split(".")[:2]:
+        raise EngineMismatchError(
+            f"{engine_path}: built with TensorRT {built}, this machine has {trt_version}; {rebuild}")
+    if gpu_name and m.get("gpu_name") and m["gpu_name"] != gpu_name:
+        raise EngineMismatchError(
+            f"{engine_path}: built for GPU {m['gpu_name']}, this machine has {gpu_name}; {rebuild}")
+    if compute_capability and m.get("compute_capability") and m["compute_capability"] != compute_capability:
+        raise EngineMismatchError(f"{engine_path}: built for compute capability {m['compute_capability']}, this GPU is "
+                                  f"{compute_capability}; {rebuild}")
