@@ -175,7 +175,9 @@ class OpenVinoBackend(Backend):
     def __init__(self, path: Path, threads: int | None = None, device: str | None = None):
         ov = require("openvino", purpose="OpenVINO inference")
         core = ov.Core()
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        # OpenVINO silently runs fp32 models in bf16 on CPUs that have it; keep the precision the model was exported in
+        # (INT8 layers still run in INT8 under this hint).
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         try:
