@@ -1,0 +1,267 @@
+"""Dataset indexes: which images a dataset holds, their labels, and a content hash that changes when they change.
+
+Three layouts are understood:
+
+* ``imagefolder``: ``ROOT/<class>/**/*.jpg`` (class = first-level sub-folder, images found recursively inside it);
+* ``folder``: any other directory, scanned recursively, every image unlabeled (label -1);
+* ``list``: a CSV or JSONL file of ``path[,label]`` rows, paths relative to the list file.
+
+The index is sorted by relative path and records, per file, its size and a hash of its first and last 64 KiB (plus
+the size), so a cache can notice a changed folder without reading every byte. numpy-free, torch-free.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekd import EdgekdError
+from edgekd._io import sha256_json
+from edgekd.data.images import is_image_file
+
+log = logging.getLogger(__name__)
+
+HASH_BLOCK = 64 * 1024
+LIST_SUFFIXES = (".csv", ".jsonl", ".txt", ".tsv")
+KINDS = ("imagefolder", "folder", "list")
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One image: `path` relative to the dataset root (posix), `label` (-1 = unlabeled), byte size, content hash."""
+
+    path: str
+    label: int
+    size: int
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "label": self.label, "size": self.size, "hash": self.hash}
+
+
+@dataclass
+class DatasetIndex:
+    """A sorted list of images under `root` with labels into `classes`."""
+
+    root: Path
+    kind: str
+    classes: list[str]
+    entries: list[IndexEntry] = field(default_factory=list)
+    source: Path | None = None  # the list file for kind 'list', else the root folder
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def rel_paths(self) -> list[str]:
+        return [e.path for e in self.entries]
+
+    @property
+    def labels(self) -> list[int]:
+        return [e.label for e in self.entries]
+
+    def abs_path(self, i: int) -> Path:
+        return self.root / self.entries[i].path
+
+    @property
+    def sha256(self) -> str:
+        """Hash of classes + every entry (path, label, size, content hash): changes whenever the dataset does."""
+        return sha256_json({"classes": self.classes, "entries": [e.to_dict() for e in self.entries]})
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [e.to_dict() for e in self.entries]
+
+    def slice(self, start: int, stop: int) -> DatasetIndex:
+        return DatasetIndex(self.root, self.kind, list(self.classes), self.entries[start:stop], self.source)
+
+    def describe(self) -> dict[str, Any]:
+        return {"root": str(self.root), "kind": self.kind, "source": str(self.source or self.root),
+                "index_sha256": self.sha256, "num_images": len(self), "classes": list(self.classes)}
+
+
+def file_hash(path: str | os.PathLike, size: int | None = None) -> str:
+    """sha256 of (size, first 64 KiB, last 64 KiB): cheap, and changes when a file is replaced or re-encoded."""
+    path = Path(path)
+    size = path.stat().st_size if size is None else size
+    h = hashlib.sha256(str(size).encode())
+    try:
+        with open(path, "rb") as f:
+            h.update(f.read(HASH_BLOCK))
+            if size > HASH_BLOCK:
+                f.seek(max(HASH_BLOCK, size - HASH_BLOCK))
+                h.update(f.read(HASH_BLOCK))
+    except OSError as e:  # unreadable files stay in the index; decoding later skips and reports them
+        h.update(f"unreadable:{e.errno}".encode())
+    return h.hexdigest()[:32]
+
+
+def _entry(root: Path, rel: str, label: int) -> IndexEntry:
+    p = root / rel
+    try:
+        size = p.stat().st_size
+    except OSError:
+        size = -1
+    return IndexEntry(rel, label, size, file_hash(p, size) if size >= 0 else "missing")
+
+
+def walk_images(top: Path) -> list[Path]:
+    """Image files under `top`, recursively, following symlinks but never visiting a directory twice (no loops).
+
+    Hidden files and folders (starting with '.') are ignored: they hold editor/OS clutter and our own temp files.
+    """
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    stack = [top]
+    while stack:
+        d = stack.pop()
+        try:
+            st = d.stat()
+        except OSError as e:
+            log.warning("cannot read folder %s (%s); skipped", d, e.strerror)
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            children = list(os.scandir(d))
+        except OSError as e:
+            log.warning("cannot list folder %s (%s); skipped", d, e.strerror)
+            continue
+        for c in children:
+            if c.name.startswith("."):
+                continue
+            try:
+                is_dir = c.is_dir()  # follows symlinks; a dangling link is neither dir nor file
+            except OSError:
+                continue
+            if is_dir:
+                stack.append(Path(c.path))
+            elif is_image_file(c.name):
+                found.append(Path(c.path))
+    return found
+
+
+def _detect_kind(root: Path) -> str:
+    """'imagefolder' when the root holds sub-folders with images and no images of its own, else 'folder'."""
+    own_images = False
+    has_class_dirs = False
+    for c in os.scandir(root):
+        if c.name.startswith("."):
+            continue
+        if c.is_dir():
+            has_class_dirs = True
+        elif is_image_file(c.name):
+            own_images = True
+    return "imagefolder" if has_class_dirs and not own_images else "folder"
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def index_folder(root: Path, kind: str = "auto") -> DatasetIndex:
+    root = Path(root).absolute()
+    if kind == "auto":
+        kind = _detect_kind(root)
+    entries: list[IndexEntry] = []
+    if kind == "imagefolder":
+        class_dirs = sorted(c.name for c in os.scandir(root) if c.is_dir() and not c.name.startswith("."))
+        classes: list[str] = []
+        for name in class_dirs:
+            files = walk_images(root / name)
+            if not files:
+                log.warning("class folder %s holds no images; it is not a class", root / name)
+                continue
+            classes.append(name)
+            label = len(classes) - 1
+            entries += [_entry(root, _rel(p, root), label) for p in files]
+    elif kind == "folder":
+        classes = []
+        entries = [_entry(root, _rel(p, root), -1) for p in walk_images(root)]
+    else:
+        raise EdgekdError(f"--data {root}: unknown dataset kind {kind!r} for a folder; use imagefolder or folder")
+    entries.sort(key=lambda e: e.path)
+    return DatasetIndex(root, kind, classes, entries, root)
+
+
+def _read_list_rows(path: Path) -> list[tuple[str, str | None]]:
+    rows: list[tuple[str, str | None]] = []
+    text = path.read_text(encoding="utf-8-sig")
+    if path.suffix.lower() == ".jsonl":
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise EdgekdError(f"--data {path}: line {n} is not JSON ({e.msg})") from e
+            if not isinstance(obj, dict) or not isinstance(obj.get("path"), str):
+                raise EdgekdError(f"--data {path}: line {n} needs a \"path\" string, e.g. {{\"path\": \"a.jpg\", "
+                                  "\"label\": \"cat\"}")
+            label = obj.get("label")
+            rows.append((obj["path"], None if label is None or label == "" else str(label)))
+        return rows
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    reader = csv.reader(text.splitlines(), delimiter=delimiter)
+    for n, rec in enumerate(reader, 1):
+        if not rec or not rec[0].strip() or rec[0].lstrip().startswith("#"):
+            continue
+        if n == 1 and rec[0].strip().lower() == "path":  # header row
+            continue
+        if len(rec) > 2:
+            raise EdgekdError(f"--data {path}: line {n} has {len(rec)} columns; expected path[,label]")
+        label = rec[1].strip() if len(rec) == 2 and rec[1].strip() else None
+        rows.append((rec[0].strip(), label))
+    return rows
+
+
+def index_list(path: Path) -> DatasetIndex:
+    """Index a CSV/TSV/JSONL/TXT list of `path[,label]` rows; paths are relative to the list file's folder."""
+    path = Path(path).absolute()
+    root = path.parent
+    rows = _read_list_rows(path)
+    if not rows:
+        raise EdgekdError(f"--data {path}: the list holds no images")
+    seen: set[str] = set()
+    norm_rows = []
+    for p, label in rows:
+        rel = Path(p).as_posix()
+        rel = rel[2:] if rel.startswith("./") else rel
+        if rel in seen:
+            raise EdgekdError(f"--data {path}: {rel} is listed twice; list each image once")
+        seen.add(rel)
+        norm_rows.append((rel, label))
+    classes = sorted({lab for _, lab in norm_rows if lab is not None})
+    cid = {c: i for i, c in enumerate(classes)}
+    entries = [_entry(root, rel, cid[lab] if lab is not None else -1) for rel, lab in norm_rows]
+    entries.sort(key=lambda e: e.path)
+    return DatasetIndex(root, "list", classes, entries, path)
+
+
+def build_index(data: str | os.PathLike, kind: str = "auto") -> DatasetIndex:
+    """Index a dataset folder or list file. `kind`: auto | imagefolder | folder | list.
+
+    Raises EdgekdError when `data` does not exist or holds no images.
+    """
+    data = Path(data)
+    if not data.exists():
+        raise EdgekdError(f"--data {data}: no such file or folder")
+    if data.is_dir():
+        if kind == "list":
+            raise EdgekdError(f"--data {data} is a folder but kind 'list' needs a CSV/JSONL file")
+        idx = index_folder(data, kind)
+    else:
+        if data.suffix.lower() not in LIST_SUFFIXES:
+            raise EdgekdError(f"--data {data}: expected an image folder or a list file ({', '.join(LIST_SUFFIXES)})")
+        idx = index_list(data)
+    if not idx.entries:
+        raise EdgekdError(f"--data {data}: no image files found (extensions: jpg, png, bmp, gif, webp, tif, ppm)")
+    log.info("indexed %d images (%s, %d classes) under %s", len(idx), idx.kind, len(idx.classes), idx.root)
+    return idx
