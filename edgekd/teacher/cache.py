@@ -305,7 +305,7 @@ def _identity(manifest: dict[str, Any]) -> dict[str, Any]:
         "preprocess": manifest["preprocess"],
         "views": manifest["views"],
         "dataset": manifest["dataset"]["index_sha256"],
-        "captions": manifest.get("captions") and {k: v for k, v in manifest["captions"].items() if k != "file"},
+        "captions": manifest.get("captions") and {k: manifest["captions"].get(k) for k in ("sha256", "max_per_image")},
         "labels": manifest.get("labels") and {k: v for k, v in manifest["labels"].items() if k != "descriptions_file"},
         "shard": manifest.get("shard"),
     }

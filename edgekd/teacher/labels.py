@@ -16,7 +16,7 @@ from edgekd import EdgekdError
 from edgekd.data.captions import load_descriptions
 from edgekd.labelpack import LabelPack
 from edgekd.teacher.clip import Teacher
-from edgekd.teacher.prompts import SINGLE_TEMPLATE, build_prompts, load_templates
+from edgekd.teacher.prompts import build_prompts, load_templates
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def build_label_pack(
 
 def build_simple_label_pack(teacher: Teacher, class_names: list[str]) -> LabelPack:
     """The single-template pack ("a photo of a {}.") of the OOD-distillation paper's plain recipe."""
-    return build_label_pack(teacher, class_names, [SINGLE_TEMPLATE])
+    return build_label_pack(teacher, class_names, "single")
 
 
 def read_class_names(classes: str | None = None, classes_file: str | os.PathLike | None = None,
