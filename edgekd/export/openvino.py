@@ -1,0 +1,225 @@
+"""OpenVINO export target: IR (.xml + .bin) from the fp32 ONNX; fp16 by weight compression, INT8 by NNCF.
+
+    fp32  openvino.convert_model(onnx) -> save_model(compress_to_fp16=False)
+    fp16  the same IR with fp16 weights (compress_to_fp16=True); CPUs decompress them and compute in fp32
+    int8  nncf.quantize over req.calib (post-training quantisation, FakeQuantize nodes), or
+          nncf.quantize_with_accuracy_control when options["max_drop"] is given: NNCF reverts the most harmful
+          quantised layers to float until the drop on req.val, judged against the fp32 model, is within max_drop.
+
+openvino and nncf are imported inside the functions (`edgekd._optional.require`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd import EdgekdError
+from edgekd._io import atomic_path
+from edgekd._optional import require
+from edgekd.export.targets import ExportRequest, ExportResult, register_target
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.xml"
+WEIGHTS_FILE = "model.bin"
+PRESETS = ("mixed", "performance")
+# regex metacharacters that turn a --keep-fp16 entry into a pattern instead of an exact node name
+_PATTERN_CHARS = re.compile(r"[*?\[\]()|+^$\\]")
+
+
+@register_target("openvino", precisions=("fp32", "fp16", "int8"))
+def build_openvino(req: ExportRequest) -> ExportResult:
+    """OpenVINO IR (.xml/.bin): fp32, fp16 weights, or INT8 via NNCF post-training quantisation."""
+    ov = require("openvino", purpose="--target openvino")
+    t0 = time.perf_counter()
+    model = ov.convert_model(str(req.onnx_path))
+    meta: dict[str, Any] = {"openvino": {"version": ov.__version__, "compress_to_fp16": req.precision == "fp16",
+                                         "source_onnx": Path(req.onnx_path).name}}
+    if req.precision == "int8":
+        model, qmeta = quantize_int8(model, req)
+        meta["openvino"]["quantization"] = qmeta
+    elif req.precision not in ("fp32", "fp16"):
+        raise EdgekdError(f"--precision {req.precision}: the openvino target supports fp32, fp16, int8")
+    save_ir(model, Path(req.out_dir) / MODEL_FILE, compress_to_fp16=req.precision == "fp16")
+    meta["openvino"]["convert_seconds"] = round(time.perf_counter() - t0, 2)
+    return ExportResult(files={"model": MODEL_FILE, "weights": WEIGHTS_FILE}, backend="openvino", metadata=meta)
+
+
+def save_ir(model: Any, xml_path: Path, compress_to_fp16: bool) -> Path:
+    """Write `model` as xml_path + its .bin, each replaced atomically (the .bin first: the xml names no file)."""
+    ov = require("openvino", purpose="--target openvino")
+    xml_path = Path(xml_path)
+    with atomic_path(xml_path) as tmp_xml:
+        tmp_bin = tmp_xml.with_suffix(".bin")
+        try:
+            ov.save_model(model, str(tmp_xml), compress_to_fp16=compress_to_fp16)
+            os.replace(tmp_bin, xml_path.with_suffix(".bin"))
+        finally:
+            if tmp_bin.exists():
+                tmp_bin.unlink()
+    return xml_path
+
+
+# --- INT8 ---------------------------------------------------------------------------------------------------------
+
+def quantize_int8(model: Any, req: ExportRequest) -> tuple[Any, dict[str, Any]]:
+    """NNCF post-training INT8 of an ov.Model; returns (quantised model, facts for edgekd.json).
+
+    options: preset ("mixed" | "performance"; mixed = asymmetric activations, better parity), model_type
+    ("transformer" | "cnn" | None = auto from the trunk), keep_fp16 (node names or regexes left unquantised),
+    max_drop (accuracy control: largest allowed drop, in points (%) of the validation metric), subset_size,
+    fast_bias_correction (True).
+    """
+    nncf = require("nncf", purpose="INT8 quantisation for --target openvino")
+    if req.calib is None or len(req.calib) == 0:
+        raise EdgekdError("--precision int8 for openvino needs calibration images: pass --calib DIR")
+    opts = req.options or {}
+    preset_name = str(opts.get("preset") or "mixed").lower()
+    if preset_name not in PRESETS:
+        raise EdgekdError(f"--preset {preset_name!r}: use one of {', '.join(PRESETS)}")
+    preset = nncf.QuantizationPreset.MIXED if preset_name == "mixed" else nncf.QuantizationPreset.PERFORMANCE
+    model_type = resolve_model_type(req, opts.get("model_type"))
+    ignored = build_ignored_scope(model, opts.get("keep_fp16"))
+    calib = np.asarray(req.calib)
+    subset = int(opts.get("subset_size") or len(calib))
+    kwargs = dict(preset=preset, subset_size=min(subset, len(calib)),
+                  fast_bias_correction=bool(opts.get("fast_bias_correction", True)),
+                  model_type=nncf.ModelType.TRANSFORMER if model_type == "transformer" else None,
+                  ignored_scope=ignored)
+    calib_ds = nncf.Dataset(list(_batches(calib)))
+    meta: dict[str, Any] = {"tool": "nncf", "nncf_version": nncf.__version__, "preset": preset_name,
+                            "model_type": model_type, "calibration_images": int(len(calib)),
+                            "subset_size": kwargs["subset_size"],
+                            "keep_fp16": list(ignored.names) + list(ignored.patterns) if ignored else []}
+    max_drop = opts.get("max_drop")
+    t0 = time.perf_counter()
+    if max_drop is None:
+        log.info("NNCF post-training quantisation on %d calibration inputs", len(calib))
+        qmodel = nncf.quantize(model, calib_ds, **kwargs)
+        meta["mode"] = "ptq"
+    else:
+        if req.val is None or len(req.val) == 0:
+            raise EdgekdError("--max-drop (NNCF accuracy control) needs held-out images: pass --val DIR")
+        drop = float(max_drop) / 100.0  # points -> fraction of the [0, 1] metric
+        metric_fn, metric_name = build_validation_fn(model, np.asarray(req.val), req.label_pack)
+        log.info("NNCF accuracy-controlled quantisation: %s on %d held-out inputs, max drop %.2f points",
+                 metric_name, len(req.val), float(max_drop))
+        qmodel = nncf.quantize_with_accuracy_control(
+            model, calib_ds, nncf.Dataset(list(enumerate(_batches(np.asarray(req.val)))), lambda item: item[1]),
+            metric_fn, max_drop=drop, drop_type=nncf.DropType.ABSOLUTE, **kwargs)
+        meta.update(mode="accuracy_control", metric=metric_name, max_drop_points=float(max_drop),
+                    metric_int8=round(metric_fn.evaluate(qmodel), 6))
+    meta["seconds"] = round(time.perf_counter() - t0, 2)
+    meta["fake_quantize_nodes"] = count_fake_quantize(qmodel)
+    if meta["fake_quantize_nodes"] == 0:
+        raise EdgekdError("NNCF quantised no layer of the model (every node ignored or unsupported); "
+                          "check --keep-fp16")
+    return qmodel, meta
+
+
+def resolve_model_type(req: ExportRequest, requested: str | None) -> str:
+    """'transformer' for students with attention blocks (NNCF then keeps softmax/layernorm paths precise)."""
+    if requested:
+        requested = str(requested).lower()
+        if requested not in ("transformer", "cnn"):
+            raise EdgekdError(f"--model-type {requested!r}: use transformer or cnn")
+        return requested
+    student = getattr(req, "student", None)
+    if student is None:
+        return "cnn"
+    names = {type(m).__name__ for m in student.modules()}
+    return "transformer" if any("Attention" in n for n in names) else "cnn"
+
+
+def build_ignored_scope(model: Any, keep: Iterable[str] | str | None) -> Any:
+    """nncf.IgnoredScope from --keep-fp16 entries: exact node names, or regexes when they contain metacharacters.
+
+    Unknown names are refused here (with close matches) rather than inside NNCF.
+    """
+    if not keep:
+        return None
+    nncf = require("nncf", purpose="INT8 quantisation for --target openvino")
+    entries = [k.strip() for k in (keep.split(",") if isinstance(keep, str) else keep) if k and k.strip()]
+    op_names = [op.get_friendly_name() for op in model.get_ordered_ops()]
+    known = set(op_names)
+    names = [e for e in entries if not _PATTERN_CHARS.search(e)]
+    patterns = [e for e in entries if _PATTERN_CHARS.search(e)]
+    for name in names:
+        if name not in known:
+            stem = name.rsplit("/", 1)[-1].lower()
+            close = [n for n in op_names if stem and stem in n.lower()][:5]
+            hint = f"; similar nodes: {', '.join(close)}" if close else ""
+            raise EdgekdError(f"--keep-fp16 {name!r}: no such node in the OpenVINO model{hint}")
+    for pattern in patterns:
+        try:
+            rx = re.compile(pattern)
+        except re.error as e:
+            raise EdgekdError(f"--keep-fp16 {pattern!r}: invalid regular expression ({e})") from e
+        if not any(rx.match(n) for n in op_names):
+            raise EdgekdError(f"--keep-fp16 {pattern!r}: the pattern matches no node of the OpenVINO model")
+    return nncf.IgnoredScope(names=names, patterns=patterns)
+
+
+class _EmbeddingAgreement:
+    """NNCF validation_fn: per held-out input, agreement with the fp32 model's output (higher is better).
+
+    With a label pack the per-item value is zero-shot top-1 agreement (0/1); otherwise the cosine between the
+    embeddings. Returns (mean, per-item values), the form NNCF's accuracy control ranks layers with.
+    """
+
+    def __init__(self, inputs: np.ndarray, reference: np.ndarray, label_embeddings: np.ndarray | None):
+        self.inputs = inputs  # [N, ...] held-out model inputs
+        self.reference = reference  # [N, D] unit rows from the fp32 model
+        self.labels = label_embeddings  # [C, D] or None
+        self.ref_top1 = None if label_embeddings is None else (reference @ label_embeddings.T).argmax(1)
+
+    def evaluate(self, model: Any) -> float:
+        """The metric of an ov.Model on all held-out inputs (compiled in f32 like NNCF does)."""
+        ov = require("openvino", purpose="--target openvino")
+        compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        return self(compiled, enumerate(_batches(self.inputs)))[0]
+
+    def __call__(self, compiled: Any, items: Iterable[tuple[int, np.ndarray]]) -> tuple[float, list[float]]:
+        values = []
+        for index, x in items:
+            emb = np.asarray(compiled(x)[0], dtype=np.float32)  # [1, D]
+            emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+            if self.labels is None:
+                values.append(float(emb[0] @ self.reference[index]))
+            else:
+                values.append(float((emb[0] @ self.labels.T).argmax() == self.ref_top1[index]))
+        return (float(np.mean(values)) if values else 0.0), values
+
+
+def build_validation_fn(model: Any, val: np.ndarray, label_pack: Any) -> tuple[_EmbeddingAgreement, str]:
+    """Reference fp32 embeddings of `val` ([N, ...] model inputs) and the agreement metric NNCF maximises."""
+    ov = require("openvino", purpose="--target openvino")
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    ref = np.concatenate([np.asarray(compiled(x)[0], dtype=np.float32) for x in _batches(val)])
+    ref = ref / np.maximum(np.linalg.norm(ref, axis=1, keepdims=True), 1e-12)
+    labels = None
+    if label_pack is not None:
+        labels = np.asarray(label_pack.embeddings, dtype=np.float32)
+        if labels.shape[1] != ref.shape[1]:
+            raise EdgekdError(f"--labels: label embeddings are {labels.shape[1]}-d, the model outputs "
+                              f"{ref.shape[1]}-d")
+    return _EmbeddingAgreement(val, ref, labels), ("zero_shot_top1_agreement" if labels is not None
+                                              else "embedding_cosine")
+
+
+def count_fake_quantize(model: Any) -> int:
+    return sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
+
+
+def _batches(x: np.ndarray) -> Iterable[np.ndarray]:
+    """[N, ...] -> N arrays [1, ...] (batch-1 items, as NNCF feeds them)."""
+    for i in range(len(x)):
+        yield np.ascontiguousarray(x[i:i + 1])
