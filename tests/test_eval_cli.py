@@ -57,11 +57,13 @@ def fake_cache(path: Path, index, embeds: np.ndarray, teacher, valid=None) -> Pa
     """A teacher cache per docs/FORMATS.md whose view-0 embeddings are `embeds` (rows in index order)."""
     path.mkdir(parents=True, exist_ok=True)
     manifest = {"format": "edgekd.cache", "version": 1, "teacher": teacher.describe(), "complete": True,
-                "dataset": {"root": str(index.root), "classes": index.classes, "num_images": len(index)}}
+                "dataset": index.describe()}
     (path / "manifest.json").write_text(json.dumps(manifest))
     (path / "index.json").write_text(json.dumps(index.to_json()))
     np.save(path / "image_embeds.npy", np.repeat(embeds[:, None], 2, axis=1).astype(np.float16))
     np.save(path / "valid.npy", np.ones(len(index), bool) if valid is None else valid)
+    np.save(path / "views.npy", np.zeros((len(index), 2, 5), np.float32))
+    np.save(path / "image_sizes.npy", np.zeros((len(index), 2), np.int32))
     return path
 
 
@@ -230,3 +232,66 @@ def test_errors_missing_inputs(run_dir, image_folder, tmp_path, tiny_teacher):
     cache = fake_cache(tmp_path / "c", index, s[1:], tiny_teacher)
     res = CliRunner().invoke(cli, ["eval", str(run_dir), "--data", str(image_folder), "--teacher-cache", str(cache)])
     assert res.exit_code == 1 and "1 of 18 images of --data are not in the cache" in res.output
+
+
+def make_bundle(run_dir: Path, out: Path, in_graph: bool) -> Path:
+    """An ONNX export bundle of the run's student, per docs/FORMATS.md (edgekd.json written here, not by export)."""
+    from edgekd._io import sha256_file
+    from edgekd.export.onnx import export_student_onnx
+    from edgekd.students.io import load_student, load_student_config
+
+    cfg = load_student_config(run_dir)
+    pp = cfg.get_preprocess()
+    io = export_student_onnx(load_student(run_dir), out / "model.onnx", pp, preprocess_in_graph=in_graph)
+    shutil.copy(run_dir / "labels.npz", out / "labels.npz")
+    meta = {"format": "edgekd.bundle", "version": 1, "target": "onnx", "precision": "fp32",
+            "files": {"model": "model.onnx", "labels": "labels.npz"},
+            "sha256": {f: sha256_file(out / f) for f in ("model.onnx", "labels.npz")},
+            "input": io["input"], "output": io["output"], "preprocess": pp.to_dict(), "preprocess_in_graph": in_graph,
+            "embed_dim": cfg.embed_dim, "logit_scale": 100.0, "teacher_id": cfg.teacher_id, "student": cfg.to_dict(),
+            "source_run": {"path": str(run_dir)}}
+    (out / "edgekd.json").write_text(json.dumps(meta))
+    return out
+
+
+@pytest.mark.parametrize("in_graph", [False, True])
+def test_bundle_matches_run(run_dir, image_folder, tmp_path, tiny_teacher, in_graph):
+    pytest.importorskip("onnxruntime")
+    bundle = make_bundle(run_dir, tmp_path / "bundle", in_graph)
+    index, s = student_embeddings(run_dir, image_folder)
+    cache = fake_cache(tmp_path / "cache", index, s, tiny_teacher)  # "teacher" = the run's student in torch
+    before = (run_dir / "metrics.csv").read_text() if (run_dir / "metrics.csv").exists() else None
+    res = invoke(bundle, "--data", image_folder, "--teacher-cache", cache, "--unseen", "red", "--shots", "1",
+                 "--json")
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.output)
+    assert r["source"]["kind"] == "bundle" and r["source"]["backend"] == "onnxruntime"
+    # the ONNX student embeds like the torch student: fidelity to it is perfect (fp16 cache)
+    assert r["fidelity"]["mean_cosine"] == pytest.approx(1.0, abs=2e-3)
+    assert r["fidelity"]["retrieval_at_1"] == 1.0 and r["fidelity"]["top1_agreement"] == 1.0
+    assert r["zero_shot"]["student"]["seen"] == r["zero_shot"]["teacher"]["seen"]
+    assert not list(bundle.glob("*.csv")) and not (bundle / "eval.json").exists()  # bundles stay immutable
+    after = (run_dir / "metrics.csv").read_text() if (run_dir / "metrics.csv").exists() else None
+    assert before == after
+
+
+def test_bundle_with_tampered_model_is_refused(run_dir, image_folder, tmp_path):
+    pytest.importorskip("onnxruntime")
+    bundle = make_bundle(run_dir, tmp_path / "bundle", False)
+    with open(bundle / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    res = CliRunner().invoke(cli, ["eval", str(bundle), "--data", str(image_folder), "--no-teacher"])
+    assert res.exit_code == 1 and "model.onnx" in res.output
+
+
+def test_real_teacher_cache_matches_live_teacher(run_dir, image_folder, tmp_path, tiny_teacher):
+    from edgekd.teacher.cache import build_cache
+
+    cache = tmp_path / "cache"
+    build_cache(image_folder, cache, tiny_teacher, views=1, workers=0, progress=False)
+    live = json.loads(invoke(run_dir, "--data", image_folder, "--shots", "0", "--json", "--no-metrics-csv").output)
+    cached = json.loads(invoke(run_dir, "--data", image_folder, "--teacher-cache", cache, "--shots", "0", "--json",
+                               "--no-metrics-csv").output)
+    assert cached["teacher"]["id"] == live["teacher"]["id"] == tiny_teacher.teacher_id
+    assert cached["fidelity"]["mean_cosine"] == pytest.approx(live["fidelity"]["mean_cosine"], abs=2e-3)
+    assert cached["zero_shot"]["teacher"]["all"]["top1"] == live["zero_shot"]["teacher"]["all"]["top1"]

@@ -218,7 +218,7 @@ def evaluate(source: str | os.PathLike, cfg: EvalConfig) -> dict[str, Any]:
     results: dict[str, Any] = {
         "format": FORMAT, "version": VERSION,
         "source": {"kind": src.kind, "path": str(src.path), "teacher_id": src.teacher_id,
-                   **{k: v for k, v in src.info.items() if k != "meta"}, **encoders[0].info},
+                   **{k: v for k, v in src.info.items() if k != "bundle"}, **encoders[0].info},
         "data": {"root": str(index.root), "kind": index.kind, "index_sha256": index.sha256, "images": len(index),
                  "evaluated": int(valid.sum()), "skipped": emb.skipped, "classes": list(index.classes)},
         "labels": {"path": pack_path, "classes": len(classes), "teacher_id": pack.teacher_id} if pack else None,

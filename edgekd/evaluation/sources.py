@@ -79,27 +79,22 @@ def _run_source(path: Path) -> Source:
 
 
 def _bundle_source(path: Path) -> Source:
-    meta = _read_json(path / BUNDLE_FILE, "bundle manifest")
-    if meta.get("format") != "edgekd.bundle":
-        raise EdgekdError(f"{path / BUNDLE_FILE}: not an edgekd bundle (format {meta.get('format')!r})")
-    files = meta.get("files") or {}
-    if not files.get("model") or not (path / files["model"]).is_file():
-        raise EdgekdError(f"{path}: bundle model file {files.get('model')!r} is missing; re-run `edgekd export`")
+    from edgekd.runtime.bundle import read_bundle
+
     try:
-        pp = Preprocess.from_dict(meta["preprocess"])
-        embed_dim = int(meta["embed_dim"])
+        info = read_bundle(path, verify=True)  # refuses a bundle whose files do not match their sha256
     except (KeyError, TypeError, ValueError) as e:
-        raise EdgekdError(f"{path / BUNDLE_FILE}: missing or bad preprocess/embed_dim ({e})") from e
-    labels = path / files["labels"] if files.get("labels") else None
+        raise EdgekdError(f"{path / BUNDLE_FILE}: malformed bundle manifest ({type(e).__name__}: {e}); re-run "
+                          "`edgekd export`") from e
+    meta = info.meta
     teacher = None
     run = (meta.get("source_run") or {}).get("path")
     if run and (Path(run) / RUN_FILE).is_file():  # the bundle's run still exists: its full teacher description
         t = _read_json(Path(run) / RUN_FILE, "run config").get("edgekd", {}).get("teacher")
-        teacher = t if isinstance(t, dict) and t.get("id") == meta.get("teacher_id") else None
-    info = {"arch": (meta.get("student") or {}).get("arch"), "target": meta.get("target"),
-            "precision": meta.get("precision")}
-    return Source("bundle", path, str(meta.get("teacher_id", "")), embed_dim, pp,
-                  labels if labels is not None and labels.is_file() else None, teacher, info | {"meta": meta})
+        teacher = t if isinstance(t, dict) and t.get("id") == info.teacher_id else None
+    extra = {"arch": (meta.get("student") or {}).get("arch"), "target": meta.get("target"),
+             "precision": meta.get("precision"), "bundle": info}
+    return Source("bundle", path, info.teacher_id, info.embed_dim, info.preprocess, info.labels_path, teacher, extra)
 
 
 def source_encoder(src: Source, device: Any, backend: str = "auto", threads: int | None = None) -> Encoder:
@@ -113,22 +108,21 @@ def source_encoder(src: Source, device: Any, backend: str = "auto", threads: int
 
 
 def _bundle_encoder(src: Source, backend: str, threads: int | None) -> Encoder:
+    """Run the bundle's model file with a runtime backend; rendered uint8 views in, [B, D] embeddings out."""
     from edgekd.runtime.backends import create_backend
 
-    meta = src.info["meta"]
-    be = create_backend(src.path / meta["files"]["model"], backend=backend, threads=threads)
-    inp, out = meta.get("input") or {}, meta.get("output") or {}
-    frames = inp.get("dtype") == "uint8" or inp.get("layout") == "NHWC"
-    out_name = out.get("name", "embedding")
+    info = src.info["bundle"]
+    be = create_backend(info.model_path, backend=backend, threads=threads)
+    frames = info.input_layout == "NHWC"
     batch_dim = (getattr(be, "input_shape", None) or ["batch"])[0]
     fixed = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
     pp = src.preprocess
 
     def run(x: np.ndarray) -> np.ndarray:
         res = be.run(x)
-        if out_name not in res:
-            raise EdgekdError(f"{src.path}: model has no output {out_name!r} (outputs: {', '.join(res)})")
-        return res[out_name]
+        if info.output_name not in res:
+            raise EdgekdError(f"{info.model_path}: no output {info.output_name!r} (outputs: {', '.join(res)})")
+        return res[info.output_name]
 
     def fn(pixels: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(pixels) if frames else pp.normalize(pixels)
@@ -176,35 +170,29 @@ def teacher_from_cache(cache: str | os.PathLike, rel_paths: list[str], sizes: li
     -> (float32 [N, D], valid bool [N], teacher description). Refuses a cache of another teacher, an incomplete
     cache, or one that lacks (or holds changed versions of) some of the images.
     """
-    cache = Path(cache)
-    man_path = cache / "manifest.json"
-    if not man_path.is_file():
-        raise EdgekdError(f"--teacher-cache {cache}: no manifest.json; build one with `edgekd cache`")
-    man = _read_json(man_path, "cache manifest")
-    if man.get("format") != "edgekd.cache":
-        raise EdgekdError(f"--teacher-cache {cache}: not an edgekd cache (format {man.get('format')!r})")
-    if not man.get("complete", False):
-        raise EdgekdError(f"--teacher-cache {cache}: the cache is incomplete; finish it with `edgekd cache` first")
-    tdesc = man.get("teacher") or {}
-    if teacher_id and tdesc.get("id") and tdesc["id"] != teacher_id:
-        raise EdgekdError(f"--teacher-cache {cache} was made by teacher {tdesc['id']}, but the model was distilled "
-                          f"from {teacher_id}")
-    index = read_json(cache / "index.json")
-    pos = {e["path"]: (i, e.get("size")) for i, e in enumerate(index)}
+    from edgekd.teacher.cache import TeacherCache
+
+    try:
+        tc = TeacherCache.open(cache)
+    except EdgekdError as e:
+        raise EdgekdError(f"--teacher-cache: {e}") from e
+    if teacher_id:
+        try:
+            tc.check_teacher(teacher_id)
+        except EdgekdError as e:
+            raise EdgekdError(f"--teacher-cache: {e}") from e
+    pos = {e["path"]: (i, e.get("size")) for i, e in enumerate(tc.index)}
     missing = [p for p in rel_paths if p not in pos]
     if missing:
         raise EdgekdError(f"--teacher-cache {cache}: {len(missing)} of {len(rel_paths)} images of --data are not in "
                           f"the cache (e.g. {missing[0]}); build the cache on the same --data")
-    rows = np.array([pos[p][0] for p in rel_paths], dtype=np.int64)
     if sizes is not None:
         changed = [p for p, s in zip(rel_paths, sizes) if pos[p][1] is not None and s >= 0 and pos[p][1] != s]
         if changed:
             raise EdgekdError(f"--teacher-cache {cache}: {len(changed)} images changed since the cache was built "
                               f"(e.g. {changed[0]}); rebuild it")
-    emb = np.load(cache / "image_embeds.npy", mmap_mode="r")
-    valid_path = cache / "valid.npy"
-    valid = np.load(valid_path)[rows] if valid_path.is_file() else np.ones(len(rows), bool)
-    return np.asarray(emb[rows, 0], dtype=np.float32), valid.astype(bool), tdesc
+    rows = np.array([pos[p][0] for p in rel_paths], dtype=np.int64)
+    return np.asarray(tc.image_embeds[rows, 0], dtype=np.float32), tc.valid[rows].copy(), tc.teacher
 
 
 # --- long-tail training counts ----------------------------------------------------------------------------------
