@@ -1,0 +1,298 @@
+"""OpenVocabClassifier: an exported student + a label pack -> predictions, on numpy and one inference backend.
+
+    clf = OpenVocabClassifier.load("bundle/")                  # labels.npz of the bundle, backend by file type
+    clf.classify("cat.jpg", top_k=3)                           # [Prediction(label, score, prob, index), ...]
+    clf.classify(frame_bgr, color="bgr")                       # uint8 [H, W, 3] camera frame of any size
+    clf.set_labels("other_labels.npz")                         # swap classes without reloading the model
+    clf.add_examples("my mug", [img1, img2, img3])             # few-shot class from a handful of photos
+    clf.embed(img)                                             # unit embedding [D] for retrieval / dedup
+
+Preprocessing is the student's own (edgekd.preprocess with the bundle's Preprocess): the eval view is rendered with
+Pillow exactly as in training; when the bundle normalises in-graph (input `frames`, uint8 NHWC) only that render runs
+here. Calls are thread-safe: the backend sessions are, and label sets are immutable snapshots swapped atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from edgekd import EdgekdError
+from edgekd.data.images import load_rgb, to_rgb
+from edgekd.labelpack import LabelPack, load_label_pack
+from edgekd.runtime.bundle import BundleInfo, read_bundle
+from edgekd.runtime.labels import LabelSet, Prediction, mean_embedding
+
+log = logging.getLogger(__name__)
+
+ImageLike = np.ndarray | Image.Image | str | os.PathLike
+LabelsLike = LabelPack | str | os.PathLike | Sequence[str]
+
+__all__ = ["OpenVocabClassifier", "Prediction", "ImageLike"]
+
+
+class OpenVocabClassifier:
+    """A loaded bundle: `embed*` -> unit embeddings [D], `classify*` -> top-k `Prediction`s over the label set."""
+
+    def __init__(self, info: BundleInfo, backend: Any, labels: LabelSet | None = None, text_encoder: Any = None):
+        self.info = info
+        self.backend = backend
+        self.text_encoder = text_encoder
+        self._labels = labels
+        self._write_lock = threading.Lock()  # serialises label edits (add_examples); reads take the snapshot
+        self.preprocess = info.preprocess
+        self.in_graph = info.preprocess_in_graph
+        self.input_dtype = np.dtype(getattr(backend, "input_dtype", np.uint8 if self.in_graph else np.float32))
+        shape0 = backend.input_shape[0] if getattr(backend, "input_shape", None) else None
+        self.static_batch = shape0 if isinstance(shape0, int) and shape0 > 0 else None
+        self._output = info.output_name
+
+    # --- loading --------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, bundle: str | os.PathLike, labels: LabelsLike | None = None, backend: str = "auto",
+             threads: int | None = None, device: str | None = None, text_encoder: str | os.PathLike | None = None,
+             verify: bool = True) -> OpenVocabClassifier:
+        """Load a bundle directory. labels: a pack, its path or a list of names (default: the bundle's labels.npz);
+        backend: 'auto' (by file type) or a name from edgekd.runtime.backends; text_encoder: an `edgekd export-text`
+        directory (default: the bundle's own, if it carries one); verify: check files against their sha256."""
+        from edgekd.runtime.backends import create_backend
+
+        info = read_bundle(bundle, verify=verify)
+        be = create_backend(info.model_path, backend=backend, threads=threads, device=device)
+        if be.input_name != info.input_name:
+            raise EdgekdError(f"{info.model_path}: model input is {be.input_name!r} but edgekd.json says "
+                              f"{info.input_name!r}; re-export the bundle")
+        if info.output_name not in be.output_names:
+            raise EdgekdError(f"{info.model_path}: model has no output {info.output_name!r} (has {be.output_names})")
+        te = None
+        te_dir = text_encoder if text_encoder is not None else info.text_encoder_dir
+        if te_dir is not None:
+            from edgekd.runtime.text import TextEncoder
+
+            te = TextEncoder.load(te_dir, backend="auto", threads=threads, verify=verify)
+            _check_text_encoder(te, info)
+        clf = cls(info, be, None, te)
+        if labels is not None:
+            clf.set_labels(labels)
+        elif info.labels_path is not None:
+            clf.set_labels(info.labels_path)
+        log.info("loaded %s (%s, %s, in-graph preprocessing: %s) with %d labels", info.root, be.name,
+                 info.meta.get("precision"), info.preprocess_in_graph, len(clf._labels or ()))
+        return clf
+
+    # --- labels ---------------------------------------------------------------------------------------------------
+
+    @property
+    def embed_dim(self) -> int:
+        return self.info.embed_dim
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self._labels.class_names) if self._labels is not None else []
+
+    @property
+    def label_set(self) -> LabelSet:
+        if self._labels is None:
+            raise EdgekdError("no labels loaded: pass labels=PACK to load(), call set_labels(...), or add a class "
+                              "with add_examples(...)")
+        return self._labels
+
+    def set_labels(self, labels: LabelsLike, templates: Sequence[str] | None = None) -> None:
+        """Swap the label set without reloading the model.
+
+        labels: a LabelPack, a .npz path, or a list of label strings. Strings that are all classes of the current
+        set select that subset; otherwise they are embedded by the text encoder (templates: '{}' strings, default
+        "a photo of a {}."). Packs from another teacher or embedding size are refused.
+        """
+        pack = self._resolve_labels(labels, templates)
+        pack.check_compatible(self.info.teacher_id, self.info.embed_dim, what=f"the bundle {self.info.root}")
+        self._labels = LabelSet.from_pack(pack, pack.meta.get("logit_scale") or self.info.logit_scale)
+
+    def _resolve_labels(self, labels: LabelsLike, templates: Sequence[str] | None) -> LabelPack:
+        if isinstance(labels, LabelPack):
+            return labels
+        if isinstance(labels, (str, os.PathLike)) and (str(labels).endswith(".npz") or Path(labels).is_file()):
+            return load_label_pack(labels)
+        if isinstance(labels, str):
+            labels = [labels]
+        if not isinstance(labels, Sequence) or not labels or not all(isinstance(x, str) for x in labels):
+            raise ValueError("labels must be a LabelPack, a .npz path or a non-empty list of label strings")
+        current = self._labels
+        if current is not None and templates is None and all(n in current.class_names for n in labels):
+            return current.pack.subset(list(labels))
+        if self.text_encoder is None:
+            raise EdgekdError("embedding new label strings needs a text encoder: export one with `edgekd export-text` "
+                              "and pass text_encoder=DIR (or put it in the bundle), or use a label pack (.npz)")
+        from edgekd.runtime.text import DEFAULT_TEMPLATES
+
+        return self.text_encoder.build_label_pack(labels, DEFAULT_TEMPLATES if templates is None else templates)
+
+    def set_thresholds(self, default: float | None = None, per_class: dict[str, float] | None = None,
+                       on: str = "score", unknown_label: str = "unknown") -> None:
+        """Answer `unknown_label` when the best class's cosine ('score') or softmax ('prob') is below its threshold
+        (`per_class` {name: t} overrides `default`; None clears). Saved with save_labels()."""
+        with self._write_lock:
+            self._labels = self.label_set.with_thresholds(default, per_class, on, unknown_label)
+
+    def add_examples(self, label: str, frames: Iterable[ImageLike], text_weight: float = 0.0,
+                     color: str = "rgb") -> None:
+        """Add (or replace) class `label` from a few photos: the normalised mean of their student embeddings, mixed
+        as normalise((1 - w) * images + w * text) with the label's text embedding when `text_weight` w > 0 (taken
+        from the current set if the label exists, else from the text encoder)."""
+        if not isinstance(label, str) or not label.strip():
+            raise ValueError(f"label must be a non-empty string, got {label!r}")
+        if isinstance(frames, (np.ndarray, Image.Image, str, os.PathLike)):
+            frames = [frames]
+        frames = list(frames)
+        if not frames:
+            raise ValueError(f"add_examples({label!r}): give at least one example image")
+        embs = self.embed_batch(frames, color=color)
+        with self._write_lock:
+            current = self._labels
+            text_emb = None
+            if text_weight and current is not None and label in current.class_names:
+                text_emb = current.pack.embeddings[current.class_names.index(label)]
+            elif text_weight and self.text_encoder is not None:
+                text_emb = self.text_encoder.build_label_pack([label]).embeddings[0]
+            proto = mean_embedding(embs, text_emb, text_weight)
+            if current is None:
+                meta = {"teacher_id": self.info.teacher_id, "embed_dim": self.info.embed_dim,
+                        "logit_scale": self.info.logit_scale, "source": "few-shot on device"}
+                pack = LabelPack([label], proto[None], {label: []}, meta)
+                self._labels = LabelSet.from_pack(pack, self.info.logit_scale)
+            else:
+                self._labels = current.with_class(label, proto, note={"examples": len(frames),
+                                                                      "text_weight": float(text_weight)})
+
+    def save_labels(self, path: str | os.PathLike) -> Path:
+        """Write the current label set (with few-shot classes and thresholds) as a label pack .npz."""
+        return self.label_set.to_pack().save(path)
+
+    # --- inference ------------------------------------------------------------------------------------------------
+
+    def prepare(self, image: ImageLike, color: str = "rgb") -> np.ndarray:
+        """One image -> the model input for it without the batch axis: uint8 [H, W, 3] (in-graph preprocessing) or
+        float32 [3, H, W] (normalised)."""
+        if color not in ("rgb", "bgr"):
+            raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
+        img, swap = _to_image(image, color)
+        pixels = self.preprocess.render(img)  # uint8 [H, W, 3]
+        if swap:  # resampling is per channel, so rendering BGR and swapping the small result equals swapping first
+            pixels = np.ascontiguousarray(pixels[:, :, ::-1])
+        if self.in_graph:
+            return pixels
+        return self.preprocess.normalize(pixels)
+
+    def embed_inputs(self, x: np.ndarray) -> np.ndarray:
+        """Prepared inputs [B, ...] -> unit embeddings float32 [B, D] (runs the backend, honouring a static batch)."""
+        x = np.ascontiguousarray(x, dtype=self.input_dtype)
+        bs = self.static_batch
+        if bs is None:
+            out = self.backend.run(x)[self._output]
+        else:
+            parts = []
+            for i in range(0, len(x), bs):
+                chunk = x[i: i + bs]
+                n = len(chunk)
+                if n < bs:
+                    chunk = np.concatenate([chunk, np.zeros((bs - n, *chunk.shape[1:]), chunk.dtype)])
+                parts.append(self.backend.run(chunk)[self._output][:n])
+            out = np.concatenate(parts)
+        out = np.asarray(out, np.float32)
+        if out.ndim != 2 or out.shape[1] != self.embed_dim:
+            raise EdgekdError(f"{self.info.model_path}: output shape {out.shape}, expected [B, {self.embed_dim}]")
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+    def embed(self, image: ImageLike, color: str = "rgb") -> np.ndarray:
+        """One image (path, PIL image or uint8 [H, W, 3] frame) -> float32 [D], unit norm."""
+        return self.embed_inputs(self.prepare(image, color)[None])[0]
+
+    def embed_batch(self, images: Sequence[ImageLike], color: str = "rgb", batch_size: int = 32) -> np.ndarray:
+        """N images -> float32 [N, D], unit rows."""
+        images = _as_list(images)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        out = [self.embed_inputs(np.stack([self.prepare(im, color) for im in images[i: i + batch_size]]))
+               for i in range(0, len(images), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
+
+    def classify(self, image: ImageLike, top_k: int = 5, color: str = "rgb") -> list[Prediction]:
+        """One image -> its top_k predictions, best first (see LabelSet.predict for the "unknown" answer)."""
+        labels = self.label_set  # snapshot: a concurrent set_labels() does not mix two sets in one answer
+        return labels.predict(self.embed(image, color)[None], top_k)[0]
+
+    def classify_batch(self, images: Sequence[ImageLike], top_k: int = 5, color: str = "rgb",
+                       batch_size: int = 32) -> list[list[Prediction]]:
+        """N images -> N lists of top_k predictions."""
+        labels = self.label_set
+        return labels.predict(self.embed_batch(images, color, batch_size), top_k) if len(_as_list(images)) else []
+
+    def scores(self, image: ImageLike, color: str = "rgb") -> tuple[np.ndarray, np.ndarray]:
+        """One image -> (cosine [C], prob [C]) over the current label set, in its class order."""
+        cos, prob = self.label_set.scores(self.embed(image, color)[None])
+        return cos[0], prob[0]
+
+    def describe(self) -> dict[str, Any]:
+        return {"bundle": str(self.info.root), "backend": self.backend.name, "target": self.info.meta.get("target"),
+                "precision": self.info.meta.get("precision"), "input": self.info.input_name,
+                "size": list(self.info.size), "preprocess_in_graph": self.in_graph, "embed_dim": self.embed_dim,
+                "num_labels": len(self._labels or ()), "text_encoder": self.text_encoder is not None}
+
+
+def _as_list(images: Any) -> list:
+    if isinstance(images, (np.ndarray, Image.Image, str, os.PathLike)):
+        if isinstance(images, np.ndarray) and images.ndim == 4:  # a stacked batch of frames [N, H, W, 3]
+            return list(images)
+        raise ValueError("expected a sequence of images; for one image use classify()/embed()")
+    try:
+        return list(images)
+    except TypeError as e:
+        raise ValueError(f"expected a sequence of images, got {type(images).__name__}") from e
+
+
+def _to_image(image: ImageLike, color: str) -> tuple[Image.Image, bool]:
+    """-> (PIL RGB image, whether the result's channels must still be swapped BGR -> RGB)."""
+    if isinstance(image, np.ndarray):
+        return _frame_to_pil(image), color == "bgr"
+    if isinstance(image, Image.Image):
+        if image.width < 1 or image.height < 1:
+            raise ValueError(f"empty image of size {image.size}")
+        return to_rgb(image), False
+    if isinstance(image, (str, os.PathLike)):
+        return load_rgb(image), False  # BadImageError (an EdgekdError) for missing/corrupt files
+    raise ValueError(f"expected an image path, a PIL image or a uint8 HxWx3 numpy frame, got {type(image).__name__}")
+
+
+def _frame_to_pil(frame: np.ndarray) -> Image.Image:
+    """Validate a uint8 [H, W], [H, W, 3] or [H, W, 4] frame and wrap it as an RGB PIL image (channels untouched)."""
+    if frame.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 frame, got dtype {frame.dtype}; convert with frame.astype(np.uint8) "
+                         "(scale float images in [0, 1] by 255 first)")
+    if frame.ndim == 2:
+        frame = frame[:, :, None]
+    if frame.ndim != 3 or frame.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an HxWx3 frame (or HxW grey, HxWx4), got shape {frame.shape}")
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise ValueError(f"empty frame of shape {frame.shape}")
+    if frame.shape[2] == 1:
+        frame = np.repeat(frame, 3, axis=2)
+    elif frame.shape[2] == 4:
+        frame = frame[:, :, :3]
+    return Image.fromarray(np.ascontiguousarray(frame))
+
+
+def _check_text_encoder(te: Any, info: BundleInfo) -> None:
+    if te.embed_dim != info.embed_dim:
+        raise EdgekdError(f"text encoder {te.root} makes {te.embed_dim}-d embeddings but the bundle's are "
+                          f"{info.embed_dim}-d; export the text encoder of the bundle's teacher")
+    if te.teacher_id and info.teacher_id and te.teacher_id != info.teacher_id:
+        raise EdgekdError(f"text encoder {te.root} is from teacher {te.teacher_id} but the bundle was distilled from "
+                          f"{info.teacher_id}; run `edgekd export-text` with that teacher")
