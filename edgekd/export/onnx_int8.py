@@ -1,0 +1,174 @@
+"""INT8 ONNX for CPU with onnxruntime static quantization (QDQ, per-channel weights, selectable calibration).
+
+The graph is first run through onnxruntime's quant_pre_process (symbolic shape inference + ORT graph optimisation,
+which folds BatchNorm and fuses ops so quantisation sees the ops that will actually run). Calibration ranges are
+computed once and cached (onnxruntime's calibration_cache_path), so --auto-mixed can re-quantise with more nodes
+excluded without re-running calibration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd import EdgekdError
+from edgekd._optional import require
+from edgekd.export.targets import ExportRequest, ExportResult
+
+log = logging.getLogger(__name__)
+
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+QUANT_FORMATS = ("qdq", "qoperator")
+# weight-bearing ops whose quantisation gives the size/speed win; element-wise ops are left in float
+DEFAULT_OP_TYPES = ("Conv", "MatMul", "Gemm")
+HEAVY_OPS = ("Conv", "MatMul", "Gemm", "ConvTranspose")
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over an in-memory array [N, ...] in batches."""
+
+    def __init__(self, input_name: str, data: np.ndarray, batch: int):
+        self.input_name, self.data, self.batch = input_name, data, batch
+        self.rewind()
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.pos >= len(self.data):
+            return None
+        x = self.data[self.pos:self.pos + self.batch]
+        self.pos += self.batch
+        return {self.input_name: np.ascontiguousarray(x)}
+
+    def rewind(self) -> None:
+        self.pos = 0
+
+    def __len__(self) -> int:
+        return (len(self.data) + self.batch - 1) // self.batch
+
+
+def float_boundary_nodes(model: Any, output_names: tuple[str, ...] = ("embedding", "scores")) -> list[str]:
+    """Nodes that must stay float: the L2-normalisation tail before `embedding` (back to the last Conv/MatMul/Gemm),
+    the label-scores MatMul, and the in-graph preprocessing head before the first heavy op."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    keep: list[str] = []
+    stack = [o for o in output_names if o in producers]
+    seen: set[str] = set()
+    while stack:
+        node = producers.get(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op_type in HEAVY_OPS and node.output[0] not in output_names:
+            continue  # the head projection itself may be quantised
+        keep.append(node.name)
+        stack.extend(i for i in node.input if i in producers)
+    consumers: dict[str, list[Any]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    stack = [i.name for i in model.graph.input]
+    while stack:  # preprocessing head: Cast / Mul / Sub / Div / Transpose up to the first heavy op
+        for node in consumers.get(stack.pop(), []):
+            if node.op_type in HEAVY_OPS or node.name in seen:
+                continue
+            seen.add(node.name)
+            keep.append(node.name)
+            stack.extend(node.output)
+    return keep
+
+
+def quantizable_nodes(model: Any, op_types: tuple[str, ...] = DEFAULT_OP_TYPES) -> list[str]:
+    return [n.name for n in model.graph.node if n.op_type in op_types]
+
+
+def quantize(pre_path: Path, out_path: Path, calib: np.ndarray | None, input_name: str, cache: Path,
+             method: str = "minmax", exclude: list[str] | tuple[str, ...] = (), quant_format: str = "qdq",
+             per_channel: bool = True, activation: str = "uint8", reduce_range: bool = False,
+             op_types: tuple[str, ...] = DEFAULT_OP_TYPES, percentile: float = 99.999) -> None:
+    """Static-quantise the pre-processed fp32 model `pre_path` into `out_path` (ranges cached in `cache`)."""
+    q = require("onnxruntime.quantization", extra="onnx", purpose="INT8 quantisation")
+    methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+               "percentile": q.CalibrationMethod.Percentile}
+    fmt = {"qdq": q.QuantFormat.QDQ, "qoperator": q.QuantFormat.QOperator}[quant_format]
+    act = {"uint8": q.QuantType.QUInt8, "int8": q.QuantType.QInt8}[activation]
+    reader = _Reader(input_name, calib, 8) if calib is not None else None
+    extra = {"CalibPercentile": percentile, "CalibMovingAverage": False}
+    if activation == "int8":
+        extra["ActivationSymmetric"] = True
+    q.quantize_static(str(pre_path), str(out_path), reader, quant_format=fmt, op_types_to_quantize=list(op_types),
+                      per_channel=per_channel, reduce_range=reduce_range, activation_type=act,
+                      weight_type=q.QuantType.QInt8, nodes_to_exclude=list(exclude), calibrate_method=methods[method],
+                      extra_options=extra, calibration_cache_path=str(cache))
+
+
+def build_int8(req: ExportRequest, model_name: str = "model.onnx") -> ExportResult:
+    """The onnx target's int8 precision. Options: calib_method, keep_fp32 (node names), quant_format,
+    activation_type, reduce_range, per_channel, auto_mixed (+ gate criteria), op_types."""
+    onnx = require("onnx", purpose="INT8 quantisation")
+    q = require("onnxruntime.quantization", extra="onnx", purpose="INT8 quantisation")
+    if req.calib is None or len(req.calib) == 0:
+        raise EdgekdError("--precision int8 needs calibration images: pass --calib DIR (a few hundred images)")
+    opts = req.options
+    method = opts.get("calib_method") or "minmax"
+    if method not in CALIB_METHODS:
+        raise EdgekdError(f"--calib-method {method!r}: use one of {', '.join(CALIB_METHODS)}")
+    quant_format = opts.get("quant_format") or "qdq"
+    if quant_format not in QUANT_FORMATS:
+        raise EdgekdError(f"--quant-format {quant_format!r}: use one of {', '.join(QUANT_FORMATS)}")
+    op_types = tuple(opts.get("op_types") or DEFAULT_OP_TYPES)
+    settings = {"quant_format": quant_format, "per_channel": bool(opts.get("per_channel", True)),
+                "activation": opts.get("activation_type") or "uint8", "reduce_range": bool(opts.get("reduce_range")),
+                "op_types": op_types}
+    work = Path(tempfile.mkdtemp(prefix=".quant.", dir=req.out_dir))
+    try:
+        pre = work / "pre.onnx"
+        try:
+            q.quant_pre_process(str(req.onnx_path), str(pre), skip_symbolic_shape=False)
+        except Exception as e:  # symbolic shape inference fails on some graphs; retry without it
+            log.warning("quant_pre_process with symbolic shapes failed (%s); retrying without", str(e)[:200])
+            q.quant_pre_process(str(req.onnx_path), str(pre), skip_symbolic_shape=True)
+        pre_model = onnx.load(str(pre), load_external_data=False)
+        names = {n.name for n in pre_model.graph.node}
+        user_keep = list(opts.get("keep_fp32") or [])
+        unknown = [n for n in user_keep if n not in names]
+        if unknown:
+            cands = quantizable_nodes(pre_model, op_types)
+            raise EdgekdError(f"--keep-fp32 {', '.join(unknown)}: no such node(s) in the graph; quantisable nodes "
+                              f"are e.g. {', '.join(cands[:6])} (see parity.json of an earlier export)")
+        boundary = float_boundary_nodes(pre_model)
+        cache = work / "calibration.json"
+        out = work / "int8.onnx"
+        from tqdm.auto import tqdm
+
+        with tqdm(total=1, desc=f"calibrating + quantising ({method})", leave=False) as bar:
+            quantize(pre, out, req.calib, req.input_name, cache, method, boundary + user_keep, **settings)
+            bar.update()
+        auto_kept: list[str] = []
+        sensitivity: list[dict[str, Any]] = []
+        if opts.get("auto_mixed"):
+            from edgekd.export.sensitivity import auto_mixed
+
+            auto_kept, sensitivity = auto_mixed(pre, out, req, cache, method, boundary + user_keep, settings)
+        n_quant = sum(1 for n in onnx.load(str(out), load_external_data=False).graph.node
+                      if n.op_type in ("QuantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger",
+                                       "ConvInteger"))
+        final = req.out_dir / model_name
+        os.replace(out, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    candidates = quantizable_nodes(pre_model, op_types)
+    excluded = sorted(set(boundary + user_keep + auto_kept))
+    meta = {"quantization": {
+        "tool": "onnxruntime.quantization.quantize_static", "format": quant_format.upper(),
+        "per_channel": settings["per_channel"], "weight_type": "int8", "activation_type": settings["activation"],
+        "reduce_range": settings["reduce_range"], "calib_method": method, "calib_images": int(len(req.calib)),
+        "op_types": list(op_types), "quantizable_nodes": len(candidates),
+        "quantized_nodes": len([c for c in candidates if c not in excluded]), "quantize_linear_nodes": n_quant,
+        "float_boundary_nodes": boundary, "kept_fp32_user": user_keep, "kept_fp32_auto": auto_kept,
+        "sensitivity": sensitivity[:20]}}
+    return ExportResult({"model": model_name}, "onnxruntime", meta)

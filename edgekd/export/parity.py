@@ -1,0 +1,162 @@
+"""Parity gate: the exported model (through edgekd.runtime.backends) next to the torch student on held-out images.
+
+Per precision (documented in docs/export.md):
+  fp32: mean embedding cosine >= 0.9999;  fp16: >= 0.999;
+  int8: top-1 agreement of zero-shot predictions >= 98 % and zero-shot accuracy drop <= --max-drop points (when the
+        held-out images are labelled with the pack's classes); without a label pack, mean cosine >= 0.98.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgekd import EdgekdError
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from edgekd.labelpack import LabelPack
+
+log = logging.getLogger(__name__)
+
+MIN_MEAN_COSINE = {"fp32": 0.9999, "fp16": 0.999}
+INT8_MIN_AGREEMENT = 0.98
+INT8_MAX_DROP = 1.0  # accuracy points
+INT8_FALLBACK_MIN_COSINE = 0.98
+
+
+@dataclass(frozen=True)
+class GateCriteria:
+    precision: str
+    min_mean_cosine: float | None = None
+    min_agreement: float | None = None
+    max_drop: float | None = None
+
+    @classmethod
+    def default(cls, precision: str, max_drop: float | None = None, min_cosine: float | None = None,
+                min_agreement: float | None = None) -> GateCriteria:
+        if precision == "int8":
+            return cls(precision, min_cosine, INT8_MIN_AGREEMENT if min_agreement is None else min_agreement,
+                       INT8_MAX_DROP if max_drop is None else max_drop)
+        return cls(precision, MIN_MEAN_COSINE[precision] if min_cosine is None else min_cosine)
+
+
+def run_model(backend: Any, x: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
+    """Run an edgekd.runtime Backend over `x` [N, ...] in batches (static-batch models get their fixed batch)."""
+    fixed = backend.input_shape[0] if isinstance(backend.input_shape[0], int) else None
+    bs = fixed or batch_size
+    outs: dict[str, list[np.ndarray]] = {}
+    for i in range(0, len(x), bs):
+        chunk = x[i:i + bs]
+        n = len(chunk)
+        if fixed and n < fixed:  # pad the last chunk of a static-batch model
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - n, axis=0)])
+        for k, v in backend.run(np.ascontiguousarray(chunk, dtype=backend.input_dtype)).items():
+            outs.setdefault(k, []).append(np.asarray(v, np.float32)[:n])
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+def torch_embeddings(student: nn.Module, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Reference: the torch student on float32 [N,3,H,W] -> [N,D] unit rows."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(pixels), batch_size):
+            out.append(student(torch.from_numpy(np.ascontiguousarray(pixels[i:i + batch_size]))).float().numpy())
+    return np.concatenate(out)
+
+
+def compare(reference: np.ndarray, exported: np.ndarray, label_pack: LabelPack | None = None,
+            labels: np.ndarray | None = None, scores: np.ndarray | None = None) -> dict[str, Any]:
+    """Metrics of exported vs reference embeddings [N,D]; labels int64 [N] index the pack's classes (-1 = unknown)."""
+    ref = reference / np.maximum(np.linalg.norm(reference, axis=1, keepdims=True), 1e-12)
+    exp = exported / np.maximum(np.linalg.norm(exported, axis=1, keepdims=True), 1e-12)
+    cos = np.sum(ref * exp, axis=1)
+    m: dict[str, Any] = {"images": int(len(ref)), "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
+                         "cosine_p05": float(np.percentile(cos, 5)),
+                         "max_abs_diff": float(np.abs(reference - exported).max()),
+                         "output_norm_min": float(np.linalg.norm(exported, axis=1).min())}
+    if label_pack is not None:
+        w = label_pack.embeddings
+        pred_ref, pred_exp = (ref @ w.T).argmax(1), (exp @ w.T).argmax(1)
+        m["top1_agreement"] = float(np.mean(pred_ref == pred_exp))
+        if scores is not None:  # baked-in scores must equal logit_scale * embedding @ labels.T
+            expect = label_pack.logit_scale * exported @ w.T
+            m["scores_max_abs_diff"] = float(np.abs(scores - expect).max())
+            m["logit_scale"] = label_pack.logit_scale
+        if labels is not None and np.any(labels >= 0):
+            known = labels >= 0
+            acc_ref = float(np.mean(pred_ref[known] == labels[known]) * 100)
+            acc_exp = float(np.mean(pred_exp[known] == labels[known]) * 100)
+            m.update({"labelled_images": int(known.sum()), "accuracy_reference": acc_ref,
+                      "accuracy_exported": acc_exp, "accuracy_drop": acc_ref - acc_exp})
+    return m
+
+
+def judge(metrics: dict[str, Any], criteria: GateCriteria) -> tuple[bool, list[str], str]:
+    """(passed, failure reasons, criterion description) for `metrics` under `criteria`."""
+    fails: list[str] = []
+    used: list[str] = []
+    if not np.isfinite(metrics["cosine_mean"]):
+        return False, ["the exported model produced NaN/Inf"], "finite outputs"
+    min_cos = criteria.min_mean_cosine
+    if criteria.precision == "int8":
+        if "top1_agreement" in metrics:
+            used.append(f"top1_agreement >= {criteria.min_agreement:.2%}")
+            if metrics["top1_agreement"] < criteria.min_agreement:
+                fails.append(f"top-1 agreement {metrics['top1_agreement']:.2%} < {criteria.min_agreement:.2%}")
+            if "accuracy_drop" in metrics:
+                used.append(f"accuracy_drop <= {criteria.max_drop} points")
+                if metrics["accuracy_drop"] > criteria.max_drop:
+                    fails.append(f"zero-shot accuracy drop {metrics['accuracy_drop']:.2f} > {criteria.max_drop} "
+                                 "points")
+        elif min_cos is None:
+            min_cos = INT8_FALLBACK_MIN_COSINE  # no label pack: fall back to embedding fidelity
+    if min_cos is not None:
+        used.append(f"cosine_mean >= {min_cos}")
+        if metrics["cosine_mean"] < min_cos:
+            fails.append(f"mean embedding cosine {metrics['cosine_mean']:.6f} < {min_cos}")
+    if metrics.get("scores_max_abs_diff", 0.0) > 1e-2 * max(1.0, metrics.get("logit_scale", 100.0)):
+        fails.append(f"baked-in scores differ from logit_scale * cosine by {metrics['scores_max_abs_diff']:.3g}")
+    return not fails, fails, "; ".join(used)
+
+
+def check_parity(student: nn.Module, model_path: str | os.PathLike, backend: str, val_input: np.ndarray,
+                 val_pixels: np.ndarray, criteria: GateCriteria, label_pack: LabelPack | None = None,
+                 labels: np.ndarray | None = None, threads: int | None = None) -> dict[str, Any]:
+    """Run the gate. val_input: the model's input format [N,...]; val_pixels: the same images as float32 [N,3,H,W]
+    for the torch student. Returns the parity report {"passed", "reasons", "criteria", "metrics", ...}."""
+    from edgekd.runtime.backends import create_backend
+
+    if len(val_input) == 0:
+        raise EdgekdError("parity gate: no held-out images")
+    model = create_backend(model_path, backend=backend, threads=threads)
+    outs = run_model(model, val_input)
+    if "embedding" not in outs:
+        raise EdgekdError(f"{model_path}: the exported model has no 'embedding' output (outputs: {list(outs)})")
+    ref = torch_embeddings(student, val_pixels)
+    metrics = compare(ref, outs["embedding"], label_pack, labels, outs.get("scores"))
+    passed, reasons, crit = judge(metrics, criteria)
+    log.info("parity %s: %s", "passed" if passed else "FAILED", {k: metrics[k] for k in ("cosine_mean", "cosine_min")})
+    return {"passed": passed, "skipped": False, "reasons": reasons, "criteria": crit, "backend": model.name,
+            "precision": criteria.precision, "metrics": metrics}
+
+
+def failure_advice(precision: str, target: str) -> str:
+    """Which options to try when the gate fails."""
+    if precision == "int8":
+        tips = ["--auto-mixed (keep the most sensitive layers in float)", "more/more representative --calib images",
+                "another --calib-method (minmax, entropy, percentile)"]
+        tips.insert(1, "--keep-fp16 LAYERS" if target != "onnx" else "--keep-fp32 NODES (names from parity.json)")
+    elif precision == "fp16":
+        tips = ["--precision fp32", "--keep-fp16 with fewer layers" if target == "tensorrt" else "--precision fp32"]
+    else:
+        tips = ["check that the run's preprocessing matches (edgekd info RUN)", "re-export with --opset 17",
+                "report a bug with parity.json"]
+    return "try " + " / ".join(dict.fromkeys(tips)) + "; --no-gate skips the check (recorded in edgekd.json)"

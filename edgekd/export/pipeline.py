@@ -1,0 +1,185 @@
+"""`edgekd export`: run dir -> fp32 ONNX -> target artifact -> parity gate -> edgekd.json (+ labels.npz)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd import EdgekdError
+from edgekd._io import atomic_write_json
+from edgekd.export.bundle import MANIFEST, PARITY_FILE, write_manifest
+from edgekd.export.targets import ExportRequest, check_precision, get_target
+
+log = logging.getLogger(__name__)
+
+LABELS_FILE = "labels.npz"
+ONNX_FILE = "model.onnx"
+DEFAULT_VAL_IMAGES = 200
+
+
+class GateFailedError(EdgekdError):
+    """The exported model failed its parity gate; the bundle and parity.json are kept for inspection."""
+
+    exit_code = 3  # edgekd.cli.EXIT_GATE_FAILED
+
+    def __init__(self, message: str, bundle: Path, report: dict[str, Any]):
+        super().__init__(message)
+        self.bundle, self.report = bundle, report
+
+
+def backend_versions() -> dict[str, str | None]:
+    """Installed versions of the export toolchain (without importing the packages)."""
+    out: dict[str, str | None] = {}
+    for key, dists in {"torch": ["torch"], "onnx": ["onnx"], "onnxruntime": ["onnxruntime", "onnxruntime-gpu"],
+                       "openvino": ["openvino"], "tensorrt": ["tensorrt", "tensorrt-cu12", "tensorrt-cu13"]}.items():
+        out[key] = None
+        for d in dists:
+            try:
+                out[key] = metadata.version(d)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return out
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise EdgekdError(f"--out {out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MANIFEST).is_file() and not overwrite:
+            raise EdgekdError(f"--out {out}: folder is not empty and not an edgekd bundle; choose a new folder")
+        for name in (MANIFEST, PARITY_FILE):  # a half-rewritten bundle must never look valid
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _load_labels(run_dir: Path, labels: str | os.PathLike | None, student_cfg: Any) -> tuple[Any, str | None]:
+    from edgekd.labelpack import load_label_pack
+
+    if labels is None:
+        path = run_dir / LABELS_FILE
+        if not path.is_file():
+            return None, None
+    else:
+        path = Path(labels)
+    pack = load_label_pack(path)
+    pack.check_compatible(student_cfg.teacher_id or None, student_cfg.embed_dim, what=f"the student in {run_dir}")
+    return pack, str(path)
+
+
+def _val_labels(val: Any, pack: Any) -> np.ndarray | None:
+    """Map ImageFolder labels of the parity images onto the pack's class indices (None when names do not match)."""
+    if pack is None or not val.classes or not np.any(val.labels >= 0):
+        return None
+    missing = [c for c in val.classes if c not in pack.class_names]
+    if missing:
+        log.info("parity images' classes %s are not in the label pack; accuracy drop not measured", missing[:3])
+        return None
+    mapping = np.array([pack.class_names.index(c) for c in val.classes])
+    return np.where(val.labels >= 0, mapping[np.maximum(val.labels, 0)], -1)
+
+
+def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: str | os.PathLike,
+                  calib_dir: str | os.PathLike | None = None, val_dir: str | os.PathLike | None = None,
+                  labels: str | os.PathLike | None = None, *, preprocess_in_graph: bool = False,
+                  with_labels: bool = False, static_batch: int | None = None, opset: int = 17, gate: bool = True,
+                  calib_images: int = 300, val_images: int = DEFAULT_VAL_IMAGES, max_drop: float | None = None,
+                  threads: int | None = None, overwrite: bool = False, **options: Any) -> Path:
+    """Export the student of `run_dir` to a bundle at `out` and gate it. Returns the bundle path.
+
+    Raises EdgekdError for bad input, GateFailedError (exit 3) when parity fails (bundle + parity.json kept),
+    NeedsDeviceError (exit 4) when a target prepared work for another machine.
+    """
+    from edgekd.export.calibration import as_model_input, load_image_set, split_calib_val
+    from edgekd.export.onnx import export_student_onnx
+    from edgekd.export.parity import GateCriteria, check_parity, failure_advice
+    from edgekd.students.io import load_student, load_student_config, weights_hash
+    from edgekd.students.model import reparameterize
+
+    t0 = time.perf_counter()
+    run_dir, out = Path(run_dir), Path(out)
+    if not run_dir.is_dir():
+        raise EdgekdError(f"RUN {run_dir}: no such run directory (the output folder of `edgekd distill`)")
+    spec = get_target(target)
+    check_precision(spec, precision)
+    if static_batch is not None and static_batch < 1:
+        raise EdgekdError(f"--static-batch {static_batch}: must be >= 1")
+    if with_labels and labels is None and not (run_dir / LABELS_FILE).is_file():
+        raise EdgekdError(f"--with-labels: {run_dir} has no {LABELS_FILE}; pass --labels PACK")
+    cfg = load_student_config(run_dir)
+    student = reparameterize(load_student(run_dir)).eval()
+    pp = cfg.get_preprocess()
+    pack, pack_path = _load_labels(run_dir, labels, cfg)
+
+    # calibration / held-out parity images: never the same images
+    calib = val = None
+    if calib_dir is not None:
+        calib = load_image_set(calib_dir, pp, calib_images + (0 if val_dir else max(1, calib_images // 4)), "--calib")
+    if val_dir is not None:
+        val = load_image_set(val_dir, pp, val_images, "--val")
+    elif calib is not None and gate:
+        calib, val = split_calib_val(calib)
+    if precision == "int8" and calib is None:
+        raise EdgekdError("--precision int8 needs --calib DIR (a few hundred representative images)")
+    if gate and val is None:
+        raise EdgekdError("the parity gate needs real images: pass --val DIR (held-out images) or --calib DIR "
+                          "(part of it is held out), or --no-gate to skip the check")
+
+    _prepare_out(out, overwrite)
+    input_name = "frames" if preprocess_in_graph else "pixels"
+    io = export_student_onnx(student, out / ONNX_FILE, pp, preprocess_in_graph, pack if with_labels else None,
+                             static_batch, opset)
+    criteria = GateCriteria.default(precision, max_drop=max_drop)
+    req = ExportRequest(student=student, preprocess=pp, out_dir=out, precision=precision, onnx_path=out / ONNX_FILE,
+                        input_name=input_name,
+                        calib=as_model_input(calib.frames, input_name, pp) if calib is not None else None,
+                        val=as_model_input(val.frames, input_name, pp) if val is not None else None,
+                        label_pack=pack, options={**options, "max_drop": criteria.max_drop, "gate": criteria,
+                                                  "threads": threads})
+    result = spec.build(req)
+    if (out / ONNX_FILE).exists() and ONNX_FILE not in result.files.values():
+        (out / ONNX_FILE).unlink()
+    files = dict(result.files)
+    files["labels"] = None
+    if pack is not None:
+        pack.save(out / LABELS_FILE)
+        files["labels"] = LABELS_FILE
+
+    if gate:
+        report = check_parity(student, out / files["model"], result.backend, req.val, pp.normalize(val.frames),
+                              criteria, pack, _val_labels(val, pack), threads)
+        report["images"] = val.describe()
+        report["held_out"] = "--val" if val_dir is not None else "split of --calib (never used for calibration)"
+    else:
+        report = {"passed": None, "skipped": True, "reasons": ["--no-gate"]}
+    if not report.get("passed", True) and result.metadata.get("quantization", {}).get("sensitivity"):
+        report["most_sensitive_nodes"] = [r["node"] for r in result.metadata["quantization"]["sensitivity"][:10]]
+    atomic_write_json(out / PARITY_FILE, report)
+
+    embed_dim = cfg.embed_dim
+    output = dict(io["output"])
+    manifest: dict[str, Any] = {
+        "target": target, "precision": precision, "backend": result.backend, "files": files,
+        "input": io["input"], "output": output, **({"scores": io["scores"]} if "scores" in io else {}),
+        "preprocess": pp.to_dict(), "preprocess_in_graph": preprocess_in_graph, "embed_dim": embed_dim,
+        "logit_scale": pack.logit_scale if pack is not None else None, "teacher_id": cfg.teacher_id,
+        "student": cfg.to_dict(),
+        "source_run": {"path": str(run_dir.resolve()), "weights_sha256": weights_hash(run_dir)},
+        "labels_source": pack_path, "opset": opset, "versions": backend_versions(),
+        "calibration": calib.describe(options.get("calib_method") or "minmax") if calib is not None and
+        precision == "int8" else None,
+        "parity": {k: report.get(k) for k in ("passed", "skipped", "reasons", "criteria", "metrics")},
+        "eval": None, "target_metadata": result.metadata, "build_seconds": round(time.perf_counter() - t0, 3),
+    }
+    write_manifest(out, manifest)
+    if report.get("passed") is False:
+        raise GateFailedError(f"parity gate failed for {target} {precision} ({'; '.join(report['reasons'])}); report "
+                              f"in {out / PARITY_FILE}; {failure_advice(precision, target)}", out, report)
+    log.info("exported %s %s bundle to %s in %.1f s", target, precision, out, manifest["build_seconds"])
+    return out
