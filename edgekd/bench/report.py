@@ -1,0 +1,168 @@
+"""Bench results on disk: results.json (schema "edgekd.bench" v1), results.md (tables), and the plots.
+
+Speed-ups are computed here, from the rows: each student row against the teacher on the same backend, batch and
+threads, and against the teacher in torch eager (the usual starting point) at the same batch and threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from edgekd import EdgekdError
+from edgekd._io import atomic_write_json, atomic_write_text, read_json
+from edgekd.bench.runner import SCHEMA, VERSION
+
+ROW_STATUSES = ("ok", "skipped", "failed")
+
+
+def add_speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Set speedup_vs_teacher (same backend) and speedup_vs_teacher_eager (teacher on torch) on every ok row."""
+    teachers = {(r["backend"], r["batch"], r["threads"]): r for r in rows
+                if r.get("teacher") and r["status"] == "ok" and r.get("mode", "model") == "model"
+                and r.get("precision") == "fp32"}
+    for r in rows:
+        r["speedup_vs_teacher"] = r["speedup_vs_teacher_eager"] = None
+        if r["status"] != "ok" or r.get("mode", "model") != "model":
+            continue
+        p50 = r["latency_ms"]["p50"]
+        same = teachers.get((r["backend"], r["batch"], r["threads"]))
+        eager = teachers.get(("torch", r["batch"], r["threads"]))
+        if same and p50 > 0:
+            r["speedup_vs_teacher"] = same["latency_ms"]["p50"] / p50
+        if eager and p50 > 0:
+            r["speedup_vs_teacher_eager"] = eager["latency_ms"]["p50"] / p50
+    return rows
+
+
+def validate_results(doc: Any, where: str = "results") -> dict[str, Any]:
+    """Check the schema of a results document; raise EdgekdError saying what is wrong."""
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        found = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+        raise EdgekdError(f"{where}: not an edgekd bench result (schema {found!r}, expected {SCHEMA!r})")
+    if doc.get("version") != VERSION:
+        raise EdgekdError(f"{where}: bench result version {doc.get('version')}; this edgekd reads version {VERSION}")
+    rows = doc.get("rows")
+    if not isinstance(rows, list):
+        raise EdgekdError(f"{where}: 'rows' must be a list")
+    for i, r in enumerate(rows):
+        missing = [k for k in ("model", "backend", "precision", "batch", "threads", "status") if k not in r]
+        if missing:
+            raise EdgekdError(f"{where}: row {i} lacks {', '.join(missing)}")
+        if r["status"] not in ROW_STATUSES:
+            raise EdgekdError(f"{where}: row {i} has status {r['status']!r}; expected one of {ROW_STATUSES}")
+        if r["status"] == "ok" and not isinstance(r.get("latency_ms"), dict):
+            raise EdgekdError(f"{where}: ok row {i} has no latency_ms")
+    return doc
+
+
+def load_results(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    try:
+        doc = read_json(path)
+    except FileNotFoundError as e:
+        raise EdgekdError(f"{path}: no such bench result file") from e
+    except (OSError, json.JSONDecodeError) as e:
+        raise EdgekdError(f"{path}: unreadable bench result ({e})") from e
+    return validate_results(doc, str(path))
+
+
+def write_results(doc: dict[str, Any], out_dir: str | os.PathLike, plots: bool = True,
+                  command: str | None = None) -> dict[str, Path]:
+    """results.json + results.md (+ latency.png / throughput.png / pareto.png). -> {name: path}."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    add_speedups(doc["rows"])
+    if command:
+        doc["command"] = command
+    validate_results(doc)
+    paths = {"json": out / "results.json", "md": out / "results.md"}
+    atomic_write_json(paths["json"], doc)
+    atomic_write_text(paths["md"], markdown(doc))
+    if plots:
+        from edgekd.bench.plot import plot_results
+
+        paths.update(plot_results(doc, out))
+    return paths
+
+
+def _f(v: Any, fmt: str = ".2f", none: str = "–") -> str:
+    return none if v is None else format(v, fmt)
+
+
+def _x(v: Any) -> str:
+    return "–" if v is None else f"{v:.1f}x"
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The human view of a results document: environment, main table, e2e table, skipped/failed rows."""
+    env = doc.get("environment", {})
+    cpu = env.get("cpu", {})
+    pk = env.get("packages", {})
+    lines = ["# edgekd bench results", ""]
+    if doc.get("command"):
+        lines += ["```", doc["command"], "```", ""]
+    gpu = env.get("gpu")
+    gpu_txt = ", ".join(f"{g['name']} (driver {g['driver']})" for g in gpu) if isinstance(gpu, list) else gpu
+    flags = cpu.get("flags")
+    lines += [f"- CPU: {cpu.get('model', 'unknown')}, {cpu.get('cores_usable', '?')} usable cores; flags: "
+              f"{' '.join(flags) if isinstance(flags, list) else flags}",
+              f"- GPU: {gpu_txt}",
+              f"- OS: {env.get('os', {}).get('system', '?')} {env.get('os', {}).get('release', '')}, "
+              f"Python {env.get('python', '?')}",
+              "- " + ", ".join(f"{k} {v}" for k, v in pk.items() if v != "not installed")]
+    if env.get("jetson"):
+        j = env["jetson"]
+        lines.append(f"- Jetson: {j.get('model')}, L4T {j.get('l4t')}, JetPack {j.get('jetpack')}, nvpmodel "
+                     f"{j.get('nvpmodel')}, jetson_clocks {j.get('jetson_clocks')}")
+    cfg = doc.get("config", {})
+    if cfg:
+        lines.append(f"- timing: warm-up {cfg.get('warmup_s')} s, then >= {cfg.get('min_iters')} iterations and >= "
+                     f"{cfg.get('min_time_s')} s per row; throughput from a separate pipelined loop")
+    lines.append("")
+    rows = doc["rows"]
+    ok = [r for r in rows if r["status"] == "ok" and r.get("mode", "model") == "model"]
+    power = any(r.get("power") for r in ok)
+    head = ["model", "backend", "precision", "batch", "threads", "p50 ms", "p90 ms", "p99 ms", "img/s", "MB",
+            "RSS MB", "load s", "vs teacher (same backend)", "vs teacher eager"]
+    if power:
+        head += ["avg W", "mJ/img"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in ok:
+        lat = r["latency_ms"]
+        cells = [r["model"], r["backend"], r["precision"], str(r["batch"]), str(r["threads"]), _f(lat["p50"]),
+                 _f(lat["p90"]), _f(lat["p99"]), _f(r.get("throughput_ips"), ".1f"), _f(r.get("model_mb"), ".1f"),
+                 _f(r.get("peak_rss_mb"), ".0f"), _f(r.get("load_s"), ".2f"), _x(r.get("speedup_vs_teacher")),
+                 _x(r.get("speedup_vs_teacher_eager"))]
+        if power:
+            p = r.get("power") or {}
+            cells += [_f(p.get("avg_mw") and p["avg_mw"] / 1e3, ".2f"), _f(p.get("energy_mj_per_image"), ".1f")]
+        lines.append("| " + " | ".join(cells) + " |")
+    e2e = [r for r in rows if r["status"] == "ok" and r.get("mode") == "e2e"]
+    if e2e:
+        lines += ["", "## End-to-end runtime path (JPEG decode -> resize/normalise -> infer -> score -> top-5)", "",
+                  "| model | backend | precision | threads | e2e p50 ms | decode | preprocess | infer | score | "
+                  "model-only p50 ms | runtime overhead |", "|" + "---|" * 11]
+        for r in e2e:
+            st = r.get("stages_ms", {})
+            base = next((o for o in ok if o["model"] == r["model"] and o["backend"] == r["backend"]
+                         and o["batch"] == 1 and o["threads"] == r["threads"]), None)
+            e2e_p50 = r["latency_ms"]["p50"]
+            model_p50 = base["latency_ms"]["p50"] if base else None
+            overhead = f"{(e2e_p50 - model_p50) / e2e_p50 * 100:.0f}%" if model_p50 else "–"
+            lines.append(f"| {r['model']} | {r['backend']} | {r['precision']} | {r['threads']} | {_f(e2e_p50)} | "
+                         f"{_f(st.get('decode'))} | {_f(st.get('preprocess'))} | {_f(st.get('infer'))} | "
+                         f"{_f(st.get('score'))} | {_f(model_p50)} | {overhead} |")
+    other = [r for r in rows if r["status"] != "ok"]
+    if other:
+        lines += ["", "## Skipped and failed", "", "| model | backend | batch | threads | status | reason |",
+                  "|---|---|---|---|---|---|"]
+        for r in other:
+            reason = str(r.get("reason") or "").replace("|", "\\|")
+            lines.append(f"| {r['model']} | {r['backend']} | {_f(r['batch'], 'd')} | {_f(r['threads'], 'd')} | "
+                         f"{r['status']} | {reason} |")
+    return "\n".join(lines) + "\n"

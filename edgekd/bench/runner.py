@@ -1,0 +1,227 @@
+"""Plan and run a benchmark: one subprocess per measurement (model x backend x threads x batch), so memory, thread
+pools and engine state never leak from one row into the next. Backends that are not installed or cannot run the
+model's format become 'skipped' rows with the reason; a measurement that raises or crashes becomes a 'failed' row
+with its error."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekd import EdgekdError
+from edgekd._io import atomic_write_json, read_json, sha256_json
+from edgekd.bench.env import collect_environment, usable_cores
+from edgekd.bench.models import ALL_BACKENDS, ModelSpec
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "edgekd.bench"
+VERSION = 1
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to measure and for how long (the `edgekd bench` options)."""
+
+    backends: tuple[str, ...] | None = None  # None: every backend the model's format allows
+    threads: tuple[int, ...] = ()  # () -> all usable cores
+    batches: tuple[int, ...] = (1,)
+    warmup_s: float = 2.0
+    min_time_s: float = 5.0
+    min_iters: int = 10
+    throughput_s: float | None = None  # pipelined loop length; None -> min_time_s / 2
+    device: str = "auto"  # torch device (auto = cuda when visible)
+    e2e: bool = False
+    power: bool = True  # sample tegrastats when present
+    timeout_s: float = 1800.0  # per measurement
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.threads:
+            object.__setattr__(self, "threads", (usable_cores(),))
+        if not self.batches:
+            raise EdgekdError("--batch: give at least one batch size")
+        bad = [b for b in self.batches if b < 1]
+        if bad:
+            raise EdgekdError(f"--batch {bad[0]}: batch sizes must be >= 1")
+        cores = usable_cores()
+        for t in self.threads:
+            if t < 1:
+                raise EdgekdError(f"--threads {t}: thread counts must be >= 1")
+            if t > cores:
+                raise EdgekdError(f"--threads {t}: this machine has only {cores} usable CPU core(s); "
+                                  f"use at most --threads {cores}")
+        for b in self.backends or ():
+            if b not in ALL_BACKENDS:
+                raise EdgekdError(f"--backend {b!r} is not a backend; use one of {', '.join(ALL_BACKENDS)}")
+        if self.warmup_s < 0 or self.min_time_s < 0:
+            raise EdgekdError("--warmup-s and --min-time-s must be >= 0")
+        if self.min_iters < 1:
+            raise EdgekdError(f"--min-iters {self.min_iters}: must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Job:
+    model: ModelSpec
+    backend: str
+    batch: int | None
+    threads: int | None
+    mode: str = "model"
+    skip: str | None = None  # reason, when the job is not run
+
+    def key(self) -> str:
+        return f"{self.model.name} {self.backend} b{self.batch} t{self.threads} {self.mode}"
+
+
+def backend_reason(model: ModelSpec, backend: str) -> str | None:
+    """None when `backend` can run `model` here, else why not (format first, then installation)."""
+    reason = model.format_reason(backend)
+    if reason:
+        return reason
+    if backend == "torch":
+        from edgekd._optional import is_available
+
+        return None if is_available("torch") else "torch is not installed (pip install torch)"
+    from edgekd.runtime.backends import backend_unavailable_reason
+
+    return backend_unavailable_reason(backend)
+
+
+def plan(models: list[ModelSpec], cfg: BenchConfig) -> list[Job]:
+    """Every (model, backend, threads, batch) to run, plus one skipped job per unusable (model, backend)."""
+    jobs = []
+    for model in models:
+        for backend in cfg.backends or model.backends():
+            reason = backend_reason(model, backend)
+            if reason:
+                jobs.append(Job(model, backend, None, None, skip=reason))
+                continue
+            for threads in cfg.threads:
+                jobs += [Job(model, backend, b, threads) for b in cfg.batches]
+                if cfg.e2e and backend != "torch":  # the runtime is numpy + an engine, never torch
+                    jobs.append(Job(model, backend, 1, threads, mode="e2e"))
+    return jobs
+
+
+def run_bench(models: list[ModelSpec], cfg: BenchConfig, work_dir: str | os.PathLike,
+              progress: bool = True) -> dict[str, Any]:
+    """Run all jobs and return the results document (schema edgekd.bench v1). ONNX exports of torch models (for
+    the engine backends) are written to `work_dir`/onnx and reused when the same model asks again."""
+    from tqdm.auto import tqdm
+
+    jobs = plan(models, cfg)
+    onnx_files: dict[str, dict[str, Any]] = {}
+    rows = []
+    bar = tqdm(jobs, desc="bench", unit="run", disable=not progress)
+    for job in bar:
+        bar.set_postfix_str(job.key()[:60])
+        row = base_row(job)
+        if job.skip:
+            row.update(status="skipped", reason=job.skip)
+        else:
+            extra: dict[str, Any] = {}
+            if job.model.is_torch and job.backend != "torch":
+                exp = ensure_onnx(job.model, Path(work_dir) / "onnx", onnx_files, cfg.timeout_s)
+                if exp["status"] != "ok":
+                    row.update(status="failed", reason=f"ONNX export failed: {exp['reason']}")
+                    rows.append(row)
+                    continue
+                extra["onnx"] = exp["onnx"]
+                row["file"] = exp["onnx"]
+            spec = {"task": "measure", "model": job.model.to_dict(), "backend": job.backend, "batch": job.batch,
+                    "threads": job.threads, "warmup_s": cfg.warmup_s, "min_time_s": cfg.min_time_s,
+                    "min_iters": cfg.min_iters, "throughput_s": cfg.throughput_s, "device": cfg.device,
+                    "mode": job.mode, "power": cfg.power, **extra}
+            if spec["throughput_s"] is None:
+                spec["throughput_s"] = cfg.min_time_s / 2
+            row.update(run_worker(spec, job.threads, cfg.timeout_s))
+        log.info("%s: %s", job.key(), _summary(row))
+        rows.append(row)
+    return {"schema": SCHEMA, "version": VERSION,
+            "environment": collect_environment(list(cfg.threads)),
+            "config": cfg.to_dict(), "rows": rows}
+
+
+def base_row(job: Job) -> dict[str, Any]:
+    m = job.model
+    precision = m.precision if not m.is_torch else "fp32"
+    return {"model": m.name, "kind": m.kind, "teacher": m.is_teacher, "arch": m.extra.get("arch"),
+            "backend": job.backend, "precision": precision, "batch": job.batch, "threads": job.threads,
+            "img_size": list(m.img_size), "embed_dim": m.embed_dim, "mode": job.mode, "status": "pending",
+            "reason": None, "source": m.source, "file": m.file, "eval": m.eval,
+            "latency_ms": None, "throughput_ips": None, "peak_rss_mb": None, "peak_gpu_mb": None, "load_s": None,
+            "model_mb": None}
+
+
+def ensure_onnx(model: ModelSpec, out_dir: Path, memo: dict[str, dict[str, Any]], timeout_s: float) -> dict[str, Any]:
+    """Export a torch model to ONNX once (in a subprocess); reuse an export of the identical spec from disk."""
+    key = sha256_json(model.to_dict())[:12]
+    if key in memo:
+        return memo[key]
+    path = out_dir / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', model.name)}-{key}.onnx"
+    stamp = path.with_suffix(".json")
+    if path.is_file() and stamp.is_file():
+        memo[key] = read_json(stamp)
+        return memo[key]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log.info("exporting %s to %s", model.name, path)
+    result = run_worker({"task": "export", "model": model.to_dict(), "onnx": str(path)}, None, timeout_s)
+    if result["status"] == "ok":
+        atomic_write_json(stamp, {**result, "model": model.to_dict()})
+    memo[key] = result
+    return result
+
+
+def run_worker(spec: dict[str, Any], threads: int | None, timeout_s: float = 1800.0) -> dict[str, Any]:
+    """Run one spec in `python -m edgekd.bench.worker`; -> its result dict, or a 'failed' one if the process
+    crashed, was killed or timed out (with the last lines of its stderr)."""
+    env = dict(os.environ)
+    if threads:
+        env.update({k: str(threads) for k in THREAD_ENV})
+    env.setdefault("TQDM_DISABLE", "1")
+    with tempfile.TemporaryDirectory(prefix="edgekd-bench-") as tmp:
+        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
+        spec_path.write_text(json.dumps(spec))
+        cmd = [sys.executable, "-m", "edgekd.bench.worker", str(spec_path), str(out_path)]
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            return {"status": "failed", "reason": f"timed out after {timeout_s:.0f} s"}
+        wall = time.perf_counter() - t0
+        if out_path.is_file():
+            result = read_json(out_path)
+            result["worker_s"] = wall
+            return result
+    return {"status": "failed", "reason": _crash_reason(proc.returncode, proc.stderr), "worker_s": wall}
+
+
+def _crash_reason(rc: int, stderr: str) -> str:
+    lines = [ln for ln in (stderr or "").strip().splitlines() if ln.strip()]
+    tail = lines[-1].strip()[:300] if lines else "no output"
+    if rc < 0:
+        sig = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
+        hint = " (out of memory?)" if sig == "SIGKILL" else ""
+        return f"worker killed by {sig}{hint}: {tail}"
+    return f"worker exited with status {rc}: {tail}"
+
+
+def _summary(row: dict[str, Any]) -> str:
+    if row["status"] != "ok":
+        return f"{row['status']}: {row['reason']}"
+    lat = row["latency_ms"]
+    return f"p50 {lat['p50']:.2f} ms, {row['throughput_ips']:.1f} img/s, RSS {row['peak_rss_mb']:.0f} MB"

@@ -1,0 +1,334 @@
+"""What runs inside one benchmark subprocess: `python -m edgekd.bench.worker SPEC.json RESULT.json`.
+
+A spec is {"task": "measure" | "export", "model": ModelSpec dict, "backend", "batch", "threads", "warmup_s",
+"min_time_s", "min_iters", "throughput_s", "device", "mode": "model" | "e2e", "power": bool, "onnx": path}. The
+result (one row of results.json, or the export's outcome) is written as JSON to RESULT.json; a failure is written
+there too, as {"status": "failed", "reason": "<error type>: <message>"}. torch is imported only for the torch
+backend and for exports, so an onnxruntime/OpenVINO measurement carries no torch memory or threads.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import resource
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd import EdgekdError
+from edgekd._io import atomic_write_json, read_json
+from edgekd.bench.models import ModelSpec, model_file_mb
+from edgekd.bench.timer import Timer
+
+log = logging.getLogger(__name__)
+
+E2E_FRAME = (640, 480)  # synthetic camera frame (W, H) for --e2e
+E2E_TOPK = 5
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print("usage: python -m edgekd.bench.worker SPEC.json RESULT.json", file=sys.stderr)
+        return 2
+    spec_path, out_path = argv
+    spec = read_json(spec_path)
+    try:
+        result = export(spec) if spec.get("task") == "export" else measure(spec)
+    except Exception as e:  # the reporting boundary: every failure becomes a 'failed' row with its message
+        msg = " ".join(str(e).split()) or repr(e)
+        result = {"status": "failed", "reason": f"{type(e).__name__}: {msg[:500]}",
+                  "traceback": traceback.format_exc()[-3000:]}
+    atomic_write_json(out_path, result)
+    return 0
+
+
+# --- building models ----------------------------------------------------------------------------------------------
+
+def build_torch_module(model: ModelSpec, device: str = "cpu") -> Any:
+    """The model as a torch module in eval mode on `device`: [B,3,H,W] -> [B,D] unit vectors."""
+    import torch
+    import torch.nn.functional as F
+
+    if model.kind == "teacher":
+        from edgekd.teacher.clip import load_teacher
+
+        t = model.teacher or {}
+        teacher = load_teacher(t["name"], pretrained=t.get("pretrained"), weights=t.get("weights"),
+                               random_init=bool(t.get("random_init")), device=device)
+
+        class TeacherImageTower(torch.nn.Module):
+            """open_clip visual tower + L2 normalisation (what the teacher cache computes per image)."""
+
+            def __init__(self, visual: torch.nn.Module):
+                super().__init__()
+                self.visual = visual
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return F.normalize(self.visual(x), dim=-1)
+
+        module = TeacherImageTower(teacher.model.visual)
+        del teacher  # the text tower is not benchmarked; drop it so RSS is the image tower's
+    elif model.kind == "run":
+        from edgekd.students.io import load_student
+
+        module = load_student(model.source)
+    elif model.kind == "timm":
+        from edgekd.students.model import create_student
+
+        module = create_student(model.source, model.embed_dim or 512, img_size=model.img_size[0])
+    else:
+        raise EdgekdError(f"{model.source}: a {model.kind} is an exported model and has no torch form")
+    return module.eval().requires_grad_(False).to(device)
+
+
+def export_to_onnx(module: Any, path: Path, img_size: tuple[int, int]) -> Path:
+    """fp32 ONNX with a dynamic batch axis (`pixels` -> `embedding`), via edgekd.export when it is installed."""
+    try:
+        from edgekd.export.onnx import export_onnx
+    except ImportError:
+        export_onnx = None
+    if export_onnx is not None:
+        return Path(export_onnx(module, path, input_shape=(1, 3, *img_size), input_name="pixels",
+                                output_names=("embedding",), dynamic_batch=True, opset=17))
+    import torch
+
+    from edgekd._io import atomic_path
+
+    x = torch.zeros(1, 3, *img_size)
+    with atomic_path(path) as tmp, torch.no_grad():
+        torch.onnx.export(module, (x,), str(tmp), input_names=["pixels"], output_names=["embedding"],
+                          dynamic_axes={"pixels": {0: "batch"}, "embedding": {0: "batch"}}, opset_version=17,
+                          dynamo=False)
+    return path
+
+
+def export(spec: dict[str, Any]) -> dict[str, Any]:
+    """Build the torch model and write it as ONNX to spec["onnx"] (for the onnxruntime/OpenVINO rows)."""
+    model = ModelSpec.from_dict(spec["model"])
+    t0 = time.perf_counter()
+    module = build_torch_module(model, "cpu")
+    path = export_to_onnx(module, Path(spec["onnx"]), model.img_size)
+    return {"status": "ok", "onnx": str(path), "export_s": time.perf_counter() - t0,
+            "params_m": sum(p.numel() for p in module.parameters()) / 1e6}
+
+
+# --- measuring ----------------------------------------------------------------------------------------------------
+
+def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    model = ModelSpec.from_dict(spec["model"])
+    backend, batch, threads = spec["backend"], int(spec["batch"]), spec.get("threads")
+    mode = spec.get("mode", "model")
+    t_import = time.perf_counter()
+    if backend == "torch":
+        import timm  # noqa: F401  (import cost is not load time)
+        import torch
+    else:
+        from edgekd._optional import require
+        from edgekd.runtime.backends import BACKEND_MODULES
+
+        require(BACKEND_MODULES.get(backend, backend), purpose=f"the {backend} backend")
+    import_s = time.perf_counter() - t_import
+    rss_start = _peak_rss_mb()
+    t0 = time.perf_counter()
+    sync = None
+    torch_cuda = False
+    params_m = None
+    if backend == "torch":
+        import torch
+
+        from edgekd.devices import resolve_device
+
+        if threads:
+            torch.set_num_threads(int(threads))
+        device = resolve_device(spec.get("device") or "auto")
+        module = build_torch_module(model, str(device))
+        params_m = sum(p.numel() for p in module.parameters()) / 1e6
+        torch_cuda = device.type == "cuda"
+        if torch_cuda:
+            sync = torch.cuda.synchronize
+            torch.cuda.reset_peak_memory_stats(device)
+        x_t = torch.from_numpy(_input(model, batch)).to(device)
+
+        def infer() -> Any:
+            with torch.inference_mode():
+                return module(x_t)
+
+        def infer_array(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return module(torch.from_numpy(x).to(device)).float().cpu().numpy()
+    else:
+        from edgekd.runtime.backends import create_backend
+
+        file = spec.get("onnx") or model.file
+        be = create_backend(file, backend, threads=threads, device=spec.get("device_engine"))
+        x_np = _input(model, batch, be.input_dtype)
+        out_name = "embedding" if "embedding" in be.output_names else be.output_names[0]
+
+        def infer() -> Any:
+            return be.run(x_np)
+
+        def infer_array(x: np.ndarray) -> np.ndarray:
+            return be.run(x)[out_name]
+    load_s = time.perf_counter() - t0
+    timer = Timer(float(spec.get("warmup_s", 2.0)), float(spec.get("min_time_s", 5.0)),
+                  int(spec.get("min_iters", 10)), sync=sync)
+    extra: dict[str, Any] = {}
+    if mode == "e2e":
+        fn, stages, label_source = _e2e(model, infer_array)
+        timing, power = _timed(timer, fn, bool(spec.get("power")))
+        n = len(timing.times_s)  # per-stage medians over the timed calls only (not the warm-up)
+        extra["stages_ms"] = {k: float(np.median(v[-n:]) * 1e3) for k, v in stages.items()}
+        extra["frame"] = list(E2E_FRAME)
+        extra["labels"] = label_source
+        thr = None
+    else:
+        timing, power = _timed(timer, infer, bool(spec.get("power")))
+        thr = timer.throughput(infer, batch, float(spec.get("throughput_s", timer.min_time_s / 2)))
+    lat = timing.stats_ms()
+    images = batch * len(timing.times_s)
+    if power:
+        power["energy_mj_per_image"] = power["avg_mw"] * timing.elapsed_s / images
+    row = {
+        "status": "ok", "reason": None, "mode": mode,
+        "latency_ms": lat,
+        "throughput_ips": thr["ips"] if thr else 1e3 / lat["mean"],
+        "throughput_mode": "pipelined back-to-back calls, one sync at the end" if thr else "1 / mean e2e latency",
+        "latency_ips": batch * 1e3 / lat["mean"],
+        "first_run_ms": timing.first_call_s * 1e3,
+        "warmup_iters": timing.warmup_iters,
+        "load_s": load_s,
+        "import_s": import_s,
+        "peak_rss_mb": _peak_rss_mb(),
+        "rss_before_load_mb": rss_start,
+        "peak_gpu_mb": _peak_gpu_mb(torch_cuda),
+        "model_mb": model_file_mb(model, spec.get("onnx")) if backend != "torch" or model.kind == "run" else None,
+        "params_m": params_m,
+        "power": power,
+        "pid": os.getpid(),
+        **extra,
+    }
+    if backend == "torch" and row["model_mb"] is None and params_m is not None:
+        row["model_mb"] = params_m * 1e6 * 4 / 2**20  # fp32 parameters in memory (no file: built from a name)
+    return row
+
+
+def _timed(timer: Timer, fn: Any, power: bool) -> tuple[Any, dict[str, Any] | None]:
+    from edgekd.bench import tegrastats
+
+    if power and tegrastats.is_available():
+        with tegrastats.TegrastatsSampler() as sampler:
+            timing = timer.measure(fn)
+        return timing, sampler.summary()
+    return timer.measure(fn), None
+
+
+def _input(model: ModelSpec, batch: int, dtype: Any = np.float32) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    shape = model.input_shape(batch)
+    if np.dtype(dtype) == np.uint8:
+        return rng.integers(0, 256, size=shape, dtype=np.uint8)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def _e2e(model: ModelSpec, infer_array: Any) -> tuple[Any, dict[str, list[float]], str]:
+    """The open-vocabulary runtime path on one JPEG frame: decode -> resize/normalise -> infer -> score -> top-k.
+    Returns the callable, its per-stage time lists (seconds) and where the label embeddings came from."""
+    from PIL import Image
+
+    from edgekd.preprocess import Preprocess
+
+    jpeg = synthetic_jpeg(*E2E_FRAME)
+    pp = Preprocess.from_dict(model.preprocess) if model.preprocess else Preprocess()
+    pp = pp.with_size(model.img_size)
+    labels, scale, label_source = _label_matrix(model)
+    uint8_input = model.input_dtype == "uint8"
+    stages: dict[str, list[float]] = {"decode": [], "preprocess": [], "infer": [], "score": []}
+
+    def run() -> np.ndarray:
+        t0 = time.perf_counter()
+        with Image.open(io.BytesIO(jpeg)) as im:
+            img = im.convert("RGB")
+        t1 = time.perf_counter()
+        px = pp.render(img)[None]
+        x = px if uint8_input else pp.normalize(px)
+        t2 = time.perf_counter()
+        emb = infer_array(x)
+        t3 = time.perf_counter()
+        emb = emb / np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
+        scores = scale * emb @ labels.T
+        top = np.argpartition(-scores[0], min(E2E_TOPK, scores.shape[1] - 1))[:E2E_TOPK]
+        top = top[np.argsort(-scores[0, top])]
+        t4 = time.perf_counter()
+        for k, a, b in (("decode", t0, t1), ("preprocess", t1, t2), ("infer", t2, t3), ("score", t3, t4)):
+            stages[k].append(b - a)
+        return top
+
+    return run, stages, label_source
+
+
+def _label_matrix(model: ModelSpec) -> tuple[np.ndarray, float, str]:
+    """[C, D] label embeddings: the model's label pack when it has one, else 1000 random unit vectors."""
+    if model.labels and Path(model.labels).is_file():
+        from edgekd.labelpack import load_label_pack
+
+        pack = load_label_pack(model.labels)
+        return pack.embeddings, pack.logit_scale, f"{Path(model.labels).name} ({len(pack)} classes)"
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((1000, model.embed_dim or 512)).astype(np.float32)
+    return emb / np.linalg.norm(emb, axis=1, keepdims=True), 100.0, "random (1000 classes)"
+
+
+def synthetic_jpeg(width: int, height: int, quality: int = 90) -> bytes:
+    """A camera-like frame (smooth gradients + noise) encoded as JPEG, so decode cost is realistic."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([xx / width * 255, yy / height * 255, (xx + yy) / (width + height) * 255], -1)
+    img = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process. Linux: VmHWM of this process image (ru_maxrss would include the
+    parent's RSS, inherited through fork before exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return ru / 2**20 if sys.platform == "darwin" else ru / 1024  # bytes on macOS, KiB on Linux
+
+
+def _peak_gpu_mb(torch_cuda: bool) -> float | None:
+    if torch_cuda:
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**20
+    try:  # engines allocate outside torch: ask the driver what this process holds
+        out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        pid, _, mem = line.partition(",")
+        if pid.strip() == str(os.getpid()):
+            return float(mem.strip())
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
