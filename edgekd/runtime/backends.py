@@ -215,9 +215,11 @@ class TensorRTBackend(Backend):
     def __init__(self, path: Path, threads: int | None = None, device: str | None = None):
         trt = require("tensorrt", purpose="TensorRT inference")
         self._cudart = _import_cudart()
-        from edgekd.runtime.engine_check import check_engine_manifest
+        from edgekd.runtime.engine_check import check_engine_manifest, gpu_info
 
-        check_engine_manifest(path, trt.__version__)
+        dev = int(device.split(":")[1]) if device and ":" in device else 0
+        gpu = gpu_info(dev, self._cudart) or {}
+        check_engine_manifest(path, trt.__version__, gpu.get("name"), gpu.get("compute_capability"))
         self._logger = trt.Logger(trt.Logger.WARNING)
         runtime = trt.Runtime(self._logger)
         engine = runtime.deserialize_cuda_engine(path.read_bytes())

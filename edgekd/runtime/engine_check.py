@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from edgekd import EdgekdError
 
@@ -33,3 +34,19 @@ def check_engine_manifest(engine_path: Path, trt_version: str, gpu_name: str | N
     if compute_capability and m.get("compute_capability") and m["compute_capability"] != compute_capability:
         raise EngineMismatchError(f"{engine_path}: built for compute capability {m['compute_capability']}, this GPU is "
                                   f"{compute_capability}; {rebuild}")
+
+
+def gpu_info(device: int = 0, cudart: Any = None) -> dict[str, str] | None:
+    """{"name", "compute_capability"} of CUDA device `device` (cuda-python), or None when no GPU is visible."""
+    if cudart is None:
+        from edgekd.runtime.backends import _import_cudart
+
+        cudart = _import_cudart()
+    err, count = cudart.cudaGetDeviceCount()
+    if int(err) != 0 or count == 0:
+        return None
+    err, prop = cudart.cudaGetDeviceProperties(device)
+    if int(err) != 0:
+        raise EdgekdError(f"cudaGetDeviceProperties({device}) failed: {err}")
+    name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
+    return {"name": name.rstrip("\x00"), "compute_capability": f"{prop.major}.{prop.minor}"}
