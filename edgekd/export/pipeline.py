@@ -140,7 +140,7 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
                         input_name=input_name,
                         calib=as_model_input(calib.frames, input_name, pp) if calib is not None else None,
                         val=as_model_input(val.frames, input_name, pp) if val is not None else None,
-                        label_pack=pack, options={**options, "max_drop": criteria.max_drop, "gate": criteria,
+                        label_pack=pack, options={**options, "max_drop": max_drop, "gate": criteria,
                                                   "threads": threads})
     result = spec.build(req)
     if (out / ONNX_FILE).exists() and ONNX_FILE not in result.files.values():
@@ -172,8 +172,8 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
         "student": cfg.to_dict(),
         "source_run": {"path": str(run_dir.resolve()), "weights_sha256": weights_hash(run_dir)},
         "labels_source": pack_path, "opset": opset, "versions": backend_versions(),
-        "calibration": calib.describe(options.get("calib_method") or "minmax") if calib is not None and
-        precision == "int8" else None,
+        "calibration": calib.describe(options.get("calib_method") or ("minmax" if target == "onnx" else "default"))
+        if calib is not None and precision == "int8" else None,
         "parity": {k: report.get(k) for k in ("passed", "skipped", "reasons", "criteria", "metrics")},
         "eval": None, "target_metadata": result.metadata, "build_seconds": round(time.perf_counter() - t0, 3),
     }

@@ -1,0 +1,119 @@
+"""`edgekd export RUN --target T --precision P --out BUNDLE`: thin wrapper over edgekd.export.pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+TARGET_NAMES = ("onnx", "openvino", "tensorrt")
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    """Repeated and/or comma-separated names -> list."""
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def _kv(values: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--option")
+        key, value = item.split("=", 1)
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
+@click.command("export")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--target", "-t", type=click.Choice(TARGET_NAMES), default="onnx", help="Export target.")
+@click.option("--precision", "-p", type=click.Choice(("fp32", "fp16", "int8")), default="fp32",
+              help="Numeric precision of the exported model.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), required=False,
+              help="Bundle directory to write (default: RUN/export-TARGET-PRECISION).")
+@click.option("--calib", type=click.Path(path_type=Path), help="Folder of calibration images (int8; part is held out "
+              "for the parity gate when --val is not given).")
+@click.option("--val", type=click.Path(path_type=Path), help="Folder of held-out images for the parity gate "
+              "(ImageFolder layout also measures the zero-shot accuracy drop).")
+@click.option("--labels", type=click.Path(path_type=Path),
+              help="Label pack (.npz); default: RUN/labels.npz if present.")
+@click.option("--calib-images", type=click.IntRange(1), default=300, help="Calibration images sampled from --calib.")
+@click.option("--val-images", type=click.IntRange(1), default=200, help="Parity images sampled from --val.")
+@click.option("--calib-method", type=click.Choice(("minmax", "entropy", "percentile")), default=None,
+              help="INT8 calibration method [default: minmax for onnx, the target's own otherwise].")
+@click.option("--static-batch", type=click.IntRange(1), default=None, help="Fixed batch size instead of dynamic.")
+@click.option("--preprocess-in-graph", is_flag=True,
+              help="Model takes uint8 NHWC 'frames' (already resized to HxW) and normalises them itself.")
+@click.option("--with-labels", is_flag=True, help="Bake the label pack into the graph: extra output 'scores'.")
+@click.option("--opset", type=click.IntRange(13, 21), default=17, help="ONNX opset.")
+@click.option("--gate/--no-gate", default=True, help="Run the parity gate (the skip is recorded in edgekd.json).")
+@click.option("--max-drop", type=float, default=None,
+              help="INT8: max zero-shot accuracy drop in points [default: 1.0].")
+@click.option("--keep-fp32", multiple=True, help="onnx INT8: node names to leave unquantised (repeat or comma-list).")
+@click.option("--keep-fp16", multiple=True, help="openvino/tensorrt INT8: layers to keep in higher precision.")
+@click.option("--auto-mixed", is_flag=True, help="INT8: keep the most sensitive layers in float until parity passes.")
+@click.option("--quant-format", type=click.Choice(("qdq", "qoperator")), default="qdq",
+              help="onnx INT8: QDQ (portable, TensorRT/OpenVINO read it) or QOperator (QLinearConv etc.).")
+@click.option("--activation-type", type=click.Choice(("uint8", "int8")), default="uint8",
+              help="onnx INT8 activation type (uint8 = U8S8, the fast path on x86).")
+@click.option("--reduce-range", is_flag=True, help="onnx INT8: 7-bit weights (avoids U8S8 saturation without VNNI).")
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for the parity run.")
+@click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty folder that is not a bundle.")
+@click.option("--min-batch", type=click.IntRange(1), default=None, help="TensorRT optimisation profile minimum.")
+@click.option("--opt-batch", type=click.IntRange(1), default=None, help="TensorRT optimisation profile optimum.")
+@click.option("--max-batch", type=click.IntRange(1), default=None, help="TensorRT optimisation profile maximum.")
+@click.option("--workspace-gb", type=float, default=None, help="TensorRT builder workspace (GiB).")
+@click.option("--dla-core", type=click.IntRange(0), default=None, help="TensorRT: build for this DLA core (Jetson).")
+@click.option("--timing-cache", type=click.Path(path_type=Path), default=None, help="TensorRT timing cache file.")
+@click.option("--from-onnx", type=click.Path(path_type=Path), default=None,
+              help="TensorRT on the device: RUN is a bundle prepared elsewhere; build its engine from this ONNX.")
+@click.option("--option", "extra", multiple=True, help="Extra target option KEY=VALUE (repeatable).")
+def export(run: Path, target: str, precision: str, out: Path | None, calib: Path | None, val: Path | None,
+           labels: Path | None, calib_images: int, val_images: int, calib_method: str | None,
+           static_batch: int | None, preprocess_in_graph: bool, with_labels: bool, opset: int, gate: bool,
+           max_drop: float | None, keep_fp32: tuple[str, ...], keep_fp16: tuple[str, ...], auto_mixed: bool,
+           quant_format: str, activation_type: str, reduce_range: bool, threads: int | None, overwrite: bool,
+           min_batch: int | None, opt_batch: int | None, max_batch: int | None, workspace_gb: float | None,
+           dla_core: int | None, timing_cache: Path | None, from_onnx: Path | None, extra: tuple[str, ...]) -> None:
+    """Export the student of RUN (a run directory from `edgekd distill`) to a bundle and check its parity.
+
+    Exit status 3 when the parity gate fails (bundle and parity.json are kept), 4 when a TensorRT build was
+    prepared for another machine.
+    """
+    trt_opts = {"min_batch": min_batch, "opt_batch": opt_batch, "max_batch": max_batch, "workspace_gb": workspace_gb,
+                "dla_core": dla_core, "timing_cache": str(timing_cache) if timing_cache else None}
+    options = {k: v for k, v in {**trt_opts, "calib_method": calib_method, "keep_fp16": _split(keep_fp16) or None,
+                                 **_kv(extra)}.items() if v is not None}
+    if from_onnx is not None:
+        if target != "tensorrt":
+            raise click.UsageError("--from-onnx is for --target tensorrt (build the engine on the device)")
+        from edgekd.export.tensorrt import build_from_onnx
+
+        engine = build_from_onnx(run, from_onnx, precision=precision, **options)
+        click.echo(f"built {engine}")
+        return
+    from edgekd.export.pipeline import export_bundle
+
+    out = out or run / f"export-{target}-{precision}"
+    bundle = export_bundle(run, target, precision, out, calib_dir=calib, val_dir=val, labels=labels,
+                           preprocess_in_graph=preprocess_in_graph, with_labels=with_labels,
+                           static_batch=static_batch, opset=opset, gate=gate, calib_images=calib_images,
+                           val_images=val_images, max_drop=max_drop, threads=threads, overwrite=overwrite,
+                           keep_fp32=_split(keep_fp32), auto_mixed=auto_mixed, quant_format=quant_format,
+                           activation_type=activation_type, reduce_range=reduce_range, **options)
+    from edgekd.export.bundle import load_bundle_manifest
+
+    m = load_bundle_manifest(bundle)
+    parity = m["parity"]
+    if parity.get("skipped"):
+        verdict = "gate skipped (--no-gate)"
+    else:
+        mt = parity["metrics"]
+        verdict = f"parity passed: cosine mean {mt['cosine_mean']:.5f} / worst {mt['cosine_min']:.5f}"
+        if "top1_agreement" in mt:
+            verdict += f", top-1 agreement {mt['top1_agreement']:.1%}"
+        if "accuracy_drop" in mt:
+            verdict += f", accuracy drop {mt['accuracy_drop']:.2f} pts"
+    size = sum((bundle / f).stat().st_size for f in m["sha256"]) / 1e6
+    click.echo(f"{bundle}: {target} {precision}, {size:.2f} MB, {m['build_seconds']:.1f} s; {verdict}")
