@@ -156,12 +156,12 @@ def resolve_weights(
         weights = {**auto, **{k: v for k, v in weights.items() if k in explicit}}
     required = {k for k, v in weights.items() if v > 0 and (recipe != "default" or k in explicit)}
     for term in sorted(required):
-        if term in LABEL_TEXT_TERMS and not has_label_pack:
-            raise EdgekdError(f"loss {term!r} needs class text embeddings but the cache has no label pack "
-                              "(build the cache from labeled data, or pass --labels PACK, or set --w-" + term + " 0)")
         if term in LABEL_TERMS and not labeled:
             raise EdgekdError(f"loss {term!r} needs labels but no cached image has one (all labels are -1); "
                               f"use labeled data or set --w-{term} 0")
+        if term in LABEL_TEXT_TERMS and not has_label_pack:
+            raise EdgekdError(f"loss {term!r} needs class text embeddings but the cache has no label pack "
+                              "(build the cache from labeled data, or pass --labels PACK, or set --w-" + term + " 0)")
         if term in CAPTION_TERMS and not has_captions:
             raise EdgekdError(f"loss {term!r} needs captions but the cache has none; rebuild it with "
                               f"`edgekd cache --captions FILE` or set --w-{term} 0")

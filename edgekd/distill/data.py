@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 
 class CachedViewDataset(torch.utils.data.Dataset):
-    """Item `(row, epoch)` -> {"pixels" [3,H,W], "labels" [], "index" [], "teacher" [D] | "teacher_pixels" [3,h,w],
-    ("caption" [D], "has_caption" [])}.
+    """Item `(row, epoch)` -> {"pixels" [3,H,W], "labels" [], "index" [], "teacher" [D] + "view" [] (cached view k)
+    | "teacher_pixels" [3,h,w] (online), ("caption" [D], "has_caption" [])}.
 
     Cached mode: view k ~ U{0..K-1} from rng([seed, epoch, row]); the student renders view k's stored box and the
     target is the cached teacher embedding of that exact view. Online mode (`teacher_preprocess` given): a fresh
@@ -79,6 +79,7 @@ class CachedViewDataset(torch.utils.data.Dataset):
             k = int(rng.integers(self.num_views))
             view = tuple(float(v) for v in self.cache.views[row, k])
             out["teacher"] = torch.from_numpy(np.asarray(self.cache.image_embeds[row, k], dtype=np.float32))
+            out["view"] = torch.tensor(k)
         else:
             view = sample_train_view(rng, img.width, img.height, *self.view_cfg)
             tp = self.teacher_preprocess
