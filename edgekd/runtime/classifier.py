@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from edgekd import EdgekdError
-from edgekd.data.images import load_rgb, to_rgb
+from edgekd.data.images import is_image_file, load_rgb, to_rgb
 from edgekd.labelpack import LabelPack, load_label_pack
 from edgekd.runtime.bundle import BundleInfo, read_bundle
 from edgekd.runtime.labels import LabelSet, Prediction, mean_embedding
@@ -245,6 +245,22 @@ class OpenVocabClassifier:
                 "precision": self.info.meta.get("precision"), "input": self.info.input_name,
                 "size": list(self.info.size), "preprocess_in_graph": self.in_graph, "embed_dim": self.embed_dim,
                 "num_labels": len(self._labels or ()), "text_encoder": self.text_encoder is not None}
+
+
+def find_images(inputs: Iterable[str | os.PathLike], recursive: bool = True) -> list[Path]:
+    """Files and folders -> image files (folders: by extension, sorted; files are kept whatever their name, so a bad
+    one is reported rather than silently dropped). Raises EdgekdError for a path that does not exist."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = p.rglob("*") if recursive else p.glob("*")
+            out.extend(sorted(f for f in found if f.is_file() and is_image_file(f)))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise EdgekdError(f"{p}: no such file or directory")
+    return out
 
 
 def _as_list(images: Any) -> list:
