@@ -361,7 +361,7 @@ def test_int8_keep_fp16_layers(student_onnx, tmp_path, fake_trt):
 
 
 def test_from_onnx_builds_checks_parity_and_updates_bundle(student_onnx, tmp_path, monkeypatch):
-    from edgekd.export.bundle import load_bundle_manifest, write_manifest
+    from edgekd.export.bundle import load_bundle_manifest
     from edgekd.export.tensorrt import EnginePendingError, build_from_onnx
     from edgekd.runtime import backends
 
@@ -370,7 +370,9 @@ def test_from_onnx_builds_checks_parity_and_updates_bundle(student_onnx, tmp_pat
     monkeypatch.setattr("edgekd.export.tensorrt.is_available", lambda m: False if m == "tensorrt" else real(m))
     with pytest.raises(EnginePendingError) as info:
         _target().build(_request(student_onnx, bundle, "fp16", max_batch=4))
-    write_manifest(bundle, {"target": "tensorrt", "precision": "fp16", "files": info.value.result.files})
+    pending = load_bundle_manifest(bundle)  # the target wrote a pending edgekd.json
+    assert pending["target_metadata"]["tensorrt"]["engine"] == "pending" and "model" not in pending["files"]
+    assert pending["parity"]["skipped"] and pending["input"]["shape"] == ["batch", 3, IMG, IMG]
     monkeypatch.undo()
 
     # on "the device": fake tensorrt; the engine is stood in for by onnxruntime on the same ONNX
@@ -383,7 +385,8 @@ def test_from_onnx_builds_checks_parity_and_updates_bundle(student_onnx, tmp_pat
     engine = build_from_onnx(bundle, bundle / "model.onnx", max_batch=16)
     assert engine == bundle / "model.engine" and trt.calls["config"].profiles[0].shapes[3][0] == 16
     manifest = load_bundle_manifest(bundle)  # verifies every sha256, the engine's included
-    assert manifest["files"]["model"] == "model.engine" and manifest["tensorrt"]["engine"] == "built"
+    assert manifest["files"]["model"] == "model.engine"
+    assert manifest["target_metadata"]["tensorrt"]["engine"] == "built"
     assert manifest["versions"]["tensorrt"] == "10.3.0"
     assert manifest["parity"]["passed"] and manifest["parity"]["metrics"]["cosine_mean"] > 0.9999
 

@@ -162,6 +162,7 @@ def build_tensorrt(req: ExportRequest) -> ExportResult:
     if reason is not None:
         meta["engine"] = "pending"
         result = ExportResult(files=files, backend="tensorrt", metadata={"tensorrt": meta})
+        write_pending_manifest(req, result, reason)
         raise EnginePendingError(pending_message(out, reason, commands), result)
     facts = build_engine(req.onnx_path, out / ENGINE_FILE, settings, bundle_dir=out,
                          calib=req.calib if settings.precision == "int8" else None)
@@ -170,6 +171,27 @@ def build_tensorrt(req: ExportRequest) -> ExportResult:
         files["calib_cache"] = CALIB_CACHE
     meta.update(**facts, engine="built")
     return ExportResult(files=files, backend="tensorrt", metadata={"tensorrt": meta})
+
+
+def write_pending_manifest(req: ExportRequest, result: ExportResult, reason: str) -> None:
+    """edgekd.json of a bundle whose engine is still to be built (the export pipeline stops at exit 4, so the
+    target records what it knows; `build_from_onnx` completes it on the device)."""
+    from edgekd.export.bundle import write_manifest
+
+    h, w = req.preprocess.size
+    frames = req.input_name == "frames"
+    cfg = getattr(req.student, "cfg", None)
+    write_manifest(req.out_dir, {
+        "target": "tensorrt", "precision": req.precision, "backend": "tensorrt", "files": result.files,
+        "input": {"name": req.input_name, "shape": ["batch", h, w, 3] if frames else ["batch", 3, h, w],
+                  "dtype": "uint8" if frames else "float32", "layout": "NHWC" if frames else "NCHW"},
+        "output": {"name": "embedding", "shape": ["batch", cfg.embed_dim if cfg else None], "dtype": "float32"},
+        "preprocess": req.preprocess.to_dict(), "preprocess_in_graph": frames,
+        "embed_dim": cfg.embed_dim if cfg else None, "teacher_id": cfg.teacher_id if cfg else "",
+        "student": cfg.to_dict() if cfg else None,
+        "parity": {"passed": None, "skipped": True, "reasons": [f"engine pending ({reason}); the device checks "
+                                                                "parity in --from-onnx"]},
+        "target_metadata": result.metadata})
 
 
 def tensorrt_unavailable_reason() -> str | None:
@@ -466,9 +488,11 @@ def update_bundle_manifest(bundle: Path, onnx_name: str, facts: dict[str, Any], 
     files.update(model=ENGINE_FILE, onnx=onnx_name, engine_manifest=ENGINE_MANIFEST)
     if (bundle / CALIB_CACHE).is_file():
         files["calib_cache"] = CALIB_CACHE
-    trt_meta = dict(manifest.get("tensorrt") or {})
+    target_meta = dict(manifest.get("target_metadata") or {})
+    trt_meta = dict(target_meta.get("tensorrt") or {})
     trt_meta.update({k: v for k, v in facts.items() if k not in ("format", "version")}, engine="built")
-    manifest.update(files=files, tensorrt=trt_meta, precision=facts["precision"])
+    target_meta["tensorrt"] = trt_meta
+    manifest.update(files=files, target_metadata=target_meta, precision=facts["precision"], backend="tensorrt")
     manifest.setdefault("versions", {})["tensorrt"] = facts["tensorrt_version"]
     if parity is not None:
         manifest["parity"] = parity

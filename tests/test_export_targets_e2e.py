@@ -1,0 +1,68 @@
+"""End to end through `edgekd export` (the export-core pipeline + CLI): OpenVINO bundles pass the parity gate;
+TensorRT without tensorrt prepares the device bundle and exits 4."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edgekd.cli import EXIT_NEEDS_DEVICE, cli
+
+IMG = 32
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from edgekd.students.io import save_student
+    from edgekd.students.model import create_student
+
+    torch.manual_seed(0)
+    student = create_student("test_efficientnet", embed_dim=16, img_size=IMG)
+    student.train()
+    with torch.no_grad():  # BN running statistics from image-like inputs instead of the (0, 1) defaults
+        for _ in range(3):
+            student(torch.randn(8, 3, 1, 1) * 0.5 + torch.randn(8, 3, IMG, IMG) * 0.3)
+    path = tmp_path_factory.mktemp("run")
+    save_student(path, student.eval())
+    return path
+
+
+@pytest.mark.openvino
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_cli_openvino_bundle(run_dir, image_folder, tmp_path, precision):
+    pytest.importorskip("openvino")
+    out = tmp_path / f"ov-{precision}"
+    res = CliRunner().invoke(cli, ["export", str(run_dir), "--target", "openvino", "--precision", precision,
+                                   "--calib", str(image_folder), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "edgekd.json").read_text())
+    assert m["target"] == "openvino" and m["backend"] == "openvino" and m["precision"] == precision
+    assert m["files"]["model"] == "model.xml" and m["files"]["weights"] == "model.bin"
+    assert set(m["sha256"]) >= {"model.xml", "model.bin"}
+    assert m["parity"]["passed"] is True
+    assert not (out / "model.onnx").exists()  # the intermediate ONNX is not part of an OpenVINO bundle
+    if precision == "int8":
+        assert m["target_metadata"]["openvino"]["quantization"]["fake_quantize_nodes"] > 0
+
+
+def test_cli_tensorrt_without_tensorrt_exits_4(run_dir, image_folder, tmp_path, monkeypatch):
+    import edgekd._optional as optional
+
+    real = optional.is_available
+    monkeypatch.setattr("edgekd.export.tensorrt.is_available", lambda m: False if m == "tensorrt" else real(m))
+    out = tmp_path / "trt"
+    res = CliRunner().invoke(cli, ["export", str(run_dir), "--target", "tensorrt", "--precision", "int8",
+                                   "--calib", str(image_folder), "--out", str(out), "--max-batch", "4"])
+    assert res.exit_code == EXIT_NEEDS_DEVICE == 4, res.output
+    assert "trtexec --onnx=model.onnx" in res.output and "--from-onnx" in res.output
+    m = json.loads((out / "edgekd.json").read_text())
+    assert m["target_metadata"]["tensorrt"]["engine"] == "pending"
+    for name in ("model.onnx", "calib.npy", "val.npy", "val_reference.npy", "tensorrt_build.json"):
+        assert (out / name).is_file(), name
+    # on a machine without TensorRT, --from-onnx says what is missing (exit 4 again)
+    res = CliRunner().invoke(cli, ["export", str(out), "--target", "tensorrt", "--precision", "int8",
+                                   "--from-onnx", str(out / "model.onnx")])
+    assert res.exit_code == 4 and "tensorrt is not installed" in res.output
