@@ -25,8 +25,10 @@ def bundle(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bundle_in_graph(tmp_path_factory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("bundle_ig"), in_graph=True)
+def bundle_in_graph(tmp_path_factory, image_folder) -> Path:
+    # the real exporter with its parity gate, preprocessing in the graph and label scores baked in as a 2nd output
+    return make_bundle(tmp_path_factory.mktemp("bundle_ig") / "b", in_graph=True, with_scores=True,
+                       val_dir=image_folder)
 
 
 @pytest.fixture(scope="module")

@@ -41,8 +41,27 @@ def label_pack():
     return build_label_pack(teacher(), CLASSES, "single")
 
 
-def make_bundle(out: Path, in_graph: bool = False, labels: bool = True) -> Path:
-    """A tiny ONNX fp32 bundle of `student()` (input `pixels` NCHW float32, or `frames` NHWC uint8 when in_graph)."""
+def make_bundle(out: Path, in_graph: bool = False, labels: bool = True, with_scores: bool = False,
+                val_dir: Path | None = None) -> Path:
+    """A tiny ONNX fp32 bundle of `student()` (input `pixels` NCHW float32, or `frames` NHWC uint8 when in_graph).
+
+    with_scores bakes the label scores into the graph (a second output); val_dir runs the exporter's parity gate.
+    """
+    try:
+        from edgekd.export.pipeline import export_bundle
+    except ImportError:
+        return _make_bundle_by_hand(out, in_graph, labels)
+    from edgekd.students.io import save_student
+
+    run = out.parent / f".{out.name}-run"
+    save_student(run, student())
+    if labels:
+        label_pack().save(run / "labels.npz")
+    return export_bundle(run, "onnx", "fp32", out, val_dir=val_dir, gate=val_dir is not None,
+                         preprocess_in_graph=in_graph, with_labels=with_scores, overwrite=True)
+
+
+def _make_bundle_by_hand(out: Path, in_graph: bool, labels: bool) -> Path:
     from edgekd.export.bundle import write_manifest
     from edgekd.export.onnx import export_student_onnx
 
