@@ -97,5 +97,7 @@ def distill(**kw: Any) -> None:
                           "Run the same command with --resume to continue")
         err.exit_code = 130
         raise err
+    if result.rank != 0:
+        return
     parts = ", ".join(f"{k} {v:.4g}" for k, v in result.last.items())
     click.echo(f"done: {result.step} steps, {result.epoch} epochs -> {result.run_dir} (last: {parts})")

@@ -45,7 +45,8 @@ class TrainResult:
     step: int
     epoch: int
     interrupted: bool = False
-    last: dict[str, float] = field(default_factory=dict)  # last logged loss parts
+    rank: int = 0
+    last: dict[str, float] = field(default_factory=dict)  # loss parts of the last step
 
 
 def lr_at(step: int, total: int, base_lr: float, warmup: int, min_ratio: float) -> float:
@@ -356,8 +357,10 @@ def train(
     bar.close()
     if writer is not None:
         writer.close()
-    ddp.barrier()
-    return TrainResult(out, step, epoch, interrupted, last)
+    if env.enabled:
+        ddp.barrier()
+        ddp.cleanup()
+    return TrainResult(out, step, epoch, interrupted, env.rank, last)
 
 
 def _json(obj: Any) -> str:
