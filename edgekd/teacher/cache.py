@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -278,6 +279,24 @@ def _worker_init(_: int) -> None:
     import torch
 
     torch.set_num_threads(1)  # workers decode + resize; leave the cores' BLAS threads to the teacher
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """Linux: end this worker when the build process dies (even by SIGKILL); otherwise an orphaned worker can
+    block forever flushing its queue."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # best effort; torch's own watchdog still applies
+    if os.getppid() == 1:  # parent already gone before prctl took effect
+        os._exit(0)
 
 
 def _chunk_done(out: Path, done: int) -> None:
