@@ -183,6 +183,8 @@ def test_unlabeled_folder_gives_fidelity_only(run_dir, image_folder, tmp_path):
         shutil.copy(p, data / f"{p.parent.name}_{p.name}")
     r = json.loads(invoke(run_dir, "--data", data, "--json", "--no-metrics-csv").output)
     assert "zero_shot" not in r and r["fidelity"]["images"] == 5 and "top1_agreement" in r["fidelity"]
+    res = CliRunner().invoke(cli, ["eval", str(run_dir), "--data", str(data), "--unseen", "red"])
+    assert res.exit_code == 1 and "is unlabeled, but --unseen" in res.output
 
 
 @pytest.mark.parametrize("args, message", [

@@ -164,6 +164,9 @@ def evaluate(source: str | os.PathLike, cfg: EvalConfig) -> dict[str, Any]:
     src = resolve_source(source)
     index = build_index(cfg.data)
     labeled = bool(index.classes)
+    if not labeled and (cfg.unseen or cfg.split_file or cfg.train_index):
+        raise EdgekdError(f"--data {cfg.data} is unlabeled, but --unseen/--split-file/--train-index need labeled "
+                          "images (an image folder with one sub-folder per class, or a list with labels)")
     pack, pack_path = _load_pack(cfg, src, required=labeled)
 
     # class space: the data's classes (+ split classes without images, as distractor texts)
@@ -184,8 +187,6 @@ def evaluate(source: str | os.PathLike, cfg: EvalConfig) -> dict[str, Any]:
             split = {"seen": seen_unseen[0], "unseen": seen_unseen[1],
                      "seen_idx": [pos[c] for c in seen_unseen[0]], "unseen_idx": [pos[c] for c in seen_unseen[1]]}
         texts = pack.subset(classes).embeddings
-    elif cfg.unseen or cfg.split_file:
-        raise EdgekdError("--unseen/--split-file need labeled --data (an image folder with one sub-folder per class)")
 
     device = resolve_device(cfg.device)
     encoders = [source_encoder(src, device, cfg.backend)]
@@ -207,7 +208,7 @@ def evaluate(source: str | os.PathLike, cfg: EvalConfig) -> dict[str, Any]:
     models = {k: v[valid] for k, v in emb.embeds.items()}
 
     counts = None
-    if cfg.train_index and labeled and pack is not None:
+    if cfg.train_index:
         from edgekd.evaluation.sources import train_class_counts
 
         by_name = train_class_counts(cfg.train_index)
@@ -352,11 +353,13 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def append_run_metrics(run_dir: str | os.PathLike, results: dict[str, Any]) -> Path:
-    """Append one `phase=eval` row to the run's metrics.csv (atomically). Columns the file lacks are added (older
-    rows get empty cells), so training rows and eval rows share one file."""
+    """Append one `phase=eval` row to the run's metrics.csv (atomically). Columns the file lacks are appended after
+    the existing ones (older rows get empty cells), so the trainer's rows, written in the header's leading column
+    order, stay aligned and training and eval rows share one file."""
     path = Path(run_dir) / METRICS_CSV
-    row = {"phase": "eval", "epoch": results["source"].get("epoch"), "step": results["source"].get("step"),
-           "time": results["created"], "eval_data": results["data"]["root"],
+    # step first and always an int: the trainer keys its rows (and trims them on --resume) by the first column
+    row = {"step": int(results["source"].get("step") or 0), "epoch": results["source"].get("epoch"),
+           "phase": "eval", "time": results["created"], "eval_data": results["data"]["root"],
            "eval_images": results["data"]["evaluated"], **flat_metrics(results)}
     old_rows: list[dict[str, str]] = []
     header: list[str] = []
