@@ -1,0 +1,268 @@
+"""export-core: ONNX fp32/fp16/int8 bundles, parity gate, bundle hashes, bad inputs, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from conftest import make_image
+
+from edgekd import EdgekdError
+from edgekd.export.bundle import BundleIntegrityError, load_bundle_manifest
+from edgekd.export.pipeline import GateFailedError, export_bundle
+from edgekd.labelpack import LabelPack
+
+ARCH = "test_efficientnet"  # a tiny CNN: convolutions quantise well
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+TEACHER = "test-teacher"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """ImageFolder: 3 colour classes x 12 images."""
+    root = tmp_path_factory.mktemp("export_images")
+    for ci, (name, rgb) in enumerate(COLORS.items()):
+        for i in range(12):
+            make_image(root / name / f"{i:02d}.jpg", rgb, size=(36 + 2 * i, 40), seed=ci * 100 + i)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, data) -> Path:
+    """A run dir whose student was trained a few steps to map each colour onto its class's label embedding."""
+    from edgekd.data.images import load_rgb
+    from edgekd.students.io import save_student
+    from edgekd.students.model import create_student
+
+    torch.manual_seed(0)
+    student = create_student(ARCH, 32, img_size=32, teacher_id=TEACHER)
+    pp = student.cfg.get_preprocess()
+    pack = LabelPack(list(COLORS), np.random.default_rng(0).normal(size=(3, 32)),
+                     meta={"teacher_id": TEACHER, "logit_scale": 100.0})
+    paths = sorted(data.rglob("*.jpg"))
+    x = torch.from_numpy(np.stack([pp(load_rgb(p)) for p in paths]))
+    y = torch.tensor([list(COLORS).index(p.parent.name) for p in paths])
+    target = torch.from_numpy(pack.embeddings)[y]
+    opt = torch.optim.Adam(student.parameters(), lr=3e-3)
+    student.train()
+    for _ in range(25):
+        loss = (1 - F.cosine_similarity(student(x), target)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    student.eval()
+    run = tmp_path_factory.mktemp("run")
+    save_student(run, student)
+    pack.save(run / "labels.npz")
+    return run
+
+
+@pytest.fixture(scope="module")
+def fp32_bundle(tmp_path_factory, run_dir, data) -> Path:
+    return export_bundle(run_dir, "onnx", "fp32", tmp_path_factory.mktemp("b") / "fp32", calib_dir=data)
+
+
+def _size(bundle: Path) -> int:
+    return (bundle / load_bundle_manifest(bundle)["files"]["model"]).stat().st_size
+
+
+def test_fp32_bundle_manifest_and_parity(fp32_bundle, run_dir):
+    m = load_bundle_manifest(fp32_bundle)
+    assert m["format"] == "edgekd.bundle" and m["target"] == "onnx" and m["precision"] == "fp32"
+    assert m["files"] == {"model": "model.onnx", "labels": "labels.npz"}
+    assert set(m["sha256"]) == {"model.onnx", "labels.npz"}
+    assert m["input"] == {"name": "pixels", "shape": ["batch", 3, 32, 32], "dtype": "float32", "layout": "NCHW"}
+    assert m["output"]["shape"] == ["batch", 32] and m["embed_dim"] == 32 and m["opset"] == 17
+    assert m["teacher_id"] == TEACHER and m["source_run"]["weights_sha256"]
+    assert m["versions"]["onnxruntime"] and m["versions"]["torch"]
+    p = m["parity"]
+    assert p["passed"] is True and p["metrics"]["cosine_mean"] >= 0.9999
+    assert p["metrics"]["top1_agreement"] == 1.0 and "accuracy_drop" in p["metrics"]
+    assert json.loads((fp32_bundle / "parity.json").read_text())["passed"] is True
+    assert sorted(f.name for f in fp32_bundle.iterdir()) == ["edgekd.json", "labels.npz", "model.onnx", "parity.json"]
+
+
+def test_dynamic_batch_runs_any_batch(fp32_bundle):
+    from edgekd.runtime.backends import create_backend
+
+    b = create_backend(fp32_bundle / "model.onnx")
+    for n in (1, 5):
+        out = b.run(np.random.default_rng(n).normal(size=(n, 3, 32, 32)).astype(np.float32))["embedding"]
+        assert out.shape == (n, 32)
+        np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)  # L2 norm is in the graph
+
+
+def test_int8_smaller_and_agrees(tmp_path, run_dir, data, fp32_bundle):
+    bundle = export_bundle(run_dir, "onnx", "int8", tmp_path / "int8", calib_dir=data)
+    m = load_bundle_manifest(bundle)
+    assert m["parity"]["passed"] and m["parity"]["metrics"]["top1_agreement"] >= 0.98
+    assert m["parity"]["metrics"]["accuracy_drop"] <= 1.0
+    q = m["target_metadata"]["quantization"]
+    assert q["format"] == "QDQ" and q["per_channel"] and q["quantized_nodes"] > 5
+    assert m["calibration"]["images"] > 0 and m["calibration"]["method"] == "minmax"
+    # parity images are never calibration images
+    assert m["calibration"]["images"] + m["parity"]["metrics"]["images"] <= 36
+    assert _size(bundle) < _size(fp32_bundle) / 2
+
+
+def test_fp16_passes(tmp_path, run_dir, data):
+    bundle = export_bundle(run_dir, "onnx", "fp16", tmp_path / "fp16", val_dir=data)
+    m = load_bundle_manifest(bundle)
+    assert m["parity"]["passed"] and m["parity"]["metrics"]["cosine_mean"] >= 0.999
+    assert m["target_metadata"]["fp16"]["converter"]
+
+
+def test_preprocess_in_graph_and_scores(tmp_path, run_dir, data, fp32_bundle):
+    from edgekd.data.images import load_rgb
+    from edgekd.preprocess import Preprocess
+    from edgekd.runtime.backends import create_backend
+
+    bundle = export_bundle(run_dir, "onnx", "fp32", tmp_path / "frames", val_dir=data, preprocess_in_graph=True,
+                           with_labels=True, static_batch=2)
+    m = load_bundle_manifest(bundle)
+    assert m["input"]["name"] == "frames" and m["input"]["shape"] == [2, 32, 32, 3] and m["preprocess_in_graph"]
+    assert m["scores"]["shape"] == [2, 3] and m["parity"]["passed"]
+    pp = Preprocess.from_dict(m["preprocess"])
+    frames = np.stack([pp.render(load_rgb(p)) for p in sorted(data.rglob("*.jpg"))[:2]])
+    out = create_backend(bundle / "model.onnx").run(frames)
+    ref = create_backend(fp32_bundle / "model.onnx").run(pp.normalize(frames))["embedding"]
+    np.testing.assert_allclose(out["embedding"], ref, atol=1e-5)
+    pack = LabelPack.__new__(LabelPack)
+    from edgekd.labelpack import load_label_pack
+
+    pack = load_label_pack(bundle / "labels.npz")
+    np.testing.assert_allclose(out["scores"], pack.logit_scale * out["embedding"] @ pack.embeddings.T, atol=1e-3)
+
+
+def test_broken_in_graph_preprocessing_fails_gate(tmp_path, run_dir, data, monkeypatch):
+    import edgekd.export.onnx as onnx_mod
+
+    real = onnx_mod.FramesToPixels
+
+    class WrongStd(real):  # a deliberately broken export: the graph normalises with the wrong std
+        def __init__(self, mean, std):
+            super().__init__(mean, (0.5, 0.5, 0.5))
+
+    monkeypatch.setattr(onnx_mod, "FramesToPixels", WrongStd)
+    with pytest.raises(GateFailedError) as e:
+        export_bundle(run_dir, "onnx", "fp32", tmp_path / "broken", val_dir=data, preprocess_in_graph=True)
+    assert e.value.exit_code == 3 and "--no-gate" in str(e.value)
+    report = json.loads((tmp_path / "broken" / "parity.json").read_text())
+    assert report["passed"] is False and report["metrics"]["cosine_mean"] < 0.9999
+    assert load_bundle_manifest(tmp_path / "broken")["parity"]["passed"] is False
+
+
+def test_corrupted_model_is_refused(tmp_path, fp32_bundle):
+    import shutil
+
+    bundle = Path(shutil.copytree(fp32_bundle, tmp_path / "copy"))
+    data = bytearray((bundle / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bundle / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleIntegrityError, match="sha256"):
+        load_bundle_manifest(bundle)
+    (bundle / "labels.npz").unlink()
+    with pytest.raises(BundleIntegrityError, match="missing"):
+        load_bundle_manifest(bundle, verify=True)
+    assert load_bundle_manifest(bundle, verify=False)["format"] == "edgekd.bundle"
+
+
+def test_auto_mixed_keeps_sensitive_nodes(tmp_path, run_dir, data, monkeypatch):
+    import edgekd.export.parity as parity
+
+    # an unreachable-by-full-int8 criterion forces the search to keep layers in float
+    monkeypatch.setattr(parity, "INT8_MIN_AGREEMENT", 1.0)
+    real = parity.GateCriteria.default
+    monkeypatch.setattr(parity.GateCriteria, "default", classmethod(
+        lambda cls, precision, max_drop=None, **kw: real(precision, max_drop, min_cosine=0.99995)))
+    try:
+        bundle = export_bundle(run_dir, "onnx", "int8", tmp_path / "mixed", calib_dir=data, auto_mixed=True)
+        passed = True
+    except GateFailedError as e:
+        bundle, passed = e.bundle, False
+    q = load_bundle_manifest(bundle)["target_metadata"]["quantization"]
+    assert q["sensitivity"] and q["sensitivity"][0]["added_error"] >= q["sensitivity"][-1]["added_error"]
+    if passed:
+        assert q["kept_fp32_auto"]
+
+
+def test_split_is_disjoint_and_bad_images_skipped(tmp_path, data):
+    import shutil
+
+    from edgekd.export.calibration import load_image_set, split_calib_val
+    from edgekd.preprocess import Preprocess
+
+    root = Path(shutil.copytree(data, tmp_path / "imgs"))
+    (root / "red" / "bad.jpg").write_bytes(b"not a jpeg")
+    s = load_image_set(root, Preprocess(size=(32, 32)), 100)
+    assert len(s) == 36 and s.skipped == [{"path": "red/bad.jpg", "reason": "not an image"}]
+    assert s.frames.shape == (36, 32, 32, 3) and s.frames.dtype == np.uint8
+    c, v = split_calib_val(s)
+    assert not set(c.paths) & set(v.paths) and len(c) + len(v) == 36
+    again = load_image_set(root, Preprocess(size=(32, 32)), 10)
+    assert again.paths == load_image_set(root, Preprocess(size=(32, 32)), 10).paths  # deterministic sample
+
+
+def test_bad_inputs(tmp_path, run_dir, data):
+    import shutil
+
+    with pytest.raises(EdgekdError, match="no such run directory"):
+        export_bundle(tmp_path / "nope", "onnx", "fp32", tmp_path / "o", calib_dir=data)
+    no_weights = Path(shutil.copytree(run_dir, tmp_path / "noweights"))
+    (no_weights / "model.safetensors").unlink()
+    with pytest.raises(EdgekdError, match="model.safetensors"):
+        export_bundle(no_weights, "onnx", "fp32", tmp_path / "o", calib_dir=data)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EdgekdError, match="--calib .*no image files"):
+        export_bundle(run_dir, "onnx", "int8", tmp_path / "o", calib_dir=tmp_path / "empty")
+    with pytest.raises(EdgekdError, match="int8 needs --calib"):
+        export_bundle(run_dir, "onnx", "int8", tmp_path / "o", val_dir=data)
+    with pytest.raises(EdgekdError, match="--val DIR"):
+        export_bundle(run_dir, "onnx", "fp32", tmp_path / "o")
+    with pytest.raises(EdgekdError, match="unknown export target"):
+        export_bundle(run_dir, "coreml", "fp32", tmp_path / "o", calib_dir=data)
+    with pytest.raises(EdgekdError, match="--precision 'bf16'"):
+        export_bundle(run_dir, "onnx", "bf16", tmp_path / "o", calib_dir=data)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("x")
+    with pytest.raises(EdgekdError, match="not empty"):
+        export_bundle(run_dir, "onnx", "fp32", tmp_path / "busy", calib_dir=data)
+    wrong = LabelPack(["a", "b"], np.eye(2, 16), meta={"teacher_id": TEACHER})
+    wrong.save(tmp_path / "wrong.npz")
+    with pytest.raises(EdgekdError, match="16-d"):
+        export_bundle(run_dir, "onnx", "fp32", tmp_path / "o", calib_dir=data, labels=tmp_path / "wrong.npz")
+
+
+def test_precision_not_supported_by_target():
+    from edgekd.export.targets import TargetSpec, check_precision
+
+    with pytest.raises(EdgekdError, match="supports fp32"):
+        check_precision(TargetSpec("x", ("fp32",), lambda r: None), "int8")
+
+
+def test_cli_happy_path_and_gate_failure(tmp_path, run_dir, data, monkeypatch):
+    from edgekd.cli import cli
+
+    runner = CliRunner()
+    assert runner.invoke(cli, ["export", "--help"]).exit_code == 0
+    res = runner.invoke(cli, ["export", str(run_dir), "--precision", "fp32", "--val", str(data),
+                              "--out", str(tmp_path / "cli")])
+    assert res.exit_code == 0, res.output
+    assert "parity passed" in res.output and (tmp_path / "cli" / "edgekd.json").is_file()
+
+    import edgekd.export.parity as parity
+
+    monkeypatch.setitem(parity.MIN_MEAN_COSINE, "fp32", 1.5)  # impossible: forces a gate failure
+    res = runner.invoke(cli, ["export", str(run_dir), "--val", str(data), "--out", str(tmp_path / "fail")])
+    assert res.exit_code == 3, res.output
+    assert "parity gate failed" in res.output and "parity.json" in res.output
+    res = runner.invoke(cli, ["export", str(run_dir), "--no-gate", "--out", str(tmp_path / "nogate")])
+    assert res.exit_code == 0, res.output
+    assert load_bundle_manifest(tmp_path / "nogate")["parity"]["skipped"] is True
+    res = runner.invoke(cli, ["export", str(tmp_path / "missing"), "--val", str(data), "--out", str(tmp_path / "m")])
+    assert res.exit_code == 1 and "no such run directory" in res.output
