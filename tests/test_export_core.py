@@ -22,6 +22,15 @@ COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 TEACHER = "test-teacher"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Tiny models on a shared 2-core machine: one thread is ~10x faster than oversubscribed intra-op threads."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """ImageFolder: 3 colour classes x 12 images."""
@@ -50,7 +59,7 @@ def run_dir(tmp_path_factory, data) -> Path:
     target = torch.from_numpy(pack.embeddings)[y]
     opt = torch.optim.Adam(student.parameters(), lr=3e-3)
     student.train()
-    for _ in range(25):
+    for _ in range(15):
         loss = (1 - F.cosine_similarity(student(x), target)).mean()
         opt.zero_grad()
         loss.backward()
@@ -175,20 +184,24 @@ def test_corrupted_model_is_refused(tmp_path, fp32_bundle):
 def test_auto_mixed_keeps_sensitive_nodes(tmp_path, run_dir, data, monkeypatch):
     import edgekd.export.parity as parity
 
-    # an unreachable-by-full-int8 criterion forces the search to keep layers in float
-    monkeypatch.setattr(parity, "INT8_MIN_AGREEMENT", 1.0)
+    full = load_bundle_manifest(export_bundle(run_dir, "onnx", "int8", tmp_path / "full", calib_dir=data))
+    cos = full["parity"]["metrics"]["cosine_mean"]
+    target = cos + (1 - cos) * 0.5  # halve the INT8 error: needs some, not all, layers back in float
     real = parity.GateCriteria.default
     monkeypatch.setattr(parity.GateCriteria, "default", classmethod(
-        lambda cls, precision, max_drop=None, **kw: real(precision, max_drop, min_cosine=0.99995)))
+        lambda cls, precision, max_drop=None, **kw: real(precision, max_drop, min_cosine=target)))
+    monkeypatch.setattr(parity, "INT8_MIN_AGREEMENT", 0.0)
     try:
         bundle = export_bundle(run_dir, "onnx", "int8", tmp_path / "mixed", calib_dir=data, auto_mixed=True)
-        passed = True
-    except GateFailedError as e:
-        bundle, passed = e.bundle, False
-    q = load_bundle_manifest(bundle)["target_metadata"]["quantization"]
-    assert q["sensitivity"] and q["sensitivity"][0]["added_error"] >= q["sensitivity"][-1]["added_error"]
-    if passed:
-        assert q["kept_fp32_auto"]
+    except GateFailedError as e:  # chosen on calibration images, judged on held-out ones: may still miss
+        bundle = e.bundle
+    m = load_bundle_manifest(bundle)
+    q = m["target_metadata"]["quantization"]
+    ranking = [r["added_error"] for r in q["sensitivity"]]
+    assert ranking and ranking == sorted(ranking, reverse=True)
+    assert 0 < len(q["kept_fp32_auto"]) < q["quantizable_nodes"]
+    assert q["quantized_nodes"] == q["quantizable_nodes"] - len(q["kept_fp32_auto"])
+    assert m["parity"]["metrics"]["cosine_mean"] > cos
 
 
 def test_split_is_disjoint_and_bad_images_skipped(tmp_path, data):
