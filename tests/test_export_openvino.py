@@ -161,3 +161,19 @@ def test_int8_accuracy_control(student_onnx, tmp_path):
     req.val = None
     with pytest.raises(EdgekdError, match="--val"):
         get_target("openvino").build(req)
+
+
+def test_model_type_auto_detects_attention(student_onnx):
+    from edgekd.export.openvino import resolve_model_type
+    from edgekd.export.targets import ExportRequest
+    from edgekd.students.model import create_student
+
+    def req(student):
+        return ExportRequest(student=student, preprocess=student.cfg.get_preprocess(), out_dir=".", precision="int8",
+                             onnx_path=student_onnx[1])
+
+    assert resolve_model_type(req(create_student("test_vit", DIM, IMG)), None) == "transformer"
+    assert resolve_model_type(req(student_onnx[0]), None) == "cnn"
+    assert resolve_model_type(req(student_onnx[0]), "transformer") == "transformer"
+    with pytest.raises(EdgekdError, match="--model-type"):
+        resolve_model_type(req(student_onnx[0]), "rnn")

@@ -86,6 +86,9 @@ def quantize_int8(model: Any, req: ExportRequest) -> tuple[Any, dict[str, Any]]:
     if preset_name not in PRESETS:
         raise EdgekdError(f"--preset {preset_name!r}: use one of {', '.join(PRESETS)}")
     preset = nncf.QuantizationPreset.MIXED if preset_name == "mixed" else nncf.QuantizationPreset.PERFORMANCE
+    if opts.get("calib_method"):
+        log.warning("--calib-method %s is ignored by the openvino target (NNCF picks its own range estimators; "
+                    "use --option preset=performance|mixed)", opts["calib_method"])
     model_type = resolve_model_type(req, opts.get("model_type"))
     ignored = build_ignored_scope(model, opts.get("keep_fp16"))
     calib = np.asarray(req.calib)
@@ -136,7 +139,8 @@ def resolve_model_type(req: ExportRequest, requested: str | None) -> str:
     if student is None:
         return "cnn"
     names = {type(m).__name__ for m in student.modules()}
-    return "transformer" if any("Attention" in n for n in names) else "cnn"
+    # timm's Attention/WindowAttention/..., EfficientViT's LiteMLA (multi-scale linear attention), *Attn blocks
+    return "transformer" if any(k in n for n in names for k in ("Attention", "Attn", "MLA")) else "cnn"
 
 
 def build_ignored_scope(model: Any, keep: Iterable[str] | str | None) -> Any:
