@@ -91,6 +91,18 @@ def build_torch_module(model: ModelSpec, device: str = "cpu") -> Any:
 
 def export_to_onnx(module: Any, path: Path, img_size: tuple[int, int]) -> Path:
     """fp32 ONNX with a dynamic batch axis (`pixels` -> `embedding`), via edgekd.export when it is installed."""
+    import torch
+
+    # nn.MultiheadAttention's inference fast path (open_clip ViTs) has no ONNX symbolic; export the plain math
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        return _export_to_onnx(module, path, img_size)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)
+
+
+def _export_to_onnx(module: Any, path: Path, img_size: tuple[int, int]) -> Path:
     try:
         from edgekd.export.onnx import export_onnx
     except ImportError:
@@ -168,7 +180,12 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         from edgekd.runtime.backends import create_backend
 
         file = spec.get("onnx") or model.file
-        be = create_backend(file, backend, threads=threads, device=spec.get("device_engine"))
+        clf = None
+        if mode == "e2e" and model.kind == "bundle":  # the runtime's own classifier, as an app would load it
+            clf = _load_classifier(model, backend, threads, spec.get("device_engine"))
+            be = clf.backend
+        else:
+            be = create_backend(file, backend, threads=threads, device=spec.get("device_engine"))
         x_np = _input(model, batch, be.input_dtype)
         out_name = "embedding" if "embedding" in be.output_names else be.output_names[0]
 
@@ -182,7 +199,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
                   int(spec.get("min_iters", 10)), sync=sync)
     extra: dict[str, Any] = {}
     if mode == "e2e":
-        fn, stages, label_source = _e2e(model, infer_array)
+        fn, stages, label_source = _e2e_runtime(clf) if clf is not None else _e2e(model, infer_array)
+        extra["e2e_path"] = "OpenVocabClassifier" if clf is not None else "bench (same steps as the runtime)"
         timing, power = _timed(timer, fn, bool(spec.get("power")))
         n = len(timing.times_s)  # per-stage medians over the timed calls only (not the warm-up)
         extra["stages_ms"] = {k: float(np.median(v[-n:]) * 1e3) for k, v in stages.items()}
@@ -248,8 +266,10 @@ def _e2e(model: ModelSpec, infer_array: Any) -> tuple[Any, dict[str, list[float]
     jpeg = synthetic_jpeg(*E2E_FRAME)
     pp = Preprocess.from_dict(model.preprocess) if model.preprocess else Preprocess()
     pp = pp.with_size(model.img_size)
-    labels, scale, label_source = _label_matrix(model)
     uint8_input = model.input_dtype == "uint8"
+    probe = pp.render(Image.new("RGB", E2E_FRAME))[None]
+    dim = infer_array(probe if uint8_input else pp.normalize(probe)).shape[-1]  # the model's own embedding size
+    labels, scale, label_source = _label_matrix(model.labels, dim)
     stages: dict[str, list[float]] = {"decode": [], "preprocess": [], "infer": [], "score": []}
 
     def run() -> np.ndarray:
@@ -274,16 +294,54 @@ def _e2e(model: ModelSpec, infer_array: Any) -> tuple[Any, dict[str, list[float]
     return run, stages, label_source
 
 
-def _label_matrix(model: ModelSpec) -> tuple[np.ndarray, float, str]:
+def _label_matrix(labels_path: str | None, dim: int) -> tuple[np.ndarray, float, str]:
     """[C, D] label embeddings: the model's label pack when it has one, else 1000 random unit vectors."""
-    if model.labels and Path(model.labels).is_file():
+    if labels_path and Path(labels_path).is_file():
         from edgekd.labelpack import load_label_pack
 
-        pack = load_label_pack(model.labels)
-        return pack.embeddings, pack.logit_scale, f"{Path(model.labels).name} ({len(pack)} classes)"
+        pack = load_label_pack(labels_path)
+        return pack.embeddings, pack.logit_scale, f"{Path(labels_path).name} ({len(pack)} classes)"
     rng = np.random.default_rng(0)
-    emb = rng.standard_normal((1000, model.embed_dim or 512)).astype(np.float32)
+    emb = rng.standard_normal((1000, dim)).astype(np.float32)
     return emb / np.linalg.norm(emb, axis=1, keepdims=True), 100.0, "random (1000 classes)"
+
+
+def _load_classifier(model: ModelSpec, backend: str, threads: int | None, device: str | None) -> Any:
+    """OpenVocabClassifier of a bundle; a bundle without labels gets 1000 random classes (scoring cost is real)."""
+    from edgekd.labelpack import LabelPack
+    from edgekd.runtime.classifier import OpenVocabClassifier
+
+    clf = OpenVocabClassifier.load(model.source, backend=backend, threads=threads, device=device)
+    if not clf.class_names:
+        emb, scale, _ = _label_matrix(None, clf.embed_dim)
+        clf.set_labels(LabelPack([f"class{i}" for i in range(len(emb))], emb, meta={"logit_scale": scale}))
+    return clf
+
+
+def _e2e_runtime(clf: Any) -> tuple[Any, dict[str, list[float]], str]:
+    """Like `_e2e`, through the runtime's OpenVocabClassifier: prepare -> embed_inputs -> label_set.predict."""
+    from PIL import Image
+
+    jpeg = synthetic_jpeg(*E2E_FRAME)
+    stages: dict[str, list[float]] = {"decode": [], "preprocess": [], "infer": [], "score": []}
+    label_source = f"{len(clf.class_names)} classes" + (" (random)" if clf.class_names[0] == "class0" else "")
+
+    def run() -> Any:
+        t0 = time.perf_counter()
+        with Image.open(io.BytesIO(jpeg)) as im:
+            img = im.convert("RGB")
+        t1 = time.perf_counter()
+        x = clf.prepare(img)[None]
+        t2 = time.perf_counter()
+        emb = clf.embed_inputs(x)
+        t3 = time.perf_counter()
+        preds = clf.label_set.predict(emb, E2E_TOPK)
+        t4 = time.perf_counter()
+        for k, a, b in (("decode", t0, t1), ("preprocess", t1, t2), ("infer", t2, t3), ("score", t3, t4)):
+            stages[k].append(b - a)
+        return preds
+
+    return run, stages, label_source
 
 
 def synthetic_jpeg(width: int, height: int, quality: int = 90) -> bytes:

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Reproduce the committed tables in benchmarks/results/ with one command:
+#     benchmarks/bench_models.sh [WORK_DIR]          (run from the repository root; ~20-25 min on a 2-core CPU)
+# Table 1: teacher ViT-B-32 (random weights) vs four students at 224 px, batch 1 and 32, threads 1 and 2, on torch
+#          eager / onnxruntime / OpenVINO in fp32, plus the students' INT8 bundles from `edgekd export`.
+# Table 2: the end-to-end runtime path (JPEG decode -> resize/normalise -> infer -> score -> top-5) of the INT8
+#          bundles next to model-only time.
+# Weights are random: latency does not depend on them (accuracy columns need trained runs).
+set -euo pipefail
+PY=${PY:-.venv/bin/python}
+EDGEKD=${EDGEKD:-.venv/bin/edgekd}
+WORK=${1:-/tmp/edgekd-bench-work}
+RESULTS=${RESULTS:-benchmarks/results}
+ARCHS=(mobilenetv4_conv_small mobilenetv3_large_100 efficientvit_b0 resnet18)
+TIMING=(--warmup-s 0.5 --min-time-s 1.5 --min-iters 3)
+
+DATA=$(/work/shared/assets/unpack-cifar10.sh /tmp/edgekd-data 2>/dev/null || true)
+CALIB=${CALIB:-$DATA/test}
+mkdir -p "$WORK"
+
+# 1. random-weight run dirs, then INT8 bundles for OpenVINO (NNCF) and onnxruntime (static QDQ)
+$PY benchmarks/make_random_runs.py "$WORK/runs" "${ARCHS[@]}"
+BUNDLES=()
+for arch in "${ARCHS[@]}"; do
+  for target in openvino onnx; do
+    out="$WORK/bundles/$arch-$target-int8"
+    if [ ! -f "$out/edgekd.json" ]; then
+      # --no-gate: random weights make the parity gate meaningless (it is recorded in edgekd.json)
+      $EDGEKD export "$WORK/runs/$arch" --target $target --precision int8 --calib "$CALIB" --calib-images 128 \
+        --no-gate --out "$out" --overwrite
+    fi
+    BUNDLES+=("$out")
+  done
+done
+
+# 2. Table 1 (fp32 + INT8 in one results file, so speed-ups against the teacher use the same run and backend)
+$EDGEKD bench --random-teacher "${ARCHS[@]}" "${BUNDLES[@]}" --backend torch,onnxruntime,openvino --batch 1,32 \
+  --threads 1,2 "${TIMING[@]}" --out "$WORK/cpu"
+
+# 3. Table 2: end-to-end runtime path (INT8 bundles, batch 1, 2 threads)
+$EDGEKD bench "${BUNDLES[@]}" --backend onnxruntime,openvino --e2e --batch 1 --threads 2 "${TIMING[@]}" --out "$WORK/e2e"
+
+mkdir -p "$RESULTS"
+for t in cpu e2e; do
+  mkdir -p "$RESULTS/$t"
+  cp "$WORK/$t"/results.{json,md} "$RESULTS/$t/"
+  cp "$WORK/$t"/*.png "$RESULTS/$t/" 2>/dev/null || true
+done
+echo "tables in $RESULTS/*/results.md"

@@ -1,0 +1,193 @@
+"""End-to-end tests of `edgekd bench`: real subprocess measurements of tiny models, skipped/failed rows, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgekd.bench.models import resolve_model
+from edgekd.bench.runner import BenchConfig, plan, run_worker
+from edgekd.cli import cli
+
+FAST = ["--warmup-s", "0.05", "--min-time-s", "0.2", "--min-iters", "3", "--no-power"]
+
+
+def tiny_onnx(path: Path, batch: int | str = "batch", size: int = 16, dim: int = 8) -> Path:
+    """pixels [B,3,S,S] -> GlobalAveragePool -> MatMul [3,D] -> L2 normalise -> embedding [B,D]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((3, dim)).astype(np.float32), "w")
+    nodes = [helper.make_node("GlobalAveragePool", ["pixels"], ["gap"]),
+             helper.make_node("Flatten", ["gap"], ["flat"], axis=1),
+             helper.make_node("MatMul", ["flat", "w"], ["proj"]),
+             helper.make_node("LpNormalization", ["proj"], ["embedding"], axis=-1, p=2)]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT,
+                                                                            [batch, 3, size, size])],
+                              [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [batch, dim])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, ["bench", *args], catch_exceptions=False)
+
+
+def test_help():
+    res = invoke("--help")
+    assert res.exit_code == 0 and "--compare" in res.output and "--e2e" in res.output
+
+
+def test_quick_onnx_bench_skips_missing_backends_and_writes_everything(tmp_path, monkeypatch):
+    import edgekd.runtime.backends as backends
+
+    real = backends.is_available
+    monkeypatch.setattr(backends, "is_available", lambda m: False if m == "openvino" else real(m))  # pretend missing
+    model = tiny_onnx(tmp_path / "tiny.onnx")
+    out = tmp_path / "out"
+    res = invoke(str(model), "--backend", "onnxruntime,openvino,tensorrt", "--batch", "1,4", "--threads", "1",
+                 "--out", str(out), *FAST)
+    assert res.exit_code == 0, res.output
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["schema"] == "edgekd.bench" and doc["version"] == 1
+    rows = {(r["backend"], r["batch"]): r for r in doc["rows"]}
+    for b in (1, 4):
+        r = rows[("onnxruntime", b)]
+        assert r["status"] == "ok", r["reason"]
+        lat = r["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] and lat["n"] >= 3
+        assert r["throughput_ips"] > 0 and r["peak_rss_mb"] > 10 and r["load_s"] >= 0
+        assert r["model_mb"] == pytest.approx(model.stat().st_size / 2**20) and r["threads"] == 1
+        assert r["pid"] and r["precision"] == "fp32" and r["img_size"] == [16, 16]
+    assert rows[("openvino", None)]["status"] == "skipped"
+    assert "openvino is not installed" in rows[("openvino", None)]["reason"]
+    assert rows[("tensorrt", None)]["status"] == "skipped" and "TensorRT engine" in rows[("tensorrt", None)]["reason"]
+    assert len({r["pid"] for r in doc["rows"] if r["status"] == "ok"}) == 2  # one subprocess per measurement
+    assert doc["environment"]["cpu"]["cores_usable"] >= 1
+    for name in ("results.md", "latency.png", "throughput.png"):
+        assert (out / name).is_file()
+    assert "skipped" in (out / "results.md").read_text()
+    # --compare against itself: ratio 1.00x
+    cmp = invoke("--compare", str(out / "results.json"), str(out / "results.json"))
+    assert cmp.exit_code == 0 and "1.00x" in cmp.output
+
+
+def test_failing_backend_is_reported_with_its_message(tmp_path):
+    model = tiny_onnx(tmp_path / "static.onnx", batch=1)  # static batch 1: batch 2 makes onnxruntime raise
+    out = tmp_path / "out"
+    res = invoke(str(model), "--backend", "onnxruntime", "--batch", "1,2", "--threads", "1", "--out", str(out),
+                 "--no-plots", *FAST)
+    assert res.exit_code == 0
+    assert "1 measurement(s) failed" in res.output
+    rows = {r["batch"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows[1]["status"] == "ok"
+    assert rows[2]["status"] == "failed" and "dimension" in rows[2]["reason"].lower()
+    assert "failed" in (out / "results.md").read_text()
+
+
+def test_worker_crash_and_missing_file_become_failed_rows(tmp_path):
+    [spec] = resolve_model(str(tiny_onnx(tmp_path / "m.onnx")))
+    (tmp_path / "m.onnx").unlink()
+    res = run_worker({"task": "measure", "model": spec.to_dict(), "backend": "onnxruntime", "batch": 1,
+                      "threads": 1, "warmup_s": 0, "min_time_s": 0, "min_iters": 1}, 1, timeout_s=60)
+    assert res["status"] == "failed" and "model file not found" in res["reason"]
+    res = run_worker({"task": "measure", "model": {"bad": 1}}, None, timeout_s=60)  # not a model spec
+    assert res["status"] == "failed" and "TypeError" in res["reason"]
+
+
+def test_e2e_row_next_to_model_only(tmp_path):
+    model = tiny_onnx(tmp_path / "tiny.onnx", size=32)
+    out = tmp_path / "out"
+    res = invoke(str(model), "--backend", "onnxruntime", "--batch", "1", "--threads", "1", "--e2e", "--out", str(out),
+                 "--no-plots", *FAST)
+    assert res.exit_code == 0, res.output
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    e2e = [r for r in rows if r["mode"] == "e2e"]
+    assert len(e2e) == 1 and e2e[0]["status"] == "ok", e2e
+    st = e2e[0]["stages_ms"]
+    assert set(st) == {"decode", "preprocess", "infer", "score"} and all(v > 0 for v in st.values())
+    assert e2e[0]["latency_ms"]["p50"] >= st["decode"]  # the whole path includes the JPEG decode
+    assert "End-to-end" in (out / "results.md").read_text()
+
+
+def test_torch_teacher_and_timm_student(tmp_path):
+    """torch eager and an ONNX export of a bare timm name, with the tiny teacher for speed-ups."""
+    out = tmp_path / "out"
+    res = invoke("test_vit", "--teacher", "edgekd-test-tiny", "--random-teacher", "--img-size", "32",
+                 "--embed-dim", "16", "--backend", "torch,onnxruntime", "--batch", "2", "--threads", "1",
+                 "--out", str(out), "--no-plots", *FAST)
+    assert res.exit_code == 0, res.output
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [(r["model"], r["backend"], r["status"]) for r in rows] == [
+        ("teacher:edgekd-test-tiny", "torch", "ok"), ("teacher:edgekd-test-tiny", "onnxruntime", "ok"),
+        ("test_vit", "torch", "ok"), ("test_vit", "onnxruntime", "ok")], [r["reason"] for r in rows]
+    student = rows[3]
+    assert student["speedup_vs_teacher"] > 0 and student["speedup_vs_teacher_eager"] > 0
+    assert Path(student["file"]).suffix == ".onnx" and student["model_mb"] > 0
+    assert rows[2]["params_m"] > 0 and rows[0]["teacher"] is True
+
+
+# --- bad input ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "tensorflow"], "'tensorflow' is not a backend"),
+    (["--batch", "0"], "--batch 0: batch sizes must be >= 1"),
+    (["--threads", "4096"], "--threads 4096: this machine has only"),
+    (["--threads", "0"], "thread counts must be >= 1"),
+])
+def test_bad_options(tmp_path, args, message):
+    model = tiny_onnx(tmp_path / "m.onnx")
+    res = invoke(str(model), *args, "--out", str(tmp_path / "o"))
+    assert res.exit_code == 1 and message in res.output and res.output.startswith("Error:")
+
+
+def test_batch_list_must_be_integers(tmp_path):
+    res = invoke("x", "--batch", "1,a")
+    assert res.exit_code == 2 and "comma-separated integers" in res.output
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("garbage.onnx", b"this is not protobuf \xff\xfe", "not an ONNX model"),
+    ("empty.onnx", b"", "empty file"),
+    ("notes.txt", b"hello", "not a model"),
+    ("model.xml", b"<html></html>", "not an OpenVINO IR"),
+])
+def test_model_file_that_is_not_a_model(tmp_path, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    res = invoke(str(tmp_path / name), "--out", str(tmp_path / "o"))
+    assert res.exit_code == 1 and message in res.output
+
+
+def test_unknown_model_name_and_nothing_to_bench(tmp_path):
+    res = invoke("definitely_not_a_model_xyz", "--out", str(tmp_path / "o"))
+    assert res.exit_code == 1 and "not a file, directory or timm model name" in res.output
+    res = invoke("--out", str(tmp_path / "o"))
+    assert res.exit_code == 1 and "nothing to bench" in res.output
+
+
+def test_bundle_resolution_and_default_backends(tmp_path):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    tiny_onnx(bundle / "model.onnx", size=24)
+    meta = {"format": "edgekd.bundle", "version": 1, "target": "onnx", "precision": "int8",
+            "files": {"model": "model.onnx", "labels": None},
+            "input": {"name": "pixels", "shape": ["batch", 3, 24, 24], "dtype": "float32", "layout": "NCHW"},
+            "embed_dim": 8, "eval": {"fidelity": 0.97}}
+    (bundle / "edgekd.json").write_text(json.dumps(meta))
+    [spec] = resolve_model(str(bundle))
+    assert spec.kind == "bundle" and spec.precision == "int8" and spec.img_size == (24, 24)
+    assert spec.eval == {"fidelity": 0.97}
+    assert resolve_model(str(bundle / "model.onnx"))[0].kind == "bundle"
+    jobs = plan([spec], BenchConfig(threads=(1,), batches=(1,)))
+    assert {j.backend for j in jobs} == set(spec.backends())  # every format-allowed backend: run or skipped
+    assert all(j.skip for j in jobs if j.backend in ("ort-cuda", "ort-trt")) or True
+    (bundle / "edgekd.json").write_text(json.dumps({**meta, "format": "something"}))
+    with pytest.raises(Exception, match="not an edgekd export bundle"):
+        resolve_model(str(bundle))
