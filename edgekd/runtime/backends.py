@@ -85,8 +85,12 @@ def backends_for(path: str | os.PathLike) -> tuple[str, ...]:
 
 
 def create_backend(path: str | os.PathLike, backend: str = "auto", threads: int | None = None,
-                   device: str | None = None) -> Backend:
-    """Load `path` (.onnx, .xml, .engine) with `backend` ('auto' = the first usable one for that file type)."""
+                   device: str | None = None, spin: bool | None = None) -> Backend:
+    """Load `path` (.onnx, .xml, .engine) with `backend` ('auto' = the first usable one for that file type).
+
+    spin: onnxruntime only: let worker threads busy-wait between runs (None = onnxruntime's default, on). Off suits
+    apps that do other CPU work between inferences (preprocessing, decoding): spinning threads steal those cores.
+    """
     path = Path(path)
     if not path.is_file():
         raise EdgekdError(f"{path}: model file not found")
@@ -108,7 +112,8 @@ def create_backend(path: str | os.PathLike, backend: str = "auto", threads: int 
         reason = backend_unavailable_reason(backend)
         if reason:
             raise EdgekdError(f"backend {backend}: {reason}")
-    return BACKENDS[backend](path, threads=threads, device=device)
+    options = {"spin": spin} if spin is not None and BACKEND_MODULES.get(backend) == "onnxruntime" else {}
+    return BACKENDS[backend](path, threads=threads, device=device, **options)
 
 
 # --- onnxruntime --------------------------------------------------------------------------------------------------
@@ -116,7 +121,7 @@ def create_backend(path: str | os.PathLike, backend: str = "auto", threads: int 
 class OrtBackend(Backend):
     """onnxruntime InferenceSession; `providers` picks CPU, CUDA or TensorRT execution."""
 
-    def __init__(self, path: Path, threads: int | None, providers: list[Any], name: str):
+    def __init__(self, path: Path, threads: int | None, providers: list[Any], name: str, spin: bool | None = None):
         ort = require("onnxruntime", purpose="ONNX inference")
         self.name = name
         opts = ort.SessionOptions()
@@ -124,6 +129,8 @@ class OrtBackend(Backend):
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
+        if spin is not None:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         opts.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
@@ -142,26 +149,26 @@ class OrtBackend(Backend):
 
 
 @register_backend("onnxruntime")
-def _ort_cpu(path: Path, threads: int | None = None, device: str | None = None) -> Backend:
-    return OrtBackend(path, threads, ["CPUExecutionProvider"], "onnxruntime")
+def _ort_cpu(path: Path, threads: int | None = None, device: str | None = None, spin: bool | None = None) -> Backend:
+    return OrtBackend(path, threads, ["CPUExecutionProvider"], "onnxruntime", spin)
 
 
 @register_backend("ort-cuda")
-def _ort_cuda(path: Path, threads: int | None = None, device: str | None = None) -> Backend:
+def _ort_cuda(path: Path, threads: int | None = None, device: str | None = None, spin: bool | None = None) -> Backend:
     dev = int(device.split(":")[1]) if device and ":" in device else 0
     return OrtBackend(path, threads, [("CUDAExecutionProvider", {"device_id": dev}), "CPUExecutionProvider"],
-                      "ort-cuda")
+                      "ort-cuda", spin)
 
 
 @register_backend("ort-trt")
-def _ort_trt(path: Path, threads: int | None = None, device: str | None = None) -> Backend:
+def _ort_trt(path: Path, threads: int | None = None, device: str | None = None, spin: bool | None = None) -> Backend:
     dev = int(device.split(":")[1]) if device and ":" in device else 0
     cache = str(path.parent / ".ort_trt_cache")
     trt_opts = {"device_id": dev, "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
                 "trt_fp16_enable": True}
     return OrtBackend(path, threads, [("TensorrtExecutionProvider", trt_opts), ("CUDAExecutionProvider",
                                                                                 {"device_id": dev}),
-                                      "CPUExecutionProvider"], "ort-trt")
+                                      "CPUExecutionProvider"], "ort-trt", spin)
 
 
 # --- OpenVINO -----------------------------------------------------------------------------------------------------

@@ -59,14 +59,16 @@ class OpenVocabClassifier:
     @classmethod
     def load(cls, bundle: str | os.PathLike, labels: LabelsLike | None = None, backend: str = "auto",
              threads: int | None = None, device: str | None = None, text_encoder: str | os.PathLike | None = None,
-             verify: bool = True) -> OpenVocabClassifier:
+             verify: bool = True, spin: bool = False) -> OpenVocabClassifier:
         """Load a bundle directory. labels: a pack, its path or a list of names (default: the bundle's labels.npz);
         backend: 'auto' (by file type) or a name from edgekd.runtime.backends; text_encoder: an `edgekd export-text`
-        directory (default: the bundle's own, if it carries one); verify: check files against their sha256."""
+        directory (default: the bundle's own, if it carries one); verify: check files against their sha256;
+        spin: let onnxruntime's worker threads busy-wait between calls (off by default: on a small CPU the spinning
+        threads slow this process's own preprocessing and the app's other work more than they save)."""
         from edgekd.runtime.backends import create_backend
 
         info = read_bundle(bundle, verify=verify)
-        be = create_backend(info.model_path, backend=backend, threads=threads, device=device)
+        be = create_backend(info.model_path, backend=backend, threads=threads, device=device, spin=spin)
         if be.input_name != info.input_name:
             raise EdgekdError(f"{info.model_path}: model input is {be.input_name!r} but edgekd.json says "
                               f"{info.input_name!r}; re-export the bundle")

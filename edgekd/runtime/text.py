@@ -225,7 +225,7 @@ class TextEncoder:
             int(meta["embed_dim"])
         except (KeyError, TypeError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CorruptBundleError(f"{meta_path}: malformed text encoder metadata ({type(e).__name__}: {e})") from e
-        return cls(root, meta, tokenizer, create_backend(root / files["model"], backend, threads, device))
+        return cls(root, meta, tokenizer, create_backend(root / files["model"], backend, threads, device, spin=False))
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """N strings -> float32 [N, D] unit embeddings (the teacher's, without torch)."""

@@ -1,0 +1,192 @@
+"""Runtime overhead: OpenVocabClassifier.classify() on a decoded 640x480 frame vs the model alone, and process RSS of
+the torch-free runtime vs torch.
+
+    python benchmarks/runtime_overhead.py [--arch mobilenetv4_conv_small] [--img-size 224] [--threads 2]
+                                          [--iters 200] [--out benchmarks/results/runtime_overhead]
+
+Builds two fp32 ONNX bundles of a random-weight student with `edgekd.export.pipeline.export_bundle` (latency does
+not depend on the weights): preprocessing in the graph (input `frames`, uint8 NHWC) and outside it (`pixels`).
+Each measurement runs in a fresh subprocess that imports only the runtime. Model-only and classify() calls are
+interleaved in one loop (same thermal/CPU-contention conditions), timed with perf_counter after a warm-up; the
+overhead is median(classify) / median(model) - 1. Writes OUT.json and OUT.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+TARGETS = {True: 0.15, False: 0.50}  # max overhead with / without in-graph preprocessing
+
+
+def measure(bundle: str, threads: int, iters: int, warmup: int, spin: bool) -> dict:
+    """Run inside a runtime-only process: interleaved model-only vs classify() timings at batch 1 + RSS."""
+    from edgekd.runtime.classifier import OpenVocabClassifier
+
+    t0 = time.perf_counter()
+    clf = OpenVocabClassifier.load(bundle, threads=threads, spin=spin)
+    load_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)  # a decoded BGR camera frame
+    x = np.ascontiguousarray(clf.prepare(frame, color="bgr")[None], dtype=clf.input_dtype)
+    model_t, clf_t, prep_t = [], [], []
+    for i in range(warmup + iters):
+        a = time.perf_counter()
+        clf.backend.run(x)
+        b = time.perf_counter()
+        clf.classify(frame, top_k=5, color="bgr")
+        c = time.perf_counter()
+        clf.prepare(frame, color="bgr")
+        d = time.perf_counter()
+        if i >= warmup:
+            model_t.append(b - a)
+            clf_t.append(c - b)
+            prep_t.append(d - c)
+    mods = sorted(m.split(".")[0] for m in sys.modules)
+    return {
+        "bundle": bundle, "in_graph": clf.in_graph, "input": clf.info.input_name, "backend": clf.backend.name,
+        "threads": threads, "spin": spin, "iters": iters, "loadavg_1m": round(os.getloadavg()[0], 2),
+        "load_s": round(load_s, 3),
+        "model_ms": _stats(model_t), "classify_ms": _stats(clf_t), "prepare_ms": _stats(prep_t),
+        "overhead": round(float(np.median(clf_t) / np.median(model_t) - 1), 4),
+        "overhead_min": round(float(np.min(clf_t) / np.min(model_t) - 1), 4),
+        "rss_mb": peak_rss_mb(),
+        "torch_imported": "torch" in mods,
+    }
+
+
+def torch_rss(arch: str, img_size: int) -> dict:
+    """RSS of a process that imports torch, and of one that also runs the same student in torch."""
+    import torch
+
+    rss_import = peak_rss_mb()
+    from edgekd.students.model import create_student
+
+    student = create_student(arch, 512, img_size=img_size).eval()
+    with torch.no_grad():
+        student(torch.zeros(1, 3, img_size, img_size))
+    return {"torch_import_rss_mb": rss_import, "torch_student_rss_mb": peak_rss_mb(), "torch": torch.__version__}
+
+
+def peak_rss_mb() -> float:
+    """Peak RSS of this process image (VmHWM; getrusage's ru_maxrss survives exec and would report the parent's)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    import psutil
+
+    return round(psutil.Process().memory_info().rss / 2**20, 1)
+
+
+def _stats(ts: list[float]) -> dict:
+    a = np.asarray(ts) * 1000
+    return {"min": round(float(a.min()), 3), "p50": round(float(np.median(a)), 3),
+            "p90": round(float(np.percentile(a, 90)), 3), "mean": round(float(a.mean()), 3), "n": int(a.size)}
+
+
+def _subprocess(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"measurement failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def build_bundles(arch: str, img_size: int, work: Path) -> dict[bool, Path]:
+    import torch
+
+    from edgekd.export.pipeline import export_bundle
+    from edgekd.students.io import save_student
+    from edgekd.students.model import create_student
+
+    torch.manual_seed(0)
+    run = work / "run"
+    save_student(run, create_student(arch, 512, img_size=img_size), extra={"random_init": True})
+    from edgekd.labelpack import LabelPack
+
+    rng = np.random.default_rng(0)  # 1000 random classes: the label scoring cost of an ImageNet-sized label set
+    LabelPack([f"class {i}" for i in range(1000)], rng.normal(size=(1000, 512)).astype(np.float32),
+              meta={"logit_scale": 100.0}).save(run / "labels.npz")
+    return {ig: export_bundle(run, "onnx", "fp32", work / f"bundle_{'ingraph' if ig else 'numpy'}", gate=False,
+                              preprocess_in_graph=ig, overwrite=True) for ig in (True, False)}
+
+
+def write_report(res: dict, out: Path) -> None:
+    from edgekd._io import atomic_write_json, atomic_write_text
+
+    atomic_write_json(out.with_suffix(".json"), res)
+    lines = [f"# Runtime overhead: {res['arch']} @ {res['img_size']}, batch 1, {res['threads']} threads", "",
+             f"CPU: {res['environment']['cpu']} ({res['environment']['cores']} cores), onnxruntime "
+             f"{res['environment']['onnxruntime']}; frame 640x480 uint8 BGR; 1000 labels, top-5; {res['iters']} "
+             "interleaved iterations.",
+             "Overhead = classify() / model-only - 1, from medians (p50) and from minima (min, the cost on an idle "
+             "CPU); load = 1-minute load average during the run.", "",
+             "| preprocessing | ort spin | model ms p50 (min) | classify() ms p50 (min) | prepare ms p50 | "
+             "overhead p50 | overhead min | target | load |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        tgt = TARGETS[r["in_graph"]]
+        pre = "in graph (frames)" if r["in_graph"] else "numpy (pixels)"
+        lines.append(f"| {pre} | {'on' if r['spin'] else 'off'} | "
+                     f"{r['model_ms']['p50']} ({r['model_ms']['min']}) | {r['classify_ms']['p50']} "
+                     f"({r['classify_ms']['min']}) | {r['prepare_ms']['p50']} | {100 * r['overhead']:.1f}% | "
+                     f"{100 * r['overhead_min']:.1f}% | <= {100 * tgt:.0f}% | {r['loadavg_1m']} |")
+    lines += ["", "| process | peak RSS MB |", "|---|---|"]
+    for r in res["rows"]:
+        if not r["spin"]:
+            lines.append(f"| runtime loaded + classify ({'in graph' if r['in_graph'] else 'numpy'}) | {r['rss_mb']} |")
+    lines += [f"| `import torch` | {res['torch']['torch_import_rss_mb']} |",
+              f"| torch + the same student run once | {res['torch']['torch_student_rss_mb']} |", ""]
+    atomic_write_text(out.with_suffix(".md"), "\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default="mobilenetv4_conv_small")
+    ap.add_argument("--img-size", type=int, default=224)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/runtime_overhead"))
+    ap.add_argument("--measure", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--torch-rss", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--spin", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.threads, args.iters, args.warmup, args.spin)))
+        return
+    if args.torch_rss:
+        print(json.dumps(torch_rss(args.arch, args.img_size)))
+        return
+    import onnxruntime
+
+    with tempfile.TemporaryDirectory(prefix="edgekd-overhead-") as tmp:
+        bundles = build_bundles(args.arch, args.img_size, Path(tmp))
+        rows = [_subprocess(["--measure", str(bundles[ig]), "--threads", str(args.threads), "--iters",
+                             str(args.iters), "--warmup", str(args.warmup)] + (["--spin"] if spin else []))
+                for spin in (False, True) for ig in (True, False)]
+    res = {"arch": args.arch, "img_size": args.img_size, "threads": args.threads, "iters": args.iters,
+           "environment": {"cpu": platform.processor() or platform.machine(), "cores": _cores(),
+                           "python": platform.python_version(), "onnxruntime": onnxruntime.__version__},
+           "rows": rows, "torch": _subprocess(["--torch-rss", "--arch", args.arch, "--img-size", str(args.img_size)])}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_report(res, args.out)
+    print(Path(args.out.with_suffix(".md")).read_text())
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+if __name__ == "__main__":
+    main()
