@@ -126,3 +126,12 @@ def test_retrieval_by_label_and_by_image(bundle, image_folder, tmp_path, capsys)
     assert line.endswith(query) and line.startswith("+1.000")
     assert app.main([str(bundle), str(folder), "--query", "a red car"]) == 1
     assert "text encoder" in capsys.readouterr().err
+
+
+def test_camera_overlay_draws_labels_and_fps():
+    app = load_example("camera_app")
+    from edgekd.runtime.labels import Prediction
+
+    frame = np.zeros((240, 320, 3), np.uint8)
+    app.draw_overlay(cv2, frame, [Prediction("cat", 0.31, 0.9, 0), Prediction("dog", 0.2, 0.1, 1)], 29.5, "pets")
+    assert frame[:90].any() and not frame[120:].any()  # three text lines at the top, nothing below

@@ -287,3 +287,14 @@ def test_fuzz_public_api_only_raises_clear_errors(bundle):
         if len(clf.class_names) > 12 or not clf.class_names:
             clf.set_labels(label_pack())
     assert outcomes["ok"] > 30 and outcomes["error"] > 30, outcomes
+
+
+def test_openvino_backend_matches_onnxruntime(bundle_in_graph, paths):
+    pytest.importorskip("openvino")
+    ort = OpenVocabClassifier.load(bundle_in_graph, backend="onnxruntime")
+    ov = OpenVocabClassifier.load(bundle_in_graph, backend="openvino", threads=1)
+    assert ov.backend.name == "openvino" and ov.input_dtype == np.uint8
+    np.testing.assert_allclose(ov.embed_batch(paths[:4]), ort.embed_batch(paths[:4]), atol=1e-4)
+    assert [p.label for p in ov.classify(paths[0])] == [p.label for p in ort.classify(paths[0])]
+    with pytest.raises(EdgekdError, match="cannot run .onnx"):
+        OpenVocabClassifier.load(bundle_in_graph, backend="tensorrt")
