@@ -261,3 +261,36 @@ def test_cli_help_students_and_distill(cache, tmp_path):
     r = runner.invoke(cli, ["distill", "--cache", str(tmp_path / "missing"), "--student", TINY_STUDENT, "--out",
                             str(tmp_path / "x")])
     assert r.exit_code == 1 and "no such cache directory" in r.output
+
+
+@pytest.mark.slow  # a subprocess start (~5 s of imports) plus waiting for steps; resume itself is tested above
+def test_sigterm_checkpoints_then_resume(cache, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "edgekd", "distill", "--cache", str(cache), "--student", TINY_STUDENT, "--out",
+           str(out), "--img-size", str(IMG), "--batch-size", "6", "--epochs", "200", "--workers", "0", "--device",
+           "cpu", "--log-every", "1", "--no-progress", "--lr", "2e-3"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        metrics = out / "metrics.csv"
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted at step" in err and "--resume" in err
+    state = torch.load(out / "train_state.pt", weights_only=True)
+    conf = json.loads((out / "config.json").read_text())["edgekd"]
+    assert state["step"] == conf["step"] >= 2
+    cfg = cfg_for(cache, out, epochs=200, lr=2e-3, log_every=1, max_steps=state["step"] + 2)
+    # max_steps / epochs may change on resume (e.g. to finish early); the math options may not
+    res = train(cfg, resume=True, progress=False)
+    assert res.step == state["step"] + 2

@@ -130,5 +130,9 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
 
 
 def worker_init(_: int) -> None:
-    """One decoding thread per worker (torch would otherwise start one per core in every worker)."""
+    """One decoding thread per worker (torch would otherwise start one per core in every worker); Ctrl-C is left
+    to the main process, which finishes its step and checkpoints while the workers keep serving batches."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
