@@ -53,6 +53,14 @@ def test_runtime_imports_no_torch(bundle, image_folder):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "2 []"
+    # the `edgekd classify` command is torch-free too
+    code = ("import sys\nfrom edgekd.cli import main\ntry:\n"
+            f"    main(['classify', {str(bundle)!r}, {str(image_folder / 'red')!r}, '--json'])\n"
+            "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'open_clip', 'timm')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]" and out.stdout.count('"predictions"') == 6
 
 
 @pytest.mark.parametrize("in_graph", [False, True])
