@@ -21,15 +21,26 @@ from edgekd.teacher.prompts import build_prompts, load_templates
 log = logging.getLogger(__name__)
 
 
-def embed_prompts(teacher: Teacher, prompts: dict[str, list[str]], progress: bool = False) -> np.ndarray:
-    """{class: [prompt, ...]} (C classes) -> float32 [C, D]: mean of unit prompt embeddings, re-normalised."""
-    rows = []
-    for c, ps in tqdm(prompts.items(), desc="labels", unit="class", disable=not progress or len(prompts) < 20):
+def embed_prompts(teacher: Teacher, prompts: dict[str, list[str]], progress: bool = False,
+                  batch_size: int = 256) -> np.ndarray:
+    """{class: [prompt, ...]} (C classes) -> float32 [C, D]: mean of unit prompt embeddings, re-normalised.
+
+    All prompts of all classes go through the text tower in large batches (one class at a time wastes the batch).
+    """
+    flat: list[str] = []
+    owner: list[int] = []
+    for ci, (c, ps) in enumerate(prompts.items()):
         if not ps:
             raise EdgekdError(f"class {c!r} has no prompts")
-        emb = teacher.encode_texts(ps)  # [P, D], unit rows
-        rows.append(F.normalize(emb.mean(dim=0), dim=-1))
-    return torch.stack(rows).cpu().numpy().astype(np.float32)
+        flat += ps
+        owner += [ci] * len(ps)
+    chunks = []
+    for i in tqdm(range(0, len(flat), batch_size), desc="labels", unit="batch",
+                  disable=not progress or len(flat) <= batch_size):
+        chunks.append(teacher.encode_texts(flat[i: i + batch_size], batch_size=batch_size))
+    emb = torch.cat(chunks)  # [P, D], unit rows
+    sums = torch.zeros(len(prompts), emb.shape[1], dtype=emb.dtype).index_add_(0, torch.tensor(owner), emb)
+    return F.normalize(sums, dim=-1).numpy().astype(np.float32)  # normalising the sum == normalising the mean
 
 
 def build_label_pack(
