@@ -306,3 +306,10 @@ def test_openvino_backend_matches_onnxruntime(bundle_in_graph, paths):
     assert [p.label for p in ov.classify(paths[0])] == [p.label for p in ort.classify(paths[0])]
     with pytest.raises(EdgekdError, match="cannot run .onnx"):
         OpenVocabClassifier.load(bundle_in_graph, backend="tensorrt")
+
+
+def test_static_batch_model_is_fed_in_chunks(tmp_path, paths):
+    clf = OpenVocabClassifier.load(make_bundle(tmp_path / "sb", static_batch=2))
+    assert clf.static_batch == 2
+    np.testing.assert_allclose(clf.embed_batch(paths[:5]), torch_embed(paths[:5]), atol=2e-5)  # 2 + 2 + 1 (padded)
+    assert len(clf.classify_batch(paths[:3])) == 3

@@ -42,7 +42,7 @@ def label_pack():
 
 
 def make_bundle(out: Path, in_graph: bool = False, labels: bool = True, with_scores: bool = False,
-                val_dir: Path | None = None) -> Path:
+                val_dir: Path | None = None, static_batch: int | None = None) -> Path:
     """A tiny ONNX fp32 bundle of `student()` (input `pixels` NCHW float32, or `frames` NHWC uint8 when in_graph).
 
     with_scores bakes the label scores into the graph (a second output); val_dir runs the exporter's parity gate.
@@ -58,7 +58,8 @@ def make_bundle(out: Path, in_graph: bool = False, labels: bool = True, with_sco
     if labels:
         label_pack().save(run / "labels.npz")
     return export_bundle(run, "onnx", "fp32", out, val_dir=val_dir, gate=val_dir is not None,
-                         preprocess_in_graph=in_graph, with_labels=with_scores, overwrite=True)
+                         preprocess_in_graph=in_graph, with_labels=with_scores, static_batch=static_batch,
+                         overwrite=True)
 
 
 def _make_bundle_by_hand(out: Path, in_graph: bool, labels: bool) -> Path:

@@ -116,7 +116,9 @@ class OpenVocabClassifier:
         """
         pack = self._resolve_labels(labels, templates)
         pack.check_compatible(self.info.teacher_id, self.info.embed_dim, what=f"the bundle {self.info.root}")
-        self._labels = LabelSet.from_pack(pack, pack.meta.get("logit_scale") or self.info.logit_scale)
+        new = LabelSet.from_pack(pack, pack.meta.get("logit_scale") or self.info.logit_scale)
+        with self._write_lock:
+            self._labels = new
 
     def _resolve_labels(self, labels: LabelsLike, templates: Sequence[str] | None) -> LabelPack:
         if isinstance(labels, LabelPack):
