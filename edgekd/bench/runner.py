@@ -45,6 +45,11 @@ class BenchConfig:
     e2e: bool = False
     power: bool = True  # sample tegrastats when present
     timeout_s: float = 1800.0  # per measurement
+    # OpenMP threads that spin (ACTIVE) wait for descheduled peers at every op barrier when the host is busy, which
+    # inflated torch eager latency ~20x on a shared 2-core machine; PASSIVE (sleep) is the conservative default.
+    # Only torch uses OpenMP here (onnxruntime and OpenVINO have their own thread pools). The caller's own
+    # OMP_WAIT_POLICY environment variable wins.
+    omp_wait_policy: str = "PASSIVE"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -67,6 +72,8 @@ class BenchConfig:
                 raise EdgekdError(f"--backend {b!r} is not a backend; use one of {', '.join(ALL_BACKENDS)}")
         if self.warmup_s < 0 or self.min_time_s < 0:
             raise EdgekdError("--warmup-s and --min-time-s must be >= 0")
+        if self.omp_wait_policy.upper() not in ("PASSIVE", "ACTIVE"):
+            raise EdgekdError(f"--omp-wait-policy {self.omp_wait_policy!r}: use PASSIVE or ACTIVE")
         if self.min_iters < 1:
             raise EdgekdError(f"--min-iters {self.min_iters}: must be >= 1")
 
@@ -148,12 +155,13 @@ def run_bench(models: list[ModelSpec], cfg: BenchConfig, work_dir: str | os.Path
                     "mode": job.mode, "power": cfg.power, **extra}
             if spec["throughput_s"] is None:
                 spec["throughput_s"] = cfg.min_time_s / 2
-            row.update(run_worker(spec, job.threads, cfg.timeout_s))
+            row.update(run_worker(spec, job.threads, cfg.timeout_s, cfg.omp_wait_policy))
         log.info("%s: %s", job.key(), _summary(row))
         rows.append(row)
     return {"schema": SCHEMA, "version": VERSION,
             "environment": collect_environment(list(cfg.threads)),
-            "config": cfg.to_dict(), "rows": rows}
+            "config": {**cfg.to_dict(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", cfg.omp_wait_policy)},
+            "rows": rows}
 
 
 def base_row(job: Job) -> dict[str, Any]:
@@ -186,12 +194,15 @@ def ensure_onnx(model: ModelSpec, out_dir: Path, memo: dict[str, dict[str, Any]]
     return result
 
 
-def run_worker(spec: dict[str, Any], threads: int | None, timeout_s: float = 1800.0) -> dict[str, Any]:
+def run_worker(spec: dict[str, Any], threads: int | None, timeout_s: float = 1800.0,
+               omp_wait_policy: str | None = None) -> dict[str, Any]:
     """Run one spec in `python -m edgekd.bench.worker`; -> its result dict, or a 'failed' one if the process
     crashed, was killed or timed out (with the last lines of its stderr)."""
     env = dict(os.environ)
     if threads:
         env.update({k: str(threads) for k in THREAD_ENV})
+    if omp_wait_policy:
+        env.setdefault("OMP_WAIT_POLICY", omp_wait_policy.upper())
     env.setdefault("TQDM_DISABLE", "1")
     with tempfile.TemporaryDirectory(prefix="edgekd-bench-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"

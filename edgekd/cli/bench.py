@@ -48,6 +48,9 @@ def _str_list(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
 @click.option("--e2e", is_flag=True, help="Also time the open-vocabulary runtime path (decode, resize/normalise, "
               "infer, score, top-k) on a JPEG frame next to model-only time.")
 @click.option("--power/--no-power", default=True, help="Sample tegrastats (Jetson) during timed loops.")
+@click.option("--omp-wait-policy", type=click.Choice(("PASSIVE", "ACTIVE"), case_sensitive=False), default="PASSIVE",
+              help="OpenMP wait policy of torch workers (ACTIVE spins: faster on an idle dedicated machine, much "
+                   "slower on a busy one). An OMP_WAIT_POLICY environment variable wins.")
 @click.option("--timeout-s", default=1800.0, type=click.FloatRange(min=1), help="Per-measurement time limit.")
 @click.option("--out", "out_dir", default="bench-out", type=click.Path(file_okay=False),
               help="Output directory (results.json, results.md, latency.png, throughput.png).")
@@ -57,7 +60,8 @@ def _str_list(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
 def bench(models: tuple[str, ...], teacher: str | None, random_teacher: bool, backends: tuple[str, ...],
           threads: tuple[int, ...], batches: tuple[int, ...], img_sizes: tuple[int, ...], embed_dim: int,
           warmup_s: float, min_time_s: float, min_iters: int, throughput_s: float | None, device: str, e2e: bool,
-          power: bool, timeout_s: float, out_dir: str, plots: bool, compare: tuple[str, str] | None) -> None:
+          power: bool, omp_wait_policy: str, timeout_s: float, out_dir: str, plots: bool,
+          compare: tuple[str, str] | None) -> None:
     """Benchmark MODELs: export bundles, run directories, ONNX/IR/engine files or bare timm model names.
 
     Each measurement runs in its own subprocess with its thread count pinned; rows that cannot run are listed as
@@ -81,7 +85,7 @@ def bench(models: tuple[str, ...], teacher: str | None, random_teacher: bool, ba
 
     cfg = BenchConfig(backends=backends or None, threads=threads, batches=batches, warmup_s=warmup_s,
                       min_time_s=min_time_s, min_iters=min_iters, throughput_s=throughput_s, device=device, e2e=e2e,
-                      power=power, timeout_s=timeout_s)
+                      power=power, timeout_s=timeout_s, omp_wait_policy=omp_wait_policy)
     specs = []
     if teacher or random_teacher:
         specs.append(resolve_teacher(teacher or "ViT-B-32", random_init=random_teacher))
