@@ -71,6 +71,7 @@ def test_quick_onnx_bench_skips_missing_backends_and_writes_everything(tmp_path,
     assert rows[("tensorrt", None)]["status"] == "skipped" and "TensorRT engine" in rows[("tensorrt", None)]["reason"]
     assert len({r["pid"] for r in doc["rows"] if r["status"] == "ok"}) == 2  # one subprocess per measurement
     assert doc["environment"]["cpu"]["cores_usable"] >= 1
+    assert doc["config"]["omp_wait_policy"] in ("PASSIVE", "ACTIVE") and doc["config"]["batches"] == [1, 4]
     for name in ("results.md", "latency.png", "throughput.png"):
         assert (out / name).is_file()
     assert "skipped" in (out / "results.md").read_text()
@@ -207,3 +208,17 @@ def test_bundle_resolution_and_default_backends(tmp_path):
     (bundle / "edgekd.json").write_text(json.dumps({**meta, "format": "something"}))
     with pytest.raises(Exception, match="not an edgekd export bundle"):
         resolve_model(str(bundle))
+
+
+@pytest.mark.openvino
+def test_openvino_ir_file(tmp_path):
+    ov = pytest.importorskip("openvino")
+    ov.save_model(ov.convert_model(str(tiny_onnx(tmp_path / "m.onnx", size=20))), str(tmp_path / "m.xml"))
+    [spec] = resolve_model(str(tmp_path / "m.xml"))
+    assert spec.kind == "file" and spec.img_size == (20, 20) and spec.backends() == ("openvino",)
+    out = tmp_path / "out"
+    res = invoke(str(tmp_path / "m.xml"), "--batch", "2", "--threads", "1", "--out", str(out), "--no-plots", *FAST)
+    assert res.exit_code == 0, res.output
+    [row] = json.loads((out / "results.json").read_text())["rows"]
+    assert row["backend"] == "openvino" and row["status"] == "ok", row["reason"]
+    assert row["model_mb"] > (tmp_path / "m.xml").stat().st_size / 2**20  # .xml + .bin
