@@ -32,8 +32,8 @@ def _env_shard() -> str | None:
               help="JSON {class: [description, ...]} for the label pack.")
 @click.option("--templates", default="default", show_default=True,
               help="Prompt templates for labels.npz: default | simple | single | FILE.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Images per teacher batch (x views); use 256+ on a GPU.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Images per teacher batch (x views)  [default: 256 on a GPU, 64 on CPU].")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="DataLoader worker processes that decode and render views.")
 @click.option("--shard", default=None,
@@ -68,6 +68,7 @@ def cache(ctx, data, out, teacher, pretrained, teacher_weights, random_teacher, 
                 device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
         click.echo(f"torchrun rank {i} of {n}: writing shard {out_path}", err=True)
     t = load_teacher_from_options(teacher, pretrained, teacher_weights, random_teacher, device)
+    batch_size = batch_size or (256 if t.device.type == "cuda" else 64)
     c = build_cache(data, out_path, t, views=views, seed=seed, captions=captions, descriptions=descriptions,
                     batch_size=batch_size, workers=workers, shard=shard, progress=progress, overwrite=overwrite,
                     templates=templates, max_captions=max_captions)
