@@ -143,7 +143,7 @@ def test_jetson_info_from_files(tmp_path):
 
 def test_collect_environment_has_every_field():
     e = env.collect_environment([1, 2])
-    for key in ("cpu", "gpu", "os", "python", "packages", "jetson", "threads_used", "memory_gb"):
+    for key in ("cpu", "gpu", "os", "python", "packages", "jetson", "threads_used", "memory_gb", "load_avg"):
         assert key in e
     for pkg in ("torch", "onnxruntime", "openvino", "tensorrt", "numpy"):
         assert e["packages"][pkg]

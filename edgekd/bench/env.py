@@ -38,6 +38,7 @@ def collect_environment(threads: list[int] | None = None) -> dict[str, Any]:
         "python": platform.python_version(),
         "packages": package_versions(),
         "jetson": jetson_info(),
+        "load_avg": load_average(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -69,6 +70,14 @@ def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:
         usable = os.cpu_count() or UNKNOWN
     return {"model": model, "flags": wanted if flags else UNKNOWN, "cores_logical": os.cpu_count() or UNKNOWN,
             "cores_physical": physical, "cores_usable": usable}
+
+
+def load_average() -> list[float] | str:
+    """1/5/15-minute load averages: a busy host (other jobs) makes every latency row slower and noisier."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return UNKNOWN
 
 
 def usable_cores() -> int:

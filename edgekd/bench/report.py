@@ -113,7 +113,7 @@ def markdown(doc: dict[str, Any]) -> str:
               f"{' '.join(flags) if isinstance(flags, list) else flags}",
               f"- GPU: {gpu_txt}",
               f"- OS: {env.get('os', {}).get('system', '?')} {env.get('os', {}).get('release', '')}, "
-              f"Python {env.get('python', '?')}",
+              f"Python {env.get('python', '?')}; load average (1/5/15 min) at the end: {env.get('load_avg', '?')}",
               "- " + ", ".join(f"{k} {v}" for k, v in pk.items() if v != "not installed")]
     if env.get("jetson"):
         j = env["jetson"]
