@@ -28,26 +28,27 @@ def _label(r: dict[str, Any]) -> str:
     return f"{r['backend']} {r['precision']} t{r['threads']}"
 
 
-def _bars(plt: Any, rows: list[dict[str, Any]], value: Any, ylabel: str, title: str, path: Path) -> Path:
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    series = list(dict.fromkeys(_label(r) for r in rows))
-    width = 0.8 / max(len(series), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(models) * max(1, len(series)) * 0.5 + 3), 4.5))
-    for i, s in enumerate(series):
-        xs, ys = [], []
-        for j, m in enumerate(models):
-            match = [r for r in rows if r["model"] == m and _label(r) == s]
-            if match:
-                xs.append(j + i * width - 0.4 + width / 2)
-                ys.append(value(match[0]))
-        ax.bar(xs, ys, width, label=s)
-    ax.set_xticks(range(len(models)))
-    ax.set_xticklabels(models, rotation=20, ha="right")
-    ax.set_ylabel(ylabel)
+def _bars(plt: Any, rows: list[dict[str, Any]], value: Any, xlabel: str, title: str, path: Path,
+          log: bool = False) -> Path:
+    """One horizontal bar per row (model, backend, precision, threads), coloured by backend, teacher rows first."""
+    rows = sorted(rows, key=lambda r: (not r.get("teacher"), r["model"], r["backend"], r["threads"]))
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    colors = {b: f"C{i}" for i, b in enumerate(backends)}
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.28 * len(rows)))
+    ys = range(len(rows))
+    vals = [value(r) for r in rows]
+    ax.barh(list(ys), vals, color=[colors[r["backend"]] for r in rows])
+    ax.set_yticks(list(ys))
+    ax.set_yticklabels([f"{r['model']}  [{r['precision']}, t{r['threads']}]" for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    for y, v in zip(ys, vals):
+        ax.annotate(f"{v:.3g}", (v, y), fontsize=6, xytext=(2, 0), textcoords="offset points", va="center")
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
     ax.set_title(title)
-    if rows and ylabel.startswith("p50"):
-        ax.set_yscale("log")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in colors.values()], labels=list(colors),
+              fontsize=7, loc="lower right")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
@@ -92,7 +93,7 @@ def plot_results(doc: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, P
     small, large = min(r["batch"] for r in rows), max(r["batch"] for r in rows)
     paths = {
         "latency": _bars(plt, [r for r in rows if r["batch"] == small], lambda r: r["latency_ms"]["p50"],
-                         "p50 latency (ms, log)", f"Latency at batch {small}", out / "latency.png"),
+                         "p50 latency (ms, log scale)", f"Latency at batch {small}", out / "latency.png", log=True),
         "throughput": _bars(plt, [r for r in rows if r["batch"] == large], lambda r: r["throughput_ips"],
                             "images / s", f"Throughput at batch {large}", out / "throughput.png"),
     }
