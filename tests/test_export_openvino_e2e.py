@@ -59,7 +59,9 @@ def test_cli_tensorrt_without_tensorrt_exits_4(run_dir, image_folder, tmp_path, 
     assert res.exit_code == EXIT_NEEDS_DEVICE == 4, res.output
     assert "trtexec --onnx=model.onnx" in res.output and "--from-onnx" in res.output
     m = json.loads((out / "edgekd.json").read_text())
-    assert m["target_metadata"]["tensorrt"]["engine"] == "pending"
+    assert m["target_metadata"]["tensorrt"]["engine"] == "pending" and "model" not in m["files"]
+    assert m["parity"]["skipped"] and m["input"]["shape"] == ["batch", 3, *m["preprocess"]["size"]]
+    assert m["source_run"]["weights_sha256"] and "onnx" in m["versions"] and m["precision"] == "int8"
     for name in ("model.onnx", "calib.npy", "val.npy", "val_reference.npy", "tensorrt_build.json"):
         assert (out / name).is_file(), name
     # on a machine without TensorRT, --from-onnx says what is missing (exit 4 again)

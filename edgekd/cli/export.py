@@ -90,7 +90,11 @@ def export(run: Path, target: str, precision: str, out: Path | None, calib: Path
             raise click.UsageError("--from-onnx is for --target tensorrt (build the engine on the device)")
         from edgekd.export.tensorrt import build_from_onnx
 
-        engine = build_from_onnx(run, from_onnx, precision=precision, **options)
+        # on the device the bundle's recorded precision holds unless --precision is given explicitly
+        ctx = click.get_current_context()
+        if ctx.get_parameter_source("precision") not in (None, click.core.ParameterSource.DEFAULT):
+            options["precision"] = precision
+        engine = build_from_onnx(run, from_onnx, **options)
         click.echo(f"built {engine}")
         return
     from edgekd.export.pipeline import export_bundle

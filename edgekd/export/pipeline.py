@@ -7,14 +7,17 @@ import os
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgekd import EdgekdError
 from edgekd._io import atomic_write_json
 from edgekd.export.bundle import MANIFEST, PARITY_FILE, write_manifest
-from edgekd.export.targets import ExportRequest, check_precision, get_target
+from edgekd.export.targets import ExportRequest, ExportResult, NeedsDeviceError, check_precision, get_target
+
+if TYPE_CHECKING:
+    from edgekd.labelpack import LabelPack
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +102,7 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
     from edgekd.export.calibration import as_model_input, load_image_set, split_calib_val
     from edgekd.export.onnx import export_student_onnx
     from edgekd.export.parity import GateCriteria, check_parity, failure_advice
-    from edgekd.students.io import load_student, load_student_config, weights_hash
+    from edgekd.students.io import load_student, load_student_config
     from edgekd.students.model import reparameterize
 
     t0 = time.perf_counter()
@@ -142,14 +145,21 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
                         val=as_model_input(val.frames, input_name, pp) if val is not None else None,
                         label_pack=pack, options={**options, "max_drop": max_drop, "gate": criteria,
                                                   "threads": threads})
-    result = spec.build(req)
+    source = {"run_dir": run_dir, "cfg": cfg, "pp": pp, "pack": pack, "pack_path": pack_path, "io": io,
+              "target": target, "precision": precision, "opset": opset, "t0": t0, "preprocess_in_graph":
+              preprocess_in_graph, "calib": calib.describe(options.get("calib_method") or (
+                  "minmax" if target == "onnx" else "default")) if calib is not None and precision == "int8" else None}
+    try:
+        result = spec.build(req)
+    except NeedsDeviceError as e:  # e.g. TensorRT without tensorrt: record everything known, the device finishes it
+        if e.result is not None:
+            files = {**e.result.files, "labels": _save_labels(out, pack)}
+            write_manifest(out, _manifest(source, e.result, files, {
+                "passed": None, "skipped": True, "reasons": [f"engine pending; {_first_line(e)}"]}))
+        raise
     if (out / ONNX_FILE).exists() and ONNX_FILE not in result.files.values():
         (out / ONNX_FILE).unlink()
-    files = dict(result.files)
-    files["labels"] = None
-    if pack is not None:
-        pack.save(out / LABELS_FILE)
-        files["labels"] = LABELS_FILE
+    files = {**result.files, "labels": _save_labels(out, pack)}
 
     if gate:
         report = check_parity(student, out / files["model"], result.backend, req.val, pp.normalize(val.frames),
@@ -161,25 +171,42 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
     if not report.get("passed", True) and result.metadata.get("quantization", {}).get("sensitivity"):
         report["most_sensitive_nodes"] = [r["node"] for r in result.metadata["quantization"]["sensitivity"][:10]]
     atomic_write_json(out / PARITY_FILE, report)
-
-    embed_dim = cfg.embed_dim
-    output = dict(io["output"])
-    manifest: dict[str, Any] = {
-        "target": target, "precision": precision, "backend": result.backend, "files": files,
-        "input": io["input"], "output": output, **({"scores": io["scores"]} if "scores" in io else {}),
-        "preprocess": pp.to_dict(), "preprocess_in_graph": preprocess_in_graph, "embed_dim": embed_dim,
-        "logit_scale": pack.logit_scale if pack is not None else None, "teacher_id": cfg.teacher_id,
-        "student": cfg.to_dict(),
-        "source_run": {"path": str(run_dir.resolve()), "weights_sha256": weights_hash(run_dir)},
-        "labels_source": pack_path, "opset": opset, "versions": backend_versions(),
-        "calibration": calib.describe(options.get("calib_method") or ("minmax" if target == "onnx" else "default"))
-        if calib is not None and precision == "int8" else None,
-        "parity": {k: report.get(k) for k in ("passed", "skipped", "reasons", "criteria", "metrics")},
-        "eval": None, "target_metadata": result.metadata, "build_seconds": round(time.perf_counter() - t0, 3),
-    }
+    manifest = _manifest(source, result, files, report)
     write_manifest(out, manifest)
     if report.get("passed") is False:
         raise GateFailedError(f"parity gate failed for {target} {precision} ({'; '.join(report['reasons'])}); report "
                               f"in {out / PARITY_FILE}; {failure_advice(precision, target)}", out, report)
     log.info("exported %s %s bundle to %s in %.1f s", target, precision, out, manifest["build_seconds"])
     return out
+
+
+def _save_labels(out: Path, pack: LabelPack | None) -> str | None:
+    if pack is None:
+        return None
+    pack.save(out / LABELS_FILE)
+    return LABELS_FILE
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _manifest(src: dict[str, Any], result: ExportResult, files: dict[str, str | None],
+              report: dict[str, Any]) -> dict[str, Any]:
+    """edgekd.json contents (docs/FORMATS.md "Export bundle"); write_manifest adds format, hashes and time."""
+    from edgekd.students.io import weights_hash
+
+    cfg, pack, io = src["cfg"], src["pack"], src["io"]
+    return {
+        "target": src["target"], "precision": src["precision"], "backend": result.backend, "files": files,
+        "input": io["input"], "output": dict(io["output"]), **({"scores": io["scores"]} if "scores" in io else {}),
+        "preprocess": src["pp"].to_dict(), "preprocess_in_graph": src["preprocess_in_graph"],
+        "embed_dim": cfg.embed_dim, "logit_scale": pack.logit_scale if pack is not None else None,
+        "teacher_id": cfg.teacher_id, "student": cfg.to_dict(),
+        "source_run": {"path": str(src["run_dir"].resolve()), "weights_sha256": weights_hash(src["run_dir"])},
+        "labels_source": src["pack_path"], "opset": src["opset"], "versions": backend_versions(),
+        "calibration": src["calib"],
+        "parity": {k: report.get(k) for k in ("passed", "skipped", "reasons", "criteria", "metrics")},
+        "eval": None, "target_metadata": result.metadata,
+        "build_seconds": round(time.perf_counter() - src["t0"], 3),
+    }

@@ -32,6 +32,10 @@ class NeedsDeviceError(EdgekdError):
 
     exit_code = 4
 
+    def __init__(self, message: str, result: ExportResult | None = None):
+        super().__init__(message)
+        self.result = result  # the files already written, when the target got that far
+
 
 @dataclass
 class ExportRequest:

@@ -51,10 +51,6 @@ MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98}
 class EnginePendingError(NeedsDeviceError):
     """Raised when the engine must be built on the device; `result` describes the files already written."""
 
-    def __init__(self, message: str, result: ExportResult):
-        super().__init__(message)
-        self.result = result
-
 
 class EngineParityError(EdgekdError):
     exit_code = 3  # edgekd.cli.EXIT_GATE_FAILED
@@ -162,7 +158,6 @@ def build_tensorrt(req: ExportRequest) -> ExportResult:
     if reason is not None:
         meta["engine"] = "pending"
         result = ExportResult(files=files, backend="tensorrt", metadata={"tensorrt": meta})
-        write_pending_manifest(req, result, reason)
         raise EnginePendingError(pending_message(out, reason, commands), result)
     facts = build_engine(req.onnx_path, out / ENGINE_FILE, settings, bundle_dir=out,
                          calib=req.calib if settings.precision == "int8" else None)
@@ -171,27 +166,6 @@ def build_tensorrt(req: ExportRequest) -> ExportResult:
         files["calib_cache"] = CALIB_CACHE
     meta.update(**facts, engine="built")
     return ExportResult(files=files, backend="tensorrt", metadata={"tensorrt": meta})
-
-
-def write_pending_manifest(req: ExportRequest, result: ExportResult, reason: str) -> None:
-    """edgekd.json of a bundle whose engine is still to be built (the export pipeline stops at exit 4, so the
-    target records what it knows; `build_from_onnx` completes it on the device)."""
-    from edgekd.export.bundle import write_manifest
-
-    h, w = req.preprocess.size
-    frames = req.input_name == "frames"
-    cfg = getattr(req.student, "cfg", None)
-    write_manifest(req.out_dir, {
-        "target": "tensorrt", "precision": req.precision, "backend": "tensorrt", "files": result.files,
-        "input": {"name": req.input_name, "shape": ["batch", h, w, 3] if frames else ["batch", 3, h, w],
-                  "dtype": "uint8" if frames else "float32", "layout": "NHWC" if frames else "NCHW"},
-        "output": {"name": "embedding", "shape": ["batch", cfg.embed_dim if cfg else None], "dtype": "float32"},
-        "preprocess": req.preprocess.to_dict(), "preprocess_in_graph": frames,
-        "embed_dim": cfg.embed_dim if cfg else None, "teacher_id": cfg.teacher_id if cfg else "",
-        "student": cfg.to_dict() if cfg else None,
-        "parity": {"passed": None, "skipped": True, "reasons": [f"engine pending ({reason}); the device checks "
-                                                                "parity in --from-onnx"]},
-        "target_metadata": result.metadata})
 
 
 def tensorrt_unavailable_reason() -> str | None:
