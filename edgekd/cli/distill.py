@@ -48,7 +48,8 @@ def _weight_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--ema/--no-ema", default=False, help="Keep an EMA of the weights (saved as the model).")
 @click.option("--ema-decay", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.999)
 @click.option("--compile/--no-compile", "compile_", default=False, help="torch.compile the student.")
-@click.option("--channels-last/--no-channels-last", default=None, help="[default: on for CUDA]")
+@click.option("--channels-last/--no-channels-last", default=None,
+              help="channels_last memory format (much faster conv backward on CPU too). [default: on]")
 @click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N (AMP bf16 on CUDA, fp32 on CPU).")
 @click.option("--workers", type=click.IntRange(0), default=2, help="DataLoader decoding processes.")
 @click.option("--seed", type=int, default=0)

@@ -87,7 +87,7 @@ class DistillConfig:
     ema: bool = False
     ema_decay: float = 0.999
     compile: bool = False
-    channels_last: bool | None = None  # None = on for CUDA only
+    channels_last: bool | None = None  # None = on (CPU and CUDA)
     device: str = "auto"
     workers: int = 2
     seed: int = 0
