@@ -29,6 +29,10 @@ EXIT_GATE_FAILED = 3  # an export failed its parity gate (report kept)
 EXIT_NEEDS_DEVICE = 4  # work prepared for another machine (e.g. TensorRT engine build); instructions printed
 
 
+# Modules of the `torch` extra: a command that needs them on a runtime-only install says what to install.
+TORCH_STACK = ("torch", "torchvision", "timm", "open_clip", "safetensors")
+
+
 class LazyGroup(click.Group):
     """click's documented lazy-loading group: list commands from COMMANDS, import one only when it runs."""
 
@@ -55,6 +59,11 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except EdgekdError as e:
             raise UserError(str(e), getattr(e, "exit_code", 1)) from e
+        except ModuleNotFoundError as e:
+            if (e.name or "").split(".")[0] not in TORCH_STACK:
+                raise
+            raise UserError(f"this command needs {e.name}, which comes with the training stack: "
+                            "pip install 'edgekd[torch]' (the base install is the torch-free runtime)") from e
         except KeyboardInterrupt:
             raise UserError("interrupted; state so far is saved, run the same command again to resume", 130) from None
 
