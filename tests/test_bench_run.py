@@ -222,3 +222,17 @@ def test_openvino_ir_file(tmp_path):
     [row] = json.loads((out / "results.json").read_text())["rows"]
     assert row["backend"] == "openvino" and row["status"] == "ok", row["reason"]
     assert row["model_mb"] > (tmp_path / "m.xml").stat().st_size / 2**20  # .xml + .bin
+
+
+def test_run_directory_resolution(tmp_path):
+    from edgekd.students.io import save_student
+    from edgekd.students.model import create_student
+
+    save_student(tmp_path / "run", create_student("test_vit", 16, img_size=32))
+    [spec] = resolve_model(str(tmp_path / "run"))
+    assert spec.kind == "run" and spec.img_size == (32, 32) and spec.embed_dim == 16 and spec.is_torch
+    assert spec.backends()[0] == "torch" and spec.extra["arch"] == "test_vit"
+    assert resolve_model(str(tmp_path / "run" / "model.safetensors"))[0].kind == "run"
+    (tmp_path / "run" / "model.safetensors").unlink()
+    with pytest.raises(Exception, match="no model.safetensors"):
+        resolve_model(str(tmp_path / "run"))
