@@ -294,3 +294,15 @@ def test_sigterm_checkpoints_then_resume(cache, tmp_path):
     # max_steps / epochs may change on resume (e.g. to finish early); the math options may not
     res = train(cfg, resume=True, progress=False)
     assert res.step == state["step"] + 2
+
+
+def test_grad_accumulation_equals_large_batch(cache, tmp_path):
+    """With per-image terms only, 2 x 3 accumulated micro-batches are the same step as one batch of 6."""
+    from safetensors.torch import load_file
+
+    w = {"cos": 1.0, "mse": 0.5, "cls": 1.0, "kl": 1.0, "rel": 0.0}  # rel is in-batch: it would differ
+    train(cfg_for(cache, tmp_path / "big", weights=w, batch_size=6, epochs=1), progress=False)
+    train(cfg_for(cache, tmp_path / "acc", weights=w, batch_size=3, accum=2, epochs=1), progress=False)
+    a = load_file(str(tmp_path / "big" / "model.safetensors"))
+    b = load_file(str(tmp_path / "acc" / "model.safetensors"))
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
