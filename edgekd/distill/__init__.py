@@ -1,0 +1,1 @@
+"""Distillation: pure losses, DistillTask, cached-view data, the training loop, checkpoints and DDP helpers."""
