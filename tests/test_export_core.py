@@ -13,9 +13,10 @@ from click.testing import CliRunner
 from conftest import make_image
 
 from edgekd import EdgekdError
-from edgekd.export.bundle import BundleIntegrityError, load_bundle_manifest
+from edgekd.export.bundle import load_bundle_manifest
 from edgekd.export.pipeline import GateFailedError, export_bundle
 from edgekd.labelpack import LabelPack
+from edgekd.runtime.bundle import CorruptBundleError
 
 ARCH = "test_efficientnet"  # a tiny CNN: convolutions quantise well
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
@@ -173,10 +174,10 @@ def test_corrupted_model_is_refused(tmp_path, fp32_bundle):
     data = bytearray((bundle / "model.onnx").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (bundle / "model.onnx").write_bytes(bytes(data))
-    with pytest.raises(BundleIntegrityError, match="sha256"):
+    with pytest.raises(CorruptBundleError, match="sha256"):
         load_bundle_manifest(bundle)
     (bundle / "labels.npz").unlink()
-    with pytest.raises(BundleIntegrityError, match="missing"):
+    with pytest.raises(CorruptBundleError, match="missing"):
         load_bundle_manifest(bundle, verify=True)
     assert load_bundle_manifest(bundle, verify=False)["format"] == "edgekd.bundle"
 

@@ -1,6 +1,6 @@
 """Export bundle manifest (edgekd.json): write it with a sha256 of every file, read it back with verification.
 
-numpy-free and torch-free, so the on-device runtime can use `load_bundle_manifest`.
+numpy-free and torch-free. Reading and verification are shared with the runtime (edgekd.runtime.bundle).
 """
 
 from __future__ import annotations
@@ -13,15 +13,12 @@ from typing import Any
 
 from edgekd import EdgekdError
 from edgekd._io import atomic_write_json, read_json, sha256_file
+from edgekd.runtime.bundle import BUNDLE_FILE as MANIFEST
+from edgekd.runtime.bundle import BUNDLE_FORMAT as FORMAT
+from edgekd.runtime.bundle import verify_files
 
-FORMAT = "edgekd.bundle"
 VERSION = 1
-MANIFEST = "edgekd.json"
 PARITY_FILE = "parity.json"
-
-
-class BundleIntegrityError(EdgekdError):
-    """A bundle file is missing or its content does not match the sha256 recorded in edgekd.json."""
 
 
 def hash_files(bundle_dir: str | os.PathLike, names: list[str]) -> dict[str, str]:
@@ -43,7 +40,7 @@ def write_manifest(bundle_dir: str | os.PathLike, manifest: dict[str, Any]) -> P
 
 def load_bundle_manifest(path: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
     """Read BUNDLE/edgekd.json (path = the bundle directory or the json file); with `verify`, check every file's
-    sha256. Raises EdgekdError (BundleIntegrityError for missing/changed files)."""
+    sha256. Raises EdgekdError (CorruptBundleError for missing/changed files)."""
     path = Path(path)
     mpath = path / MANIFEST if path.is_dir() else path
     if not mpath.is_file():
@@ -64,14 +61,6 @@ def load_bundle_manifest(path: str | os.PathLike, verify: bool = True) -> dict[s
 
 
 def verify_bundle(bundle_dir: Path, manifest: dict[str, Any]) -> None:
-    expected = manifest.get("sha256") or {}
-    for role, name in (manifest.get("files") or {}).items():
-        if name and name not in expected:
-            raise BundleIntegrityError(f"{bundle_dir / MANIFEST}: file {name} ({role}) has no recorded sha256")
-    for name, digest in expected.items():
-        f = bundle_dir / name
-        if not f.is_file():
-            raise BundleIntegrityError(f"{f}: missing from the bundle; re-export it with `edgekd export`")
-        if sha256_file(f) != digest:
-            raise BundleIntegrityError(f"{f}: sha256 does not match edgekd.json (file changed or corrupted); "
-                                       "re-export the bundle")
+    """Every file the manifest names must be present with its recorded sha256 (CorruptBundleError otherwise)."""
+    required = [name for name in (manifest.get("files") or {}).values() if name]
+    verify_files(bundle_dir, manifest.get("sha256") or {}, required=required)
