@@ -1,12 +1,13 @@
 """End-to-end demo (`python -m edgekd.demo`, `make demo`): a list of stages, each skipped when already done.
 
-Stages now: data -> teacher -> labels -> cache -> info. Later stages (distill, export, bench, classify) are added by
-appending `Stage(name, fn)` to STAGES; each gets the shared `Demo` context and records its outputs in
-`demo.outputs`.
+Stages: data -> teacher -> labels -> cache -> info -> distill -> eval -> export (INT8 OpenVINO) -> bench (teacher vs
+student) -> classify (runtime) -> summary. Each gets the shared `Demo` context and records its outputs in
+`demo.outputs`; the later stages run the `edgekd` commands themselves and print them, so they can be copied.
 
 Environment:
   EDGEKD_DEMO_DATA         an ImageFolder to use (default: CIFAR-10 test set via torchvision into ./demo-out/data)
-  EDGEKD_DEMO_PER_CLASS    images per class (default 20; the first N files of each class, sorted by name)
+  EDGEKD_DEMO_PER_CLASS    training images per class (default 20; the first N files of each class, sorted by name;
+                           the next N/2 are held out)
   EDGEKD_DEMO_OUT          output folder (default ./demo-out)
   EDGEKD_TEACHER_WEIGHTS   local ViT-B-32 weights file (when the model hub is unreachable)
   EDGEKD_RANDOM_TEACHER=1  allow a random teacher when no weights are reachable (same as --random-teacher)
@@ -25,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
+
 from edgekd import EdgekdError
 from edgekd._io import atomic_write_json
 from edgekd.data.images import is_image_file
@@ -42,12 +45,21 @@ class Demo:
 
     out: Path
     per_class: int = 20
+
+    @property
+    def holdout(self) -> int:
+        return max(5, self.per_class // 2)
     random_teacher: bool = False
     device: str = "auto"
     views: int = 2
     batch_size: int = 64
     workers: int = 2
     data: Path | None = None
+    heldout: Path | None = None
+    student: str = "mobilenetv4_conv_small"
+    student_size: int = 128  # CPU-sized; the student's own resolution, independent of the teacher's 224
+    epochs: int = 10
+    bench_seconds: float = 3.0
     templates: str | None = None  # None: the 80-prompt ensemble on GPU, open_clip's 7 'simple' ones on CPU
     teacher: Any = None  # edgekd.teacher.clip.Teacher once the teacher stage ran
     outputs: dict[str, Any] = field(default_factory=dict)
@@ -80,23 +92,23 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _subset_imagefolder(src: Path, dst: Path, per_class: int) -> int:
-    """First `per_class` images (sorted) of each class folder of `src`, linked into `dst/<class>/`."""
+def _subset_imagefolder(src: Path, dst: Path, per_class: int, start: int = 0) -> int:
+    """Images [start, start + per_class) (sorted) of each class folder of `src`, linked into `dst/<class>/`."""
     classes = sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise EdgekdError(f"EDGEKD_DEMO_DATA={src} has no class sub-folders; it must be an ImageFolder "
                           "(ROOT/<class>/<image>)")
     n = 0
     for c in classes:
-        files = sorted(p for p in c.rglob("*") if p.is_file() and is_image_file(p.name))[:per_class]
+        files = sorted(p for p in c.rglob("*") if p.is_file() and is_image_file(p.name))[start:start + per_class]
         for f in files:
             _link_or_copy(f, dst / c.name / f.relative_to(c))
         n += len(files)
     return n
 
 
-def _cifar10_subset(root: Path, dst: Path, per_class: int) -> int:
-    """Download CIFAR-10 (test split) with torchvision and write the first `per_class` images of each class."""
+def _cifar10_subset(root: Path, dst: Path, per_class: int, start: int = 0) -> int:
+    """Download CIFAR-10 (test split) with torchvision and write images [start, start + per_class) of each class."""
     try:
         from torchvision.datasets import CIFAR10
     except ImportError as e:
@@ -107,35 +119,45 @@ def _cifar10_subset(root: Path, dst: Path, per_class: int) -> int:
     except (OSError, RuntimeError) as e:  # URLError is an OSError
         raise EdgekdError(f"could not download CIFAR-10 into {root} ({type(e).__name__}: {e}). Without internet, "
                           "set EDGEKD_DEMO_DATA=/path/to/imagefolder (ROOT/<class>/<image>)") from e
-    counts = dict.fromkeys(range(10), 0)
+    seen = dict.fromkeys(range(10), 0)
+    written = 0
     for i, label in enumerate(ds.targets):
-        if counts[label] >= per_class:
+        seen[label] += 1
+        if not start < seen[label] <= start + per_class:
             continue
         path = dst / CIFAR10_CLASSES[label] / f"{i:05d}.png"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             ds[i][0].save(path)
-        counts[label] += 1
-    return sum(counts.values())
+        written += 1
+    return written
 
 
 def stage_data(demo: Demo) -> None:
-    """Pick a small deterministic per-class subset as an ImageFolder under demo-out/data/subset."""
+    """Small deterministic per-class subsets as ImageFolders: training images (the first N of each class) and
+    held-out images (the next N/2) for eval, calibration checks and classification."""
     dst = demo.out / "data" / f"subset-{demo.per_class}"
+    held = demo.out / "data" / f"heldout-{demo.holdout}"
     src = os.environ.get("EDGEKD_DEMO_DATA")
     if src:
         src_path = Path(src)
         if not src_path.is_dir():
             raise EdgekdError(f"EDGEKD_DEMO_DATA={src}: no such folder")
         n = _subset_imagefolder(src_path, dst, demo.per_class)
+        n_held = _subset_imagefolder(src_path, held, demo.holdout, start=demo.per_class)
         origin = str(src_path)
     else:
         demo.say("EDGEKD_DEMO_DATA not set: downloading CIFAR-10 (test split) with torchvision")
         n = _cifar10_subset(demo.out / "data", dst, demo.per_class)
+        n_held = _cifar10_subset(demo.out / "data", held, demo.holdout, start=demo.per_class)
         origin = "cifar10-test (torchvision)"
-    demo.data = dst
-    demo.outputs["data"] = {"path": str(dst), "images": n, "origin": origin, "per_class": demo.per_class}
-    demo.say(f"data: {n} images from {origin} -> {dst}")
+    if n_held == 0:
+        raise EdgekdError(f"{origin}: no images beyond the first {demo.per_class} of each class are left for "
+                          "held-out evaluation; lower EDGEKD_DEMO_PER_CLASS")
+    demo.data, demo.heldout = dst, held
+    demo.outputs["data"] = {"path": str(dst), "images": n, "heldout": str(held), "heldout_images": n_held,
+                            "origin": origin, "per_class": demo.per_class}
+    demo.say(f"data: {n} training + {n_held} held-out images from {origin} -> {dst}, {held}")
 
 
 def stage_teacher(demo: Demo) -> None:
@@ -213,12 +235,122 @@ def stage_info(demo: Demo) -> None:
     print(format_text(describe(demo.out / "cache")), flush=True)
 
 
+def _edgekd(demo: Demo, *args: str) -> Any:
+    """Run an `edgekd` command in this process, printing it first so it can be copied."""
+    from edgekd.cli import cli
+
+    shown = " ".join(a if a and " " not in a else repr(a) for a in args)
+    demo.say(f"$ edgekd {shown}")
+    return cli.main(list(args), prog_name="edgekd", standalone_mode=False)
+
+
+def _teacher_args(demo: Demo) -> list[str]:
+    if demo.random_teacher:
+        return ["--random-teacher"]
+    weights = os.environ.get("EDGEKD_TEACHER_WEIGHTS")
+    return ["--teacher-weights", weights] if weights else ["--pretrained", PRETRAINED]
+
+
+def stage_distill(demo: Demo) -> None:
+    """Train the student from the cache (resumable: a finished run is kept)."""
+    run = demo.out / "run"
+    args = ["distill", "--cache", str(demo.out / "cache"), "--student", demo.student, "--img-size",
+            str(demo.student_size), "--out", str(run), "--epochs", str(demo.epochs),
+            "--batch-size", str(min(50, demo.outputs["cache"]["valid"])),
+            "--lr", "2e-3", "--workers", str(demo.workers), "--device", demo.device]
+    if (run / "train_state.pt").is_file():
+        args.append("--resume")
+    _edgekd(demo, *args)
+    demo.outputs["distill"] = {"path": str(run)}
+
+
+def stage_eval(demo: Demo) -> None:
+    """Zero-shot, few-shot and teacher fidelity of the student on held-out images, teacher side by side."""
+    out = demo.out / "eval.json"
+    _edgekd(demo, "eval", str(demo.out / "run"), "--data", str(demo.heldout), "--shots", "1,5", "--device",
+            demo.device, "--workers", str(demo.workers), "--out", str(out))
+    demo.outputs["eval"] = {"path": str(out)}
+
+
+def stage_export(demo: Demo) -> None:
+    """INT8 OpenVINO bundle (NNCF calibration on the training images), gated against the PyTorch student."""
+    bundle = demo.out / "bundle-openvino-int8"
+    _edgekd(demo, "export", str(demo.out / "run"), "--target", "openvino", "--precision", "int8", "--calib",
+            str(demo.data), "--val", str(demo.heldout), "--out", str(bundle), "--overwrite")
+    demo.outputs["export"] = {"path": str(bundle)}
+
+
+def stage_bench(demo: Demo) -> None:
+    """Teacher (fp32) vs the INT8 student on OpenVINO, batch 1, 2 threads, in one run."""
+    out = demo.out / "bench"
+    weights = os.environ.get("EDGEKD_TEACHER_WEIGHTS") or PRETRAINED
+    teacher = TEACHER if demo.random_teacher else f"{TEACHER}:{weights}"
+    args = ["bench", str(demo.out / "bundle-openvino-int8"), "--teacher", teacher, "--backend", "openvino",
+            "--threads", "2", "--batch", "1", "--warmup-s", "1", "--min-time-s", str(demo.bench_seconds),
+            "--out", str(out)]
+    if demo.random_teacher:
+        args.insert(4, "--random-teacher")
+    _edgekd(demo, *args)
+    demo.outputs["bench"] = {"path": str(out)}
+
+
+def stage_classify(demo: Demo) -> None:
+    """The on-device runtime (numpy + OpenVINO, no torch) on three held-out images."""
+    images = [sorted(c.iterdir())[0] for c in sorted(demo.heldout.iterdir())[:3]]
+    _edgekd(demo, "classify", str(demo.out / "bundle-openvino-int8"), *map(str, images), "--top-k", "3")
+
+
+def stage_summary(demo: Demo) -> None:
+    """Where everything went, and the numbers a user looks at first."""
+    from edgekd._io import read_json
+
+    lines = ["", "=" * 78, "edgekd demo summary" + ("  (RANDOM teacher: accuracy meaningless)" if demo.random_teacher
+                                                    else ""), "=" * 78]
+    for name in ("labels", "cache", "distill", "eval", "export", "bench"):
+        if isinstance(demo.outputs.get(name), dict) and "path" in demo.outputs[name]:
+            lines.append(f"  {name:<8} {demo.outputs[name]['path']}")
+    bundle = read_json(demo.out / "bundle-openvino-int8" / "edgekd.json")
+    size_mb = sum((demo.out / "bundle-openvino-int8" / f).stat().st_size for f in bundle["sha256"]) / 1e6
+    teacher_mb = sum(p.numel() * p.element_size() for p in demo.teacher.model.visual.parameters()) / 1e6
+    lines.append(f"  size     teacher image tower {teacher_mb:.1f} MB (fp32) -> student bundle {size_mb:.1f} MB "
+                 f"(INT8, {teacher_mb / size_mb:.0f}x smaller)")
+    rows = read_json(demo.out / "bench" / "results.json")["rows"]
+    for r in rows:
+        if r.get("teacher"):
+            continue
+        if r["status"] == "ok" and r.get("speedup_vs_teacher"):
+            lines.append(f"  speed    {r['model']} {r['backend']} {r['precision']} batch {r['batch']}: "
+                         f"{r['latency_ms']['p50']:.2f} ms p50, {r['speedup_vs_teacher']:.1f}x faster than the "
+                         "teacher on the same backend")
+        elif r["status"] != "ok":
+            lines.append(f"  speed    {r['model']} {r['backend']}: {r['status']} ({r.get('reason')})")
+    fid = read_json(demo.out / "eval.json").get("fidelity") or {}
+    if fid:
+        lines.append(f"  fidelity student vs teacher on held-out images: mean cosine {fid['mean_cosine']:.3f}, "
+                     f"retrieval@1 {fid['retrieval_at_1']:.1%}"
+                     + (f", zero-shot top-1 agreement {fid['top1_agreement']:.1%}" if "top1_agreement" in fid else ""))
+    parity = bundle["parity"]
+    if parity.get("metrics"):
+        m = parity["metrics"]
+        lines.append(f"  parity   INT8 vs PyTorch: cosine mean {m['cosine_mean']:.4f} (worst {m['cosine_min']:.4f})"
+                     + (f", top-1 agreement {m['top1_agreement']:.1%}" if "top1_agreement" in m else "")
+                     + f" -> {'passed' if parity['passed'] else 'FAILED'}")
+    lines.append("=" * 78)
+    print("\n".join(lines), flush=True)
+
+
 STAGES: list[Stage] = [
     Stage("data", stage_data, always=True),
     Stage("teacher", stage_teacher, always=True),
     Stage("labels", stage_labels, always=True),  # checks its own output; cheap when up to date
     Stage("cache", stage_cache, always=True),  # resumable; a complete cache returns at once
     Stage("info", stage_info, always=True),
+    Stage("distill", stage_distill),
+    Stage("eval", stage_eval),
+    Stage("export", stage_export),
+    Stage("bench", stage_bench),
+    Stage("classify", stage_classify, always=True),
+    Stage("summary", stage_summary, always=True),
 ]
 
 
@@ -253,16 +385,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-class", type=int, default=int(os.environ.get("EDGEKD_DEMO_PER_CLASS", "20")))
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--student", default=Demo.student, help="timm student (default: %(default)s)")
+    p.add_argument("--img-size", type=int, default=Demo.student_size, help="student resolution (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=Demo.epochs)
+    p.add_argument("--bench-seconds", type=float, default=Demo.bench_seconds, help="timed seconds per bench row")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     random_teacher = args.random_teacher or os.environ.get("EDGEKD_RANDOM_TEACHER", "") not in ("", "0", "false")
     demo = Demo(Path(args.out), per_class=args.per_class, random_teacher=random_teacher, device=args.device,
-                workers=args.workers)
+                workers=args.workers, student=args.student, student_size=args.img_size, epochs=args.epochs,
+                bench_seconds=args.bench_seconds)
     try:
         run(demo)
     except EdgekdError as e:
         print(f"[demo] Error: {e}", file=sys.stderr)
         return 1
+    except click.ClickException as e:  # an `edgekd` command the demo ran failed; it says why
+        print(f"[demo] Error: {e.format_message()}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("[demo] interrupted; run it again to continue where it stopped", file=sys.stderr)
         return 130
