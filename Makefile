@@ -22,8 +22,9 @@ test: venv
 lint: venv
 	$(VENV)/bin/ruff check edgekd tests benchmarks examples
 
+# make demo DEMO_ARGS="--random-teacher --per-class 50"   (or EDGEKD_RANDOM_TEACHER=1, EDGEKD_DEMO_DATA=...)
 demo: venv
-	$(PY) -m edgekd.demo
+	$(PY) -m edgekd.demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-out
