@@ -250,7 +250,7 @@ def render(s: dict[str, Any]) -> str:
         L += ["## Latency: teacher vs student (p50 ms, 2 threads; speed-up = teacher p50 / model p50)", "",
               "| model | backend | precision | batch | size MB | p50 ms | throughput img/s | speed-up vs teacher "
               "(same backend) | vs teacher torch |", "|---|---|---|---|---|---|---|---|---|"]
-        for r in sorted(rows, key=lambda r: (r["batch"], not r["teacher"], r["backend"], r["model"])):
+        for r in sorted(rows, key=lambda r: (r["batch"] or 0, not r["teacher"], str(r["backend"]), str(r["model"]))):
             if r["status"] != "ok":
                 if r["status"] == "failed":
                     L.append(f"| {r['model']} | {r['backend']} | {r['precision']} | {r['batch']} | | FAILED: "
