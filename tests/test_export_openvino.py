@@ -154,13 +154,11 @@ def test_int8_accuracy_control(student_onnx, tmp_path):
     pack = LabelPack(class_names=["a", "b", "c", "d"], embeddings=emb / np.linalg.norm(emb, axis=1, keepdims=True))
     req = _request(student_onnx, tmp_path, "int8", max_drop=1.0, subset_size=16)
     req.label_pack = pack
+    req.val = None  # accuracy control tunes on the calibration images; the gate's held-out images stay unseen
     result = get_target("openvino").build(req)
     q = result.metadata["openvino"]["quantization"]
     assert q["mode"] == "accuracy_control" and q["metric"] == "zero_shot_top1_agreement"
     assert q["metric_int8"] >= 1.0 - 0.01 - 1e-6  # NNCF restored layers until within 1 point
-    req.val = None
-    with pytest.raises(EdgekdError, match="--val"):
-        get_target("openvino").build(req)
 
 
 def test_model_type_auto_detects_attention(student_onnx):

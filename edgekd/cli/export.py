@@ -52,7 +52,9 @@ def _kv(values: tuple[str, ...]) -> dict[str, Any]:
               help="INT8: max zero-shot accuracy drop in points [default: 1.0].")
 @click.option("--keep-fp32", multiple=True, help="onnx INT8: node names to leave unquantised (repeat or comma-list).")
 @click.option("--keep-fp16", multiple=True, help="openvino/tensorrt INT8: layers to keep in higher precision.")
-@click.option("--auto-mixed", is_flag=True, help="INT8: keep the most sensitive layers in float until parity passes.")
+@click.option("--auto-mixed", is_flag=True,
+              help="INT8: keep the most sensitive layers in float until parity passes (onnx: per-node sensitivity "
+                   "search; openvino: NNCF accuracy control).")
 @click.option("--quant-format", type=click.Choice(("qdq", "qoperator")), default="qdq",
               help="onnx INT8: QDQ (portable, TensorRT/OpenVINO read it) or QOperator (QLinearConv etc.).")
 @click.option("--activation-type", type=click.Choice(("uint8", "int8")), default="uint8",

@@ -4,7 +4,8 @@
     fp16  the same IR with fp16 weights (compress_to_fp16=True); CPUs decompress them and compute in fp32
     int8  nncf.quantize over req.calib (post-training quantisation, FakeQuantize nodes), or
           nncf.quantize_with_accuracy_control when options["max_drop"] is given: NNCF reverts the most harmful
-          quantised layers to float until the drop on req.val, judged against the fp32 model, is within max_drop.
+          quantised layers to float until the drop on the calibration images, judged against the fp32 model, is
+          within max_drop (the held-out parity images stay unseen).
 
 openvino and nncf are imported inside the functions (`edgekd._optional.require`).
 """
@@ -103,20 +104,26 @@ def quantize_int8(model: Any, req: ExportRequest) -> tuple[Any, dict[str, Any]]:
                             "subset_size": kwargs["subset_size"],
                             "keep_fp16": list(ignored.names) + list(ignored.patterns) if ignored else []}
     max_drop = opts.get("max_drop")
+    if max_drop is None and opts.get("auto_mixed"):
+        # --auto-mixed on OpenVINO = NNCF accuracy control, tuned to half the gate's agreement margin so that the
+        # unseen parity images keep some headroom
+        gate = opts.get("gate")
+        min_agreement = getattr(gate, "min_agreement", None) or 0.98
+        max_drop = (1.0 - min_agreement) * 100.0 / 2
     t0 = time.perf_counter()
     if max_drop is None:
         log.info("NNCF post-training quantisation on %d calibration inputs", len(calib))
         qmodel = nncf.quantize(model, calib_ds, **kwargs)
         meta["mode"] = "ptq"
     else:
-        if req.val is None or len(req.val) == 0:
-            raise EdgekdError("--max-drop (NNCF accuracy control) needs held-out images: pass --val DIR")
+        # NNCF tunes on the calibration images: the parity gate's held-out images (req.val) must stay unseen, or
+        # the gate would only confirm what accuracy control was fitted to.
         drop = float(max_drop) / 100.0  # points -> fraction of the [0, 1] metric
-        metric_fn, metric_name = build_validation_fn(model, np.asarray(req.val), req.label_pack)
-        log.info("NNCF accuracy-controlled quantisation: %s on %d held-out inputs, max drop %.2f points",
-                 metric_name, len(req.val), float(max_drop))
+        metric_fn, metric_name = build_validation_fn(model, np.asarray(calib), req.label_pack)
+        log.info("NNCF accuracy-controlled quantisation: %s on the %d calibration inputs, max drop %.2f points",
+                 metric_name, len(calib), float(max_drop))
         qmodel = nncf.quantize_with_accuracy_control(
-            model, calib_ds, nncf.Dataset(list(enumerate(_batches(np.asarray(req.val)))), lambda item: item[1]),
+            model, calib_ds, nncf.Dataset(list(enumerate(_batches(np.asarray(calib)))), lambda item: item[1]),
             metric_fn, max_drop=drop, drop_type=nncf.DropType.ABSOLUTE, **kwargs)
         meta.update(mode="accuracy_control", metric=metric_name, max_drop_points=float(max_drop),
                     metric_int8=round(metric_fn.evaluate(qmodel), 6))

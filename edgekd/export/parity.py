@@ -148,11 +148,12 @@ def check_parity(student: nn.Module, model_path: str | os.PathLike, backend: str
             "precision": criteria.precision, "metrics": metrics}
 
 
-def failure_advice(precision: str, target: str) -> str:
-    """Which options to try when the gate fails."""
+def failure_advice(precision: str, target: str, auto_mixed: bool = False) -> str:
+    """Which options to try when the gate fails (not the ones already used)."""
     if precision == "int8":
-        tips = ["--auto-mixed (keep the most sensitive layers in float)", "more/more representative --calib images",
-                "another --calib-method (minmax, entropy, percentile)"]
+        tips = ["more/more representative --calib images", "another --calib-method (minmax, entropy, percentile)"]
+        if not auto_mixed:
+            tips.insert(0, "--auto-mixed (keep the most sensitive layers in float)")
         tips.insert(1, "--keep-fp16 LAYERS" if target != "onnx" else "--keep-fp32 NODES (names from parity.json)")
     elif precision == "fp16":
         tips = ["--precision fp32", "--keep-fp16 with fewer layers" if target == "tensorrt" else "--precision fp32"]
