@@ -8,11 +8,14 @@ killed build continues where it stopped and ends with the same bytes as an unint
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import errno
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -356,6 +359,51 @@ def _empty_arrays(out: Path, n: int, k: int, d: int, m: int | None) -> None:
             arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
             arr.flush()
             del arr
+            _reserve(tmp)
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the disk blocks of a (sparse) memmap file now: on a full disk, writing into the pages of a sparse
+    mapping later kills the process with SIGBUS and no message; reserving them turns that into ENOSPC here."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def _disk_full_is_an_error(out: Path) -> Iterator[None]:
+    """OSError ENOSPC/EDQUOT while writing the cache -> one-line CacheError naming the file; what was saved stays."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _DISK_FULL:
+            raise
+        name = Path(e.filename).name if e.filename else ""
+        if name.startswith(".") and ".tmp" in name:  # atomic_path's temp file -> the file it was replacing
+            name = name[1:name.rindex(".tmp")].rsplit(".", 1)[0]
+        where = out / name if name else out
+        prog = out / PROGRESS
+        done = read_json(prog).get("done", 0) if prog.is_file() else 0
+        raise CacheError(f"{where}: disk full ({e.strerror or os.strerror(e.errno)}) while writing the cache; free "
+                         f"space (or use another --out) and run the same command again: it resumes from the last "
+                         f"saved chunk ({done} images done)") from e
+
+
+def _remove_stale_temps(out: Path) -> None:
+    """Temp files of a build killed inside an atomic write (hidden `.NAME.*.tmp*` beside each cache file)."""
+    if not out.is_dir():
+        return
+    for p in out.iterdir():
+        if p.name.startswith(".") and ".tmp" in p.name and any(p.name.startswith(f".{n}.") for n in CACHE_FILES):
+            p.unlink(missing_ok=True)
 
 
 def _arrays_ok(out: Path, n: int, k: int, d: int, m: int | None) -> bool:
@@ -503,38 +551,40 @@ def build_cache(
             manifest["build"]["batch_size"] = batch_size
         if prog:
             resume_done, skipped = int(prog["done"]), list(prog.get("skipped", []))
-    out.mkdir(parents=True, exist_ok=True)
+    with _disk_full_is_an_error(out):
+        out.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(out)
 
-    n, k, d = len(part), views, teacher.embed_dim
-    m = cap_info["max_per_image"] if cap_info else None
-    if resume_done and not _arrays_ok(out, n, k, d, m):
-        log.warning("%s: arrays missing or damaged; starting the build from the beginning", out)
-        resume_done, skipped = 0, []
-    atomic_write_json(out / MANIFEST, manifest)
-    atomic_write_json(out / INDEX, part.to_json())
-    if resume_done == 0:
-        _empty_arrays(out, n, k, d, m)
-        atomic_write_json(out / PROGRESS, {"done": 0, "batch_size": batch_size, "skipped": []})
-    else:
-        log.info("resuming %s at image %d of %d", out, resume_done, n)
+        n, k, d = len(part), views, teacher.embed_dim
+        m = cap_info["max_per_image"] if cap_info else None
+        if resume_done and not _arrays_ok(out, n, k, d, m):
+            log.warning("%s: arrays missing or damaged; starting the build from the beginning", out)
+            resume_done, skipped = 0, []
+        atomic_write_json(out / MANIFEST, manifest)
+        atomic_write_json(out / INDEX, part.to_json())
+        if resume_done == 0:
+            _empty_arrays(out, n, k, d, m)
+            atomic_write_json(out / PROGRESS, {"done": 0, "batch_size": batch_size, "skipped": []})
+        else:
+            log.info("resuming %s at image %d of %d", out, resume_done, n)
 
-    if index.classes:
-        _write_label_packs(out, teacher, index.classes, templates, descriptions)
+        if index.classes:
+            _write_label_packs(out, teacher, index.classes, templates, descriptions)
 
-    t0 = time.perf_counter()
-    if resume_done < n:
-        skipped = _run_rows(out, part, start, teacher, vcfg, resume_done, skipped, batch_size, workers, chunk_size,
-                            progress, cap_texts, m)
-    seconds = time.perf_counter() - t0
-    valid = np.load(out / "valid.npy", mmap_mode="r")
-    n_valid = int(valid.sum())
-    manifest["counts"] = {"images": n, "valid": n_valid, "skipped": n - n_valid}
-    manifest["skipped"] = skipped
-    manifest["complete"] = True
-    manifest["build"]["seconds_last_run"] = round(seconds, 3)
-    manifest["build"]["images_per_s_last_run"] = round((n - resume_done) / seconds, 2) if seconds > 0 else None
-    atomic_write_json(out / MANIFEST, manifest)
-    (out / PROGRESS).unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        if resume_done < n:
+            skipped = _run_rows(out, part, start, teacher, vcfg, resume_done, skipped, batch_size, workers, chunk_size,
+                                progress, cap_texts, m)
+        seconds = time.perf_counter() - t0
+        valid = np.load(out / "valid.npy", mmap_mode="r")
+        n_valid = int(valid.sum())
+        manifest["counts"] = {"images": n, "valid": n_valid, "skipped": n - n_valid}
+        manifest["skipped"] = skipped
+        manifest["complete"] = True
+        manifest["build"]["seconds_last_run"] = round(seconds, 3)
+        manifest["build"]["images_per_s_last_run"] = round((n - resume_done) / seconds, 2) if seconds > 0 else None
+        atomic_write_json(out / MANIFEST, manifest)
+        (out / PROGRESS).unlink(missing_ok=True)
     if skipped:
         log.warning("%d of %d images skipped (listed in %s): %s", len(skipped), n, out / MANIFEST,
                     "; ".join(f"{s['path']} ({s['reason']})" for s in skipped[:5]))
