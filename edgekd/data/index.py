@@ -110,13 +110,16 @@ def _entry(root: Path, rel: str, label: int) -> IndexEntry:
     return IndexEntry(rel, label, size, file_hash(p, size) if size >= 0 else "missing")
 
 
-def walk_images(top: Path) -> list[Path]:
+def walk_images(top: Path, exclude: set[tuple[int, int]] | None = None) -> list[Path]:
     """Image files under `top`, recursively, following symlinks but never visiting a directory twice (no loops).
 
-    Hidden files and folders (starting with '.') are ignored: they hold editor/OS clutter and our own temp files.
+    Folders whose (st_dev, st_ino) is in `exclude` are not entered (an ImageFolder's root, so that a link back to it
+    cannot pull other classes into one). An image-named link that cannot be resolved (a loop) is listed, so that
+    decoding reports it. Hidden files and folders (starting with '.') are ignored: they hold editor/OS clutter and
+    our own temp files.
     """
     found: list[Path] = []
-    seen: set[tuple[int, int]] = set()
+    seen: set[tuple[int, int]] = set(exclude or ())
     stack = [top]
     while stack:
         d = stack.pop()
@@ -139,13 +142,23 @@ def walk_images(top: Path) -> list[Path]:
                 continue
             try:
                 is_dir = c.is_dir()  # follows symlinks; a dangling link is neither dir nor file
-            except OSError:
+            except OSError:  # e.g. a symlink loop (ELOOP): keep image names so the build reports them
+                if is_image_file(c.name):
+                    found.append(Path(c.path))
                 continue
             if is_dir:
                 stack.append(Path(c.path))
             elif is_image_file(c.name):
                 found.append(Path(c.path))
     return found
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    """entry.is_dir() (following links), False for a link that cannot be resolved (a loop)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def _detect_kind(root: Path) -> str:
@@ -155,7 +168,7 @@ def _detect_kind(root: Path) -> str:
     for c in os.scandir(root):
         if c.name.startswith("."):
             continue
-        if c.is_dir():
+        if _is_dir(c):
             has_class_dirs = True
         elif is_image_file(c.name):
             own_images = True
@@ -172,10 +185,11 @@ def index_folder(root: Path, kind: str = "auto") -> DatasetIndex:
         kind = _detect_kind(root)
     entries: list[IndexEntry] = []
     if kind == "imagefolder":
-        class_dirs = sorted(c.name for c in os.scandir(root) if c.is_dir() and not c.name.startswith("."))
+        class_dirs = sorted(c.name for c in os.scandir(root) if _is_dir(c) and not c.name.startswith("."))
         classes: list[str] = []
+        root_key = {(root.stat().st_dev, root.stat().st_ino)}
         for name in class_dirs:
-            files = walk_images(root / name)
+            files = walk_images(root / name, exclude=root_key)
             if not files:
                 log.warning("class folder %s holds no images; it is not a class", root / name)
                 continue
