@@ -263,6 +263,8 @@ def train(
             pack.save(out / "labels.npz")
         if resume:
             _trim_metrics(out / METRICS, step)
+        else:  # a run killed before its first checkpoint left rows of steps that will be logged again
+            (out / METRICS).unlink(missing_ok=True)
         writer = _tensorboard(out)
 
     def checkpoint(micro_in_epoch: int, ep: int) -> None:
