@@ -99,8 +99,9 @@ def load_image_set(folder: str | os.PathLike, preprocess: Preprocess, max_images
         paths.append(entry.path)
         entries.append({"path": entry.path, "size": entry.size, "hash": entry.hash})
     if skipped:
-        log.warning("%s %s: skipped %d unreadable image(s), e.g. %s (%s)", option, folder, len(skipped),
-                    skipped[0]["path"], skipped[0]["reason"])
+        shown = "; ".join(f"{s['path']} ({s['reason']})" for s in skipped[:10])
+        log.warning("%s %s: skipped %d unreadable image(s): %s%s", option, folder, len(skipped), shown,
+                    f"; ... and {len(skipped) - 10} more" if len(skipped) > 10 else "")
     if not frames:
         raise EdgekdError(f"{option} {folder}: none of its {len(index)} image file(s) could be read")
     arr = np.stack(frames).astype(np.uint8) if frames else np.zeros((0, h, w, 3), np.uint8)

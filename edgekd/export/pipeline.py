@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 LABELS_FILE = "labels.npz"
 ONNX_FILE = "model.onnx"
+IN_PROGRESS = ".edgekd-export-in-progress"  # hidden marker: this folder is an export that has not finished
 DEFAULT_VAL_IMAGES = 200
 
 
@@ -52,14 +53,22 @@ def backend_versions() -> dict[str, str | None]:
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
+    """Make `out` ready for a new bundle: empty, an old bundle, or an export that was interrupted (its marker file
+    is there); anything else needs --overwrite. The marker stays until edgekd.json is written."""
     if out.exists() and not out.is_dir():
         raise EdgekdError(f"--out {out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
-        if not (out / MANIFEST).is_file() and not overwrite:
+        ours = (out / MANIFEST).is_file() or (out / IN_PROGRESS).is_file()
+        if not ours and not overwrite:
             raise EdgekdError(f"--out {out}: folder is not empty and not an edgekd bundle; choose a new folder")
+        (out / IN_PROGRESS).touch()  # before edgekd.json goes: a killed re-export can be re-run as it is
         for name in (MANIFEST, PARITY_FILE):  # a half-rewritten bundle must never look valid
             (out / name).unlink(missing_ok=True)
+        for p in out.iterdir():  # temp files of a killed atomic write (hidden, `.NAME.*.tmp*`)
+            if p.is_file() and p.name.startswith(".") and ".tmp" in p.name:
+                p.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    (out / IN_PROGRESS).touch()
 
 
 def _load_labels(run_dir: Path, labels: str | os.PathLike | None, student_cfg: Any) -> tuple[Any, str | None]:
@@ -156,6 +165,7 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
             files = {**e.result.files, "labels": _save_labels(out, pack)}
             write_manifest(out, _manifest(source, e.result, files, {
                 "passed": None, "skipped": True, "reasons": [f"engine pending; {_first_line(e)}"]}))
+            (out / IN_PROGRESS).unlink(missing_ok=True)
         raise
     if (out / ONNX_FILE).exists() and ONNX_FILE not in result.files.values():
         (out / ONNX_FILE).unlink()
@@ -173,9 +183,11 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
     atomic_write_json(out / PARITY_FILE, report)
     manifest = _manifest(source, result, files, report)
     write_manifest(out, manifest)
+    (out / IN_PROGRESS).unlink(missing_ok=True)
     if report.get("passed") is False:
+        advice = failure_advice(precision, target, bool(options.get("auto_mixed")))
         raise GateFailedError(f"parity gate failed for {target} {precision} ({'; '.join(report['reasons'])}); report "
-                              f"in {out / PARITY_FILE}; {failure_advice(precision, target)}", out, report)
+                              f"in {out / PARITY_FILE}; {advice}", out, report)
     log.info("exported %s %s bundle to %s in %.1f s", target, precision, out, manifest["build_seconds"])
     return out
 
