@@ -259,7 +259,9 @@ def find_images(inputs: Iterable[str | os.PathLike], recursive: bool = True) -> 
         p = Path(item)
         if p.is_dir():
             found = p.rglob("*") if recursive else p.glob("*")
-            out.extend(sorted(f for f in found if f.is_file() and is_image_file(f)))
+            # a broken link (dangling, or a loop) is kept too: decoding reports it instead of it vanishing
+            out.extend(sorted(f for f in found
+                              if is_image_file(f) and (f.is_file() or f.is_symlink() and not f.is_dir())))
         elif p.exists():
             out.append(p)
         else:
