@@ -372,7 +372,7 @@ def _reserve(path: Path) -> None:
             os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
         except OSError as e:
             if e.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                raise
+                raise OSError(e.errno, e.strerror, str(path)) from e
 
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -563,6 +563,8 @@ def build_cache(
         atomic_write_json(out / MANIFEST, manifest)
         atomic_write_json(out / INDEX, part.to_json())
         if resume_done == 0:
+            for name in ARRAYS:  # nothing in them to keep; freeing them first lets a retry fit where the first did
+                (out / name).unlink(missing_ok=True)
             _empty_arrays(out, n, k, d, m)
             atomic_write_json(out / PROGRESS, {"done": 0, "batch_size": batch_size, "skipped": []})
         else:
