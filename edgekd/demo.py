@@ -274,11 +274,21 @@ def stage_eval(demo: Demo) -> None:
 
 def stage_export(demo: Demo) -> None:
     """INT8 OpenVINO bundle (NNCF calibration on the training images), gated against the PyTorch student on the
-    held-out images. --auto-mixed lets NNCF keep the layers that flip zero-shot predictions in float: with only 10
-    classes (and, with a random teacher, nearly identical label embeddings) plain INT8 can miss the 98% gate."""
+    held-out images. A failed gate keeps the bundle and its report; the demo says so loudly and goes on with it."""
+    from edgekd.cli import EXIT_GATE_FAILED
+
     bundle = demo.out / "bundle-openvino-int8"
-    _edgekd(demo, "export", str(demo.out / "run"), "--target", "openvino", "--precision", "int8", "--calib",
-            str(demo.data), "--val", str(demo.heldout), "--auto-mixed", "--out", str(bundle), "--overwrite")
+    try:
+        _edgekd(demo, "export", str(demo.out / "run"), "--target", "openvino", "--precision", "int8", "--calib",
+                str(demo.data), "--val", str(demo.heldout), "--out", str(bundle), "--overwrite")
+    except click.ClickException as e:
+        if e.exit_code != EXIT_GATE_FAILED:
+            raise
+        why = (" With a RANDOM teacher the label embeddings of the classes are nearly identical, so zero-shot "
+               "predictions flip on tiny differences; a pretrained teacher gives real margins."
+               if demo.random_teacher else "")
+        demo.say(f"!! the INT8 bundle FAILED its parity gate ({e.format_message()}).{why} The demo goes on with "
+                 "the kept bundle; for deployment, follow the advice above.")
     demo.outputs["export"] = {"path": str(bundle)}
 
 
@@ -321,9 +331,9 @@ def stage_summary(demo: Demo) -> None:
         if r.get("teacher"):
             continue
         if r["status"] == "ok" and r.get("speedup_vs_teacher"):
-            lines.append(f"  speed    {r['model']} {r['backend']} {r['precision']} batch {r['batch']}: "
-                         f"{r['latency_ms']['p50']:.2f} ms p50, {r['speedup_vs_teacher']:.1f}x faster than the "
-                         "teacher on the same backend")
+            lines.append(f"  speed    {r['model']} ({demo.student_size} px) {r['backend']} {r['precision']} batch "
+                         f"{r['batch']}: {r['latency_ms']['p50']:.2f} ms p50, {r['speedup_vs_teacher']:.1f}x faster "
+                         "than the teacher on the same backend")
         elif r["status"] != "ok":
             lines.append(f"  speed    {r['model']} {r['backend']}: {r['status']} ({r.get('reason')})")
     fid = read_json(demo.out / "eval.json").get("fidelity") or {}
@@ -336,7 +346,7 @@ def stage_summary(demo: Demo) -> None:
         m = parity["metrics"]
         lines.append(f"  parity   INT8 vs PyTorch: cosine mean {m['cosine_mean']:.4f} (worst {m['cosine_min']:.4f})"
                      + (f", top-1 agreement {m['top1_agreement']:.1%}" if "top1_agreement" in m else "")
-                     + f" -> {'passed' if parity['passed'] else 'FAILED'}")
+                     + (" -> passed" if parity["passed"] else f" -> FAILED ({'; '.join(parity['reasons'])})"))
     lines.append("=" * 78)
     print("\n".join(lines), flush=True)
 
