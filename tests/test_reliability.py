@@ -143,6 +143,7 @@ def assert_same_cache(got: Path, want: Path) -> None:
 # ------------------------------------------------------------------------------------------------------- SIGKILL
 
 
+@pytest.mark.slow  # real CLI processes (~4-8 s of imports each)
 def test_cache_killed_three_times_resumes_to_identical_bytes(data, ref_cache, tmp_path):
     rng = random.Random(SEED)
     out = tmp_path / "cache"
@@ -176,6 +177,7 @@ def _weights(run: Path) -> dict[str, np.ndarray]:
     return load_file(str(run / "model.safetensors"))
 
 
+@pytest.mark.slow  # real CLI processes (~4-8 s of imports each)
 def test_distill_killed_three_times_then_resume_is_bit_for_bit(ref_cache, ref_run, tmp_path):
     rng = random.Random(SEED + 2)
     out = tmp_path / "run"
@@ -220,6 +222,7 @@ def _assert_not_a_bundle(bundle: Path, image: Path) -> None:
     assert r.exit_code == 1 and str(bundle) in one_line_error(r.output)
 
 
+@pytest.mark.slow  # real CLI processes (~4-8 s of imports each)
 def test_export_killed_rerun_passes_gate_and_classify_is_idempotent(ref_run, data, tmp_path):
     from edgekd.export.bundle import load_bundle_manifest
 
