@@ -44,3 +44,21 @@ def test_pyproject_keeps_torch_out_of_the_base_install():
     assert "torch" not in base and "timm" not in base and "open_clip" not in base
     assert any(d.startswith("torch") for d in project["optional-dependencies"]["torch"])
     assert "onnxruntime" in " ".join(project["optional-dependencies"]["runtime"])
+
+
+def test_disk_full_anywhere_is_one_clear_line(monkeypatch, tmp_path):
+    """Any command that runs out of disk space says so in one line (no traceback), naming the file."""
+    import errno
+
+    from click.testing import CliRunner
+
+    from edgekd.cli import cli
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "l.npz"))
+
+    monkeypatch.setattr("edgekd.labelpack.LabelPack.save", full)
+    res = CliRunner().invoke(cli, ["labels", "--teacher", "edgekd-test-tiny", "--random-teacher", "--classes", "a,b",
+                                   "--out", str(tmp_path / "l.npz")])
+    assert res.exit_code == 1, res.output
+    assert "l.npz: disk full" in res.output and "run the same command again" in res.output

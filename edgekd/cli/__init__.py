@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 from typing import Any
@@ -66,6 +67,12 @@ class LazyGroup(click.Group):
                             "pip install 'edgekd[torch]' (the base install is the torch-free runtime)") from e
         except KeyboardInterrupt:
             raise UserError("interrupted; state so far is saved, run the same command again to resume", 130) from None
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            raise UserError(f"{where}disk full ({e.strerror}); free some space and run the same command again "
+                            "(finished work is kept)") from e
 
 
 class UserError(click.ClickException):
