@@ -45,7 +45,7 @@ def work(tmp_path: Path) -> Path:
     (b / "edgekd.json").write_text(json.dumps({
         "target": "onnx", "precision": "int8", "files": {"model": "model.onnx", "labels": None},
         "parity": {"passed": False, "skipped": False, "reasons": ["top-1 agreement 90.00% < 98.00%"],
-                   "metrics": {"cosine_mean": 0.97, "cosine_min": 0.9, "top1_agreement": 0.9, "accuracy_drop": 0.02}},
+                   "metrics": {"cosine_mean": 0.97, "cosine_min": 0.9, "top1_agreement": 0.9, "accuracy_drop": 2.0}},
         "calibration": {"images": 8, "method": "minmax"}}))
     (w / "bench").mkdir()
     (w / "bench" / "results.json").write_text(json.dumps({"environment": {"cpu": "x86", "threads_used": 2}, "rows": [
@@ -71,8 +71,9 @@ def test_summary_tables(work: Path, tmp_path: Path) -> None:
     assert "0.8765" in md and "| 75.0 |" in md  # fidelity from eval --out
     assert s["timings"]["cache-train"] == {"seconds": 12.5, "status": "ok", "rc": 0, "skipped_later": True}
     assert "skipped on the re-run" in md and "| bench | 3.0 | failed |" in md
-    assert "| 0001.jpg | a | a (0.300) |" in md
-    assert "tensorrt: needs an engine" in md
+    assert "| a/0001.jpg | a | a (0.300) |" in md and "| 2.00 | 8 imgs" in md
+    assert "tensorrt x1: needs an engine" in md
+    assert "| student bundle onnx-int8 | openvino |" not in md  # onnx bundles are summarised on onnxruntime
 
 
 def test_summary_missing_work_dir(tmp_path: Path, capsys) -> None:
