@@ -147,15 +147,26 @@ stage eval-run "[[ -f '$WORK/eval/run.json' ]]" -- \
 
 # --- 7. export: ONNX and OpenVINO, fp32 and INT8, each through the parity gate ----------------------------------
 BUNDLES=()
+EXPORT_ARGS=(--labels "$WORK/labels.npz" --calib "$WORK/data/train" --val "$WORK/data/test" --calib-images 300
+             --val-images 200 --threads 2)
+gate_failed() { [[ -f "$1/edgekd.json" ]] && "$PY" -c 'import json,sys; p=json.load(open(sys.argv[1])).get("parity") or {}
+sys.exit(0 if p.get("passed") is False else 1)' "$1/edgekd.json"; }
 for target in onnx openvino; do
   for prec in fp32 int8; do
     b="$WORK/bundles/$target-$prec"
     BUNDLES+=("$b")
     # exit 3 = parity gate failed: the bundle is kept and its edgekd.json records the failure (reported, not hidden)
     stage "export-$target-$prec" "[[ -f '$b/edgekd.json' ]]" -- \
-      "${EDGEKD[@]}" export "$RUN" --target "$target" --precision "$prec" --out "$b" --labels "$WORK/labels.npz" \
-      --calib "$WORK/data/train" --val "$WORK/data/test" --calib-images 300 --val-images 200 --threads 2 || \
+      "${EDGEKD[@]}" export "$RUN" --target "$target" --precision "$prec" --out "$b" "${EXPORT_ARGS[@]}" || \
       echo "!! export $target $prec exited non-zero (see above); continuing"
+    # a failed INT8 gate: keep that bundle (reported as FAILED) and add a mixed-precision one that keeps the most
+    # sensitive layers in float until the same gate passes (--auto-mixed; chosen on calibration images only)
+    if [[ "$prec" == int8 ]] && gate_failed "$b"; then
+      BUNDLES+=("$b-mixed")
+      stage "export-$target-$prec-mixed" "[[ -f '$b-mixed/edgekd.json' ]]" -- \
+        "${EDGEKD[@]}" export "$RUN" --target "$target" --precision "$prec" --out "$b-mixed" --auto-mixed \
+        "${EXPORT_ARGS[@]}" || echo "!! export $target $prec --auto-mixed exited non-zero (see above); continuing"
+    fi
   done
 done
 
@@ -174,9 +185,16 @@ EXISTING=()
 for b in "${BUNDLES[@]}"; do [[ -f "$b/edgekd.json" ]] && EXISTING+=("$b"); done
 BENCH_BACKENDS=torch,onnxruntime,openvino
 [[ "$DEVICE" == cuda* ]] && BENCH_BACKENDS=torch,onnxruntime,openvino,ort-cuda,tensorrt
-stage bench "[[ -f '$WORK/bench/results.json' ]]" -- \
+# complete = results.json for the same list of models (a bundle added later, e.g. a mixed INT8 one, re-runs it)
+MODELS_LIST="$(printf '%s\n' "$RUN" "${EXISTING[@]}" "${BENCH_TEACHER[@]}")"
+bench() {
+  rm -f "$WORK/bench/models.txt"
   "${EDGEKD[@]}" bench "$RUN" "${EXISTING[@]}" "${BENCH_TEACHER[@]}" --backend "$BENCH_BACKENDS" --device "$DEVICE" \
-  --batch 1,32 --threads 2 --warmup-s 1 --min-time-s 3 --min-iters 5 --out "$WORK/bench"
+    --batch 1,32 --threads 2 --warmup-s 1 --min-time-s 3 --min-iters 5 --out "$WORK/bench" \
+    && printf '%s\n' "$MODELS_LIST" > "$WORK/bench/models.txt"
+}
+stage bench "[[ -f '$WORK/bench/results.json' && \"\$(cat '$WORK/bench/models.txt' 2>/dev/null)\" == \"\$MODELS_LIST\" ]]" \
+  -- bench
 
 # --- 10. classify a few unseen-by-eval test images through the runtime (numpy only, the INT8 OpenVINO bundle) ----
 CLS_BUNDLE="$WORK/bundles/openvino-int8"
