@@ -197,11 +197,20 @@ stage bench "[[ -f '$WORK/bench/results.json' && \"\$(cat '$WORK/bench/models.tx
   -- bench
 
 # --- 10. classify a few unseen-by-eval test images through the runtime (numpy only, the INT8 OpenVINO bundle) ----
-CLS_BUNDLE="$WORK/bundles/openvino-int8"
-[[ -f "$CLS_BUNDLE/edgekd.json" ]] || CLS_BUNDLE="$WORK/bundles/onnx-fp32"
-classify() { "${EDGEKD[@]}" classify "$CLS_BUNDLE" "$WORK/data/demo" --top-k 3 --json --threads 2 > "$WORK/classify.jsonl.tmp" \
-  && mv "$WORK/classify.jsonl.tmp" "$WORK/classify.jsonl"; head -n 3 "$WORK/classify.jsonl"; }
-stage classify "[[ -s '$WORK/classify.jsonl' ]]" -- classify
+# the first bundle whose parity gate passed, fastest first
+CLS_BUNDLE=""
+for n in openvino-int8 onnx-int8 openvino-int8-mixed openvino-fp32 onnx-fp32; do
+  b="$WORK/bundles/$n"
+  if [[ -f "$b/edgekd.json" ]] && ! gate_failed "$b"; then CLS_BUNDLE="$b"; break; fi
+done
+[[ -n "$CLS_BUNDLE" ]] || CLS_BUNDLE="$WORK/bundles/onnx-fp32"
+classify() {
+  "${EDGEKD[@]}" classify "$CLS_BUNDLE" "$WORK/data/demo" --top-k 3 --json --threads 2 > "$WORK/classify.jsonl.tmp" \
+    && mv "$WORK/classify.jsonl.tmp" "$WORK/classify.jsonl" && echo "$CLS_BUNDLE" > "$WORK/classify.bundle" \
+    && head -n 3 "$WORK/classify.jsonl"
+}
+stage classify "[[ -s '$WORK/classify.jsonl' && \"\$(cat '$WORK/classify.bundle' 2>/dev/null)\" == '$CLS_BUNDLE' ]]" \
+  -- classify
 
 # --- 11. summary ---------------------------------------------------------------------------------------------
 "$PY" "$REPO/benchmarks/cifar10_summary.py" --work "$WORK" --out "$RESULTS" --classify-bundle "$CLS_BUNDLE"

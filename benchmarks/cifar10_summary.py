@@ -201,7 +201,7 @@ def render(s: dict[str, Any]) -> str:
         total += v["seconds"] or 0
         st = v["status"] or "-"
         if v["skipped_later"]:
-            st += " (skipped on the re-run)"
+            st += " (skipped on the last run: complete)"
         L.append(f"| {k} | {_num(v['seconds'], '.1f')} | {st} |")
     L += [f"| **total** | **{total:.1f}** ({total / 60:.1f} min) | |", ""]
 
@@ -247,6 +247,13 @@ def render(s: dict[str, Any]) -> str:
                  f"{_num(m.get('cosine_min'), '.5f')} | {_pct(m.get('top1_agreement'))} | {_num(drop)} | - |")
         if b.get("parity_passed") is False and b.get("parity_reasons"):
             L.append(f"|  | | reasons: {'; '.join(map(str, b['parity_reasons']))} | | | | |")
+    close_but_failed = [n for n, b in s["bundles"].items() if b.get("parity_passed") is False
+                        and (_get(b, "parity_metrics", "cosine_mean") or 0) >= 0.999]
+    if close_but_failed and random_teacher:
+        L += ["", f"{', '.join(close_but_failed)}: embeddings stay within cosine >= 0.999 of the fp32 student, yet "
+              "top-1 agreement misses the gate. With a random teacher the label-text embeddings are nearly parallel, "
+              "so zero-shot decisions have tiny margins (see the classify scores below) and small INT8 errors flip "
+              "them; the gate is kept strict and the failure is reported, not waived."]
     L.append("")
 
     rows = s["bench"]["rows"]

@@ -70,7 +70,7 @@ def test_summary_tables(work: Path, tmp_path: Path) -> None:
     assert "**FAILED**" in md and "top-1 agreement 90.00%" in md  # a failed gate is shown, with its reason
     assert "0.8765" in md and "| 75.0 |" in md  # fidelity from eval --out
     assert s["timings"]["cache-train"] == {"seconds": 12.5, "status": "ok", "rc": 0, "skipped_later": True}
-    assert "skipped on the re-run" in md and "| bench | 3.0 | failed |" in md
+    assert "skipped on the last run" in md and "| bench | 3.0 | failed |" in md
     assert "| a/0001.jpg | a | a (0.300) |" in md and "| 2.00 | 8 imgs" in md
     assert "tensorrt x1: needs an engine" in md
     assert "| student bundle onnx-int8 | openvino |" not in md  # onnx bundles are summarised on onnxruntime
