@@ -175,3 +175,10 @@ def test_model_type_auto_detects_attention(student_onnx):
     assert resolve_model_type(req(student_onnx[0]), "transformer") == "transformer"
     with pytest.raises(EdgekdError, match="--model-type"):
         resolve_model_type(req(student_onnx[0]), "rnn")
+
+
+def test_string_options_parse_as_flags():
+    from edgekd.export.openvino import _flag
+
+    assert _flag("false") is False and _flag("0") is False and _flag("off") is False
+    assert _flag("true") is True and _flag(True) is True and _flag(False) is False

@@ -95,7 +95,7 @@ def quantize_int8(model: Any, req: ExportRequest) -> tuple[Any, dict[str, Any]]:
     calib = np.asarray(req.calib)
     subset = int(opts.get("subset_size") or len(calib))
     kwargs = dict(preset=preset, subset_size=min(subset, len(calib)),
-                  fast_bias_correction=bool(opts.get("fast_bias_correction", True)),
+                  fast_bias_correction=_flag(opts.get("fast_bias_correction", True)),
                   model_type=nncf.ModelType.TRANSFORMER if model_type == "transformer" else None,
                   ignored_scope=ignored)
     calib_ds = nncf.Dataset(list(_batches(calib)))
@@ -224,6 +224,13 @@ def build_validation_fn(model: Any, val: np.ndarray, label_pack: Any) -> tuple[_
                               f"{ref.shape[1]}-d")
     return _EmbeddingAgreement(val, ref, labels), ("zero_shot_top1_agreement" if labels is not None
                                               else "embedding_cosine")
+
+
+def _flag(value: Any) -> bool:
+    """Option values arrive as strings from `--option KEY=VALUE`: "false"/"0"/"no"/"off" mean False."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("false", "0", "no", "off", "")
+    return bool(value)
 
 
 def count_fake_quantize(model: Any) -> int:
