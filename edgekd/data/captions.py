@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from edgekd import EdgekdError
+from edgekd.data.jsonl import read_path_records
 
 log = logging.getLogger(__name__)
 
@@ -27,23 +28,14 @@ def load_captions(path: str | os.PathLike, rel_paths: list[str] | None = None) -
     if not path.is_file():
         raise EdgekdError(f"--captions {path}: no such file")
     out: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise EdgekdError(f"--captions {path}: line {n} is not JSON ({e.msg})") from e
-            if not isinstance(obj, dict) or not isinstance(obj.get("path"), str):
-                raise EdgekdError(f"--captions {path}: line {n} needs {{\"path\": ..., \"captions\": [...]}}")
-            caps = obj.get("captions", obj.get("caption"))
-            if isinstance(caps, str):
-                caps = [caps]
-            if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
-                raise EdgekdError(f"--captions {path}: line {n}: \"captions\" must be a list of strings")
-            caps = [c.strip() for c in caps if c.strip()]
-            out.setdefault(_norm(obj["path"]), []).extend(caps)
+    for n, obj in read_path_records(path, "--captions", '{"path": "cat/0001.jpg", "captions": ["..."]}'):
+        caps = obj.get("captions", obj.get("caption"))
+        if isinstance(caps, str):
+            caps = [caps]
+        if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
+            raise EdgekdError(f"--captions {path}: line {n}: \"captions\" must be a list of strings")
+        caps = [c.strip() for c in caps if c.strip()]
+        out.setdefault(_norm(obj["path"]), []).extend(caps)
     if rel_paths is not None:
         known = set(rel_paths)
         unknown = [p for p in out if p not in known]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 from edgekd import EdgekdError
 from edgekd._io import sha256_json
 from edgekd.data.images import is_image_file
+from edgekd.data.jsonl import read_path_records
 
 log = logging.getLogger(__name__)
 
@@ -207,21 +207,12 @@ def index_folder(root: Path, kind: str = "auto") -> DatasetIndex:
 
 def _read_list_rows(path: Path) -> list[tuple[str, str | None]]:
     rows: list[tuple[str, str | None]] = []
-    text = path.read_text(encoding="utf-8-sig")
     if path.suffix.lower() == ".jsonl":
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise EdgekdError(f"--data {path}: line {n} is not JSON ({e.msg})") from e
-            if not isinstance(obj, dict) or not isinstance(obj.get("path"), str):
-                raise EdgekdError(f"--data {path}: line {n} needs a \"path\" string, e.g. {{\"path\": \"a.jpg\", "
-                                  "\"label\": \"cat\"}")
+        for _, obj in read_path_records(path, "--data", '{"path": "a.jpg", "label": "cat"}'):
             label = obj.get("label")
             rows.append((obj["path"], None if label is None or label == "" else str(label)))
         return rows
+    text = path.read_text(encoding="utf-8-sig")
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     reader = csv.reader(text.splitlines(), delimiter=delimiter)
     for n, rec in enumerate(reader, 1):
