@@ -280,7 +280,8 @@ def stage_export(demo: Demo) -> None:
     bundle = demo.out / "bundle-openvino-int8"
     try:
         _edgekd(demo, "export", str(demo.out / "run"), "--target", "openvino", "--precision", "int8", "--calib",
-                str(demo.data), "--val", str(demo.heldout), "--out", str(bundle), "--overwrite")
+                str(demo.data), "--val", str(demo.heldout), "--eval", str(demo.out / "eval.json"), "--out",
+                str(bundle), "--overwrite")
     except click.ClickException as e:
         if e.exit_code != EXIT_GATE_FAILED:
             raise

@@ -280,3 +280,26 @@ def test_cli_happy_path_and_gate_failure(tmp_path, run_dir, data, monkeypatch):
     assert load_bundle_manifest(tmp_path / "nogate")["parity"]["skipped"] is True
     res = runner.invoke(cli, ["export", str(tmp_path / "missing"), "--val", str(data), "--out", str(tmp_path / "m")])
     assert res.exit_code == 1 and "no such run directory" in res.output
+
+
+def test_eval_results_are_embedded_and_checked(tmp_path, run_dir, data):
+    """`--eval` puts `edgekd eval` results into edgekd.json (bench's Pareto plot reads them); results of another
+    student or teacher are refused."""
+    import json
+
+    from edgekd.bench.plot import eval_metric
+
+    ev = {"format": "edgekd.eval", "version": 1, "source": {"kind": "run", "arch": ARCH, "teacher_id": TEACHER},
+          "fidelity": {"mean_cosine": 0.93, "retrieval_at_1": 0.4}}
+    (tmp_path / "eval.json").write_text(json.dumps(ev))
+    bundle = export_bundle(run_dir, "onnx", "fp32", tmp_path / "b", calib_dir=data, eval_file=tmp_path / "eval.json")
+    m = load_bundle_manifest(bundle)
+    assert m["eval"]["fidelity"]["mean_cosine"] == 0.93 and m["eval"]["file"] == "eval.json"
+    assert eval_metric(m["eval"]) == ("fidelity.mean_cosine", 0.93)
+
+    ev["source"]["teacher_id"] = "ViT-L-14@0123"
+    (tmp_path / "other.json").write_text(json.dumps(ev))
+    with pytest.raises(EdgekdError, match="not made on this run's student"):
+        export_bundle(run_dir, "onnx", "fp32", tmp_path / "c", calib_dir=data, eval_file=tmp_path / "other.json")
+    with pytest.raises(EdgekdError, match="no such file"):
+        export_bundle(run_dir, "onnx", "fp32", tmp_path / "d", calib_dir=data, eval_file=tmp_path / "nope.json")

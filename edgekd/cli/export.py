@@ -70,6 +70,8 @@ def _kv(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--timing-cache", type=click.Path(path_type=Path), default=None, help="TensorRT timing cache file.")
 @click.option("--from-onnx", type=click.Path(path_type=Path), default=None,
               help="TensorRT on the device: RUN is a bundle prepared elsewhere; build its engine from this ONNX.")
+@click.option("--eval", "eval_file", type=click.Path(path_type=Path), default=None,
+              help="Results of `edgekd eval RUN --out FILE` to embed in edgekd.json (bench plots them vs latency).")
 @click.option("--option", "extra", multiple=True, help="Extra target option KEY=VALUE (repeatable).")
 def export(run: Path, target: str, precision: str, out: Path | None, calib: Path | None, val: Path | None,
            labels: Path | None, calib_images: int, val_images: int, calib_method: str | None,
@@ -77,7 +79,8 @@ def export(run: Path, target: str, precision: str, out: Path | None, calib: Path
            max_drop: float | None, keep_fp32: tuple[str, ...], keep_fp16: tuple[str, ...], auto_mixed: bool,
            quant_format: str, activation_type: str, reduce_range: bool, threads: int | None, overwrite: bool,
            min_batch: int | None, opt_batch: int | None, max_batch: int | None, workspace_gb: float | None,
-           dla_core: int | None, timing_cache: Path | None, from_onnx: Path | None, extra: tuple[str, ...]) -> None:
+           dla_core: int | None, timing_cache: Path | None, from_onnx: Path | None, eval_file: Path | None,
+           extra: tuple[str, ...]) -> None:
     """Export the student of RUN (a run directory from `edgekd distill`) to a bundle and check its parity.
 
     Exit status 3 when the parity gate fails (bundle and parity.json are kept), 4 when a TensorRT build was
@@ -105,6 +108,7 @@ def export(run: Path, target: str, precision: str, out: Path | None, calib: Path
     bundle = export_bundle(run, target, precision, out, calib_dir=calib, val_dir=val, labels=labels,
                            preprocess_in_graph=preprocess_in_graph, with_labels=with_labels,
                            static_batch=static_batch, opset=opset, gate=gate, calib_images=calib_images,
+                           eval_file=eval_file,
                            val_images=val_images, max_drop=max_drop, threads=threads, overwrite=overwrite,
                            keep_fp32=_split(keep_fp32), auto_mixed=auto_mixed, quant_format=quant_format,
                            activation_type=activation_type, reduce_range=reduce_range, **options)

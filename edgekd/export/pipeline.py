@@ -102,9 +102,12 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
                   labels: str | os.PathLike | None = None, *, preprocess_in_graph: bool = False,
                   with_labels: bool = False, static_batch: int | None = None, opset: int = 17, gate: bool = True,
                   calib_images: int = 300, val_images: int = DEFAULT_VAL_IMAGES, max_drop: float | None = None,
-                  threads: int | None = None, overwrite: bool = False, **options: Any) -> Path:
+                  threads: int | None = None, overwrite: bool = False, eval_file: str | os.PathLike | None = None,
+                  **options: Any) -> Path:
     """Export the student of `run_dir` to a bundle at `out` and gate it. Returns the bundle path.
 
+    `eval_file`: JSON written by `edgekd eval RUN --out FILE`, embedded as edgekd.json "eval" (bench plots quality
+    against latency from it); it must describe this run's student and teacher.
     Raises EdgekdError for bad input, GateFailedError (exit 3) when parity fails (bundle + parity.json kept),
     NeedsDeviceError (exit 4) when a target prepared work for another machine.
     """
@@ -128,6 +131,7 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
     student = reparameterize(load_student(run_dir)).eval()
     pp = cfg.get_preprocess()
     pack, pack_path = _load_labels(run_dir, labels, cfg)
+    eval_results = load_run_eval(eval_file, run_dir, cfg) if eval_file is not None else None
 
     # calibration / held-out parity images: never the same images
     calib = val = None
@@ -156,7 +160,7 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
                                                   "threads": threads})
     source = {"run_dir": run_dir, "cfg": cfg, "pp": pp, "pack": pack, "pack_path": pack_path, "io": io,
               "target": target, "precision": precision, "opset": opset, "t0": t0, "preprocess_in_graph":
-              preprocess_in_graph, "calib": calib.describe(options.get("calib_method") or (
+              preprocess_in_graph, "eval": eval_results, "calib": calib.describe(options.get("calib_method") or (
                   "minmax" if target == "onnx" else "default")) if calib is not None and precision == "int8" else None}
     try:
         result = spec.build(req)
@@ -219,6 +223,30 @@ def _manifest(src: dict[str, Any], result: ExportResult, files: dict[str, str | 
         "labels_source": src["pack_path"], "opset": src["opset"], "versions": backend_versions(),
         "calibration": src["calib"],
         "parity": {k: report.get(k) for k in ("passed", "skipped", "reasons", "criteria", "metrics")},
-        "eval": None, "target_metadata": result.metadata,
+        "eval": src["eval"], "target_metadata": result.metadata,
         "build_seconds": round(time.perf_counter() - src["t0"], 3),
     }
+
+
+def load_run_eval(path: str | os.PathLike, run_dir: Path, cfg: Any) -> dict[str, Any]:
+    """Read `edgekd eval RUN --out FILE` results and check they describe this run (student, teacher, step)."""
+    from edgekd._io import read_json
+
+    path = Path(path)
+    if not path.is_file():
+        raise EdgekdError(f"--eval {path}: no such file (write it with `edgekd eval RUN --data DIR --out FILE`)")
+    try:
+        results = read_json(path)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise EdgekdError(f"--eval {path}: not valid JSON ({e})") from e
+    if not isinstance(results, dict) or results.get("format") != "edgekd.eval":
+        raise EdgekdError(f"--eval {path}: not the output of `edgekd eval` (format {results.get('format')!r})"
+                          if isinstance(results, dict) else f"--eval {path}: not the output of `edgekd eval`")
+    source = results.get("source") or {}
+    run_meta = read_json(run_dir / "config.json").get("edgekd", {})
+    expected = {"kind": "run", "arch": cfg.arch, "teacher_id": cfg.teacher_id, "step": run_meta.get("step")}
+    wrong = [f"{k} {source.get(k)!r} != {v!r}" for k, v in expected.items() if v is not None and source.get(k) != v]
+    if wrong:
+        raise EdgekdError(f"--eval {path} was not made on this run's student ({'; '.join(wrong)}); re-run "
+                          f"`edgekd eval {run_dir} --data DIR --out FILE`")
+    return {**results, "file": path.name}
