@@ -36,6 +36,19 @@ def is_available(module: str) -> bool:
         return False
 
 
+def installed_version(*dists: str) -> str | None:
+    """Version of the first of `dists` (alternative distribution names of one package) that is installed, read from
+    its metadata without importing it; None when none is."""
+    from importlib import metadata
+
+    for dist in dists:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 def require(module: str, extra: str | None = None, purpose: str = "") -> ModuleType:
     """Import an optional module, or raise an error that says which extra to install."""
     try:

@@ -10,9 +10,10 @@ import platform
 import re
 import shutil
 import subprocess
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from edgekd._optional import installed_version
 
 UNKNOWN = "unknown"
 # ISA flags that decide CPU inference speed (AVX2/AVX-512 kernels, VNNI and AMX for INT8/BF16)
@@ -102,15 +103,8 @@ def gpu_info() -> list[dict[str, str]] | str:
 
 
 def package_versions() -> dict[str, str]:
-    out = {}
-    for key, dists in _PACKAGES.items():
-        out[key] = "not installed"
-        for dist in (dists,) if isinstance(dists, str) else dists:
-            try:
-                out[key] = metadata.version(dist)
-                break
-            except metadata.PackageNotFoundError:
-                continue
+    out = {key: installed_version(*((dists,) if isinstance(dists, str) else dists)) or "not installed"
+           for key, dists in _PACKAGES.items()}
     if out["tensorrt"] == "not installed" and Path("/usr/lib/python3/dist-packages/tensorrt").is_dir():
         out["tensorrt"] = "system (JetPack), version " + UNKNOWN  # python3-libnvinfer has no pip metadata
     return out

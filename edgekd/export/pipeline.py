@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,17 +38,11 @@ class GateFailedError(EdgekdError):
 
 def backend_versions() -> dict[str, str | None]:
     """Installed versions of the export toolchain (without importing the packages)."""
-    out: dict[str, str | None] = {}
-    for key, dists in {"torch": ["torch"], "onnx": ["onnx"], "onnxruntime": ["onnxruntime", "onnxruntime-gpu"],
-                       "openvino": ["openvino"], "tensorrt": ["tensorrt", "tensorrt-cu12", "tensorrt-cu13"]}.items():
-        out[key] = None
-        for d in dists:
-            try:
-                out[key] = metadata.version(d)
-                break
-            except metadata.PackageNotFoundError:
-                continue
-    return out
+    from edgekd._optional import installed_version
+
+    return {key: installed_version(*dists) for key, dists in {
+        "torch": ["torch"], "onnx": ["onnx"], "onnxruntime": ["onnxruntime", "onnxruntime-gpu"],
+        "openvino": ["openvino"], "tensorrt": ["tensorrt", "tensorrt-cu12", "tensorrt-cu13"]}.items()}
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
