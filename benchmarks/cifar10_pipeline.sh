@@ -148,7 +148,7 @@ stage eval-run "[[ -f '$WORK/eval/run.json' ]]" -- \
 # --- 7. export: ONNX and OpenVINO, fp32 and INT8, each through the parity gate ----------------------------------
 BUNDLES=()
 EXPORT_ARGS=(--labels "$WORK/labels.npz" --calib "$WORK/data/train" --val "$WORK/data/test" --calib-images 300
-             --val-images 200 --threads 2)
+             --val-images 500 --threads 2)
 gate_failed() { [[ -f "$1/edgekd.json" ]] && "$PY" -c 'import json,sys; p=json.load(open(sys.argv[1])).get("parity") or {}
 sys.exit(0 if p.get("passed") is False else 1)' "$1/edgekd.json"; }
 for target in onnx openvino; do

@@ -187,7 +187,7 @@ def test_auto_mixed_keeps_sensitive_nodes(tmp_path, run_dir, data, monkeypatch):
 
     full = load_bundle_manifest(export_bundle(run_dir, "onnx", "int8", tmp_path / "full", calib_dir=data))
     cos = full["parity"]["metrics"]["cosine_mean"]
-    target = cos + (1 - cos) * 0.5  # halve the INT8 error: needs some, not all, layers back in float
+    target = cos + (1 - cos) * 0.75  # a quarter of the INT8 error: needs some, not all, layers back in float
     real = parity.GateCriteria.default
     monkeypatch.setattr(parity.GateCriteria, "default", classmethod(
         lambda cls, precision, max_drop=None, **kw: real(precision, max_drop, min_cosine=target)))

@@ -25,9 +25,17 @@ log = logging.getLogger(__name__)
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 QUANT_FORMATS = ("qdq", "qoperator")
-# weight-bearing ops whose quantisation gives the size/speed win; element-wise ops are left in float
-DEFAULT_OP_TYPES = ("Conv", "MatMul", "Gemm")
+# weight-bearing ops: the size win, and the "layers" that --keep-fp32 / --auto-mixed choose among
 HEAVY_OPS = ("Conv", "MatMul", "Gemm", "ConvTranspose")
+
+
+def default_op_types() -> tuple[str, ...]:
+    """Every op type onnxruntime can quantise (its own default). Quantising the ops between the convolutions too
+    (Relu, Add, pooling, ...) lets onnxruntime run whole int8 chains instead of converting back to float around each
+    one: mobilenetv4_conv_small at 224, batch 1, 2 threads went from 0.92 ms (Conv/MatMul/Gemm only) to 0.60 ms
+    (fp32: 1.08 ms), with a higher cosine to fp32."""
+    registry = require("onnxruntime.quantization.registry", extra="onnx", purpose="INT8 quantisation")
+    return tuple(sorted(set(registry.QDQRegistry) | set(registry.QLinearOpsRegistry)))
 
 
 class _Reader:
@@ -82,14 +90,14 @@ def float_boundary_nodes(model: Any, output_names: tuple[str, ...] = ("embedding
     return keep
 
 
-def quantizable_nodes(model: Any, op_types: tuple[str, ...] = DEFAULT_OP_TYPES) -> list[str]:
+def quantizable_nodes(model: Any, op_types: tuple[str, ...] = HEAVY_OPS) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type in op_types]
 
 
 def quantize(pre_path: Path, out_path: Path, calib: np.ndarray | None, input_name: str, cache: Path,
              method: str = "minmax", exclude: list[str] | tuple[str, ...] = (), quant_format: str = "qdq",
              per_channel: bool = True, activation: str = "uint8", reduce_range: bool = False,
-             op_types: tuple[str, ...] = DEFAULT_OP_TYPES, percentile: float = 99.999) -> None:
+             op_types: tuple[str, ...] | None = None, percentile: float = 99.999) -> None:
     """Static-quantise the pre-processed fp32 model `pre_path` into `out_path` (ranges cached in `cache`)."""
     q = require("onnxruntime.quantization", extra="onnx", purpose="INT8 quantisation")
     methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
@@ -100,7 +108,8 @@ def quantize(pre_path: Path, out_path: Path, calib: np.ndarray | None, input_nam
     extra = {"CalibPercentile": percentile, "CalibMovingAverage": False}
     if activation == "int8":
         extra["ActivationSymmetric"] = True
-    q.quantize_static(str(pre_path), str(out_path), reader, quant_format=fmt, op_types_to_quantize=list(op_types),
+    op_types = list(op_types or default_op_types())
+    q.quantize_static(str(pre_path), str(out_path), reader, quant_format=fmt, op_types_to_quantize=op_types,
                       per_channel=per_channel, reduce_range=reduce_range, activation_type=act,
                       weight_type=q.QuantType.QInt8, nodes_to_exclude=list(exclude), calibrate_method=methods[method],
                       extra_options=extra, calibration_cache_path=str(cache))
@@ -120,7 +129,8 @@ def build_int8(req: ExportRequest, model_name: str = "model.onnx") -> ExportResu
     quant_format = opts.get("quant_format") or "qdq"
     if quant_format not in QUANT_FORMATS:
         raise EdgekdError(f"--quant-format {quant_format!r}: use one of {', '.join(QUANT_FORMATS)}")
-    op_types = tuple(opts.get("op_types") or DEFAULT_OP_TYPES)
+    op_types = opts.get("op_types") or default_op_types()
+    op_types = tuple(op_types.split(",") if isinstance(op_types, str) else op_types)  # --option op_types=Conv,Add
     settings = {"quant_format": quant_format, "per_channel": bool(opts.get("per_channel", True)),
                 "activation": opts.get("activation_type") or "uint8", "reduce_range": bool(opts.get("reduce_range")),
                 "op_types": op_types}
@@ -137,7 +147,7 @@ def build_int8(req: ExportRequest, model_name: str = "model.onnx") -> ExportResu
         user_keep = list(opts.get("keep_fp32") or [])
         unknown = [n for n in user_keep if n not in names]
         if unknown:
-            cands = quantizable_nodes(pre_model, op_types)
+            cands = quantizable_nodes(pre_model)
             raise EdgekdError(f"--keep-fp32 {', '.join(unknown)}: no such node(s) in the graph; quantisable nodes "
                               f"are e.g. {', '.join(cands[:6])} (see parity.json of an earlier export)")
         boundary = float_boundary_nodes(pre_model)
@@ -161,7 +171,7 @@ def build_int8(req: ExportRequest, model_name: str = "model.onnx") -> ExportResu
         os.replace(out, final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    candidates = quantizable_nodes(pre_model, op_types)
+    candidates = [n for n in quantizable_nodes(pre_model, op_types) if n not in set(boundary)]
     excluded = sorted(set(boundary + user_keep + auto_kept))
     meta = {"quantization": {
         "tool": "onnxruntime.quantization.quantize_static", "format": quant_format.upper(),

@@ -119,7 +119,8 @@ def quantize_int8(model: Any, req: ExportRequest) -> tuple[Any, dict[str, Any]]:
         # NNCF tunes on the calibration images: the parity gate's held-out images (req.val) must stay unseen, or
         # the gate would only confirm what accuracy control was fitted to.
         drop = float(max_drop) / 100.0  # points -> fraction of the [0, 1] metric
-        metric_fn, metric_name = build_validation_fn(model, np.asarray(calib), req.label_pack)
+        metric_fn, metric_name = build_validation_fn(model, np.asarray(calib), req.label_pack,
+                                                     getattr(opts.get("gate"), "tie_margin", 0.0))
         log.info("NNCF accuracy-controlled quantisation: %s on the %d calibration inputs, max drop %.2f points",
                  metric_name, len(calib), float(max_drop))
         qmodel = nncf.quantize_with_accuracy_control(
@@ -186,11 +187,13 @@ class _EmbeddingAgreement:
     embeddings. Returns (mean, per-item values), the form NNCF's accuracy control ranks layers with.
     """
 
-    def __init__(self, inputs: np.ndarray, reference: np.ndarray, label_embeddings: np.ndarray | None):
+    def __init__(self, inputs: np.ndarray, reference: np.ndarray, label_embeddings: np.ndarray | None,
+                 tie_margin: float = 0.0):
         self.inputs = inputs  # [N, ...] held-out model inputs
         self.reference = reference  # [N, D] unit rows from the fp32 model
         self.labels = label_embeddings  # [C, D] or None
-        self.ref_top1 = None if label_embeddings is None else (reference @ label_embeddings.T).argmax(1)
+        self.tie_margin = tie_margin  # cosine: a flip between classes the reference scores this close is a tie
+        self.ref_cos = None if label_embeddings is None else reference @ label_embeddings.T  # [N, C]
 
     def evaluate(self, model: Any) -> float:
         """The metric of an ov.Model on all held-out inputs (compiled in f32 like NNCF does)."""
@@ -206,11 +209,14 @@ class _EmbeddingAgreement:
             if self.labels is None:
                 values.append(float(emb[0] @ self.reference[index]))
             else:
-                values.append(float((emb[0] @ self.labels.T).argmax() == self.ref_top1[index]))
+                ref_cos = self.ref_cos[index]
+                gap = ref_cos.max() - ref_cos[int((emb[0] @ self.labels.T).argmax())]
+                values.append(float(gap <= self.tie_margin))
         return (float(np.mean(values)) if values else 0.0), values
 
 
-def build_validation_fn(model: Any, val: np.ndarray, label_pack: Any) -> tuple[_EmbeddingAgreement, str]:
+def build_validation_fn(model: Any, val: np.ndarray, label_pack: Any,
+                        tie_margin: float = 0.0) -> tuple[_EmbeddingAgreement, str]:
     """Reference fp32 embeddings of `val` ([N, ...] model inputs) and the agreement metric NNCF maximises."""
     ov = require("openvino", purpose="--target openvino")
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
@@ -222,7 +228,7 @@ def build_validation_fn(model: Any, val: np.ndarray, label_pack: Any) -> tuple[_
         if labels.shape[1] != ref.shape[1]:
             raise EdgekdError(f"--labels: label embeddings are {labels.shape[1]}-d, the model outputs "
                               f"{ref.shape[1]}-d")
-    return _EmbeddingAgreement(val, ref, labels), ("zero_shot_top1_agreement" if labels is not None
+    return _EmbeddingAgreement(val, ref, labels, tie_margin), ("zero_shot_top1_agreement" if labels is not None
                                               else "embedding_cosine")
 
 

@@ -1,9 +1,10 @@
-"""--auto-mixed: find the quantised nodes that hurt the embedding most and keep them in float until INT8 passes.
+"""--auto-mixed: find the weight layers that hurt the embedding most and keep them in float until INT8 passes.
 
-Ranking: the fp32 and the INT8 model both expose every quantisable node's output and data input; a node's score is
-the error (1 - cosine with fp32) its output adds on top of the error already present in its input. The worst nodes
-are excluded from quantisation in growing groups (1, 2, 4, ...), re-using the cached calibration ranges, until the
-gate criteria hold on a calibration subset (the held-out parity images are not used for this choice).
+Ranking: the fp32 and the INT8 model both expose every weight layer's (Conv/MatMul/Gemm) output and data input; a
+layer's score is the error (1 - cosine with fp32) its output adds on top of the error already present in its input.
+The worst layers, each with the quantised element-wise ops that follow it, are excluded from quantisation in growing
+groups (1, 2, 4, ...), re-using the cached calibration ranges, until the gate criteria hold on a calibration subset
+(the held-out parity images are not used for this choice).
 """
 
 from __future__ import annotations
@@ -75,13 +76,38 @@ def rank_nodes(fp32_path: Path, int8_path: Path, x: np.ndarray, input_name: str,
     return ranking
 
 
+def layer_groups(model: Any, layers: list[str], quantized: set[str]) -> dict[str, list[str]]:
+    """Each weight layer (Conv/MatMul/Gemm) with the quantised element-wise ops after it, up to the next weight
+    layer: keeping a layer in float only helps when its activation, pooling and residual ops stay float with it."""
+    from edgekd.export.onnx_int8 import HEAVY_OPS
+
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    nodes = {n.name: n for n in model.graph.node}
+    groups = {}
+    for layer in layers:
+        group, stack, seen = [layer], list(nodes[layer].output), {layer}
+        while stack:
+            for node in consumers.get(stack.pop(), []):
+                if node.name in seen or node.op_type in HEAVY_OPS:
+                    continue
+                seen.add(node.name)
+                if node.name in quantized:
+                    group.append(node.name)
+                stack.extend(node.output)
+        groups[layer] = group
+    return groups
+
+
 def _evaluate(int8_path: Path, x: np.ndarray, ref: np.ndarray, req: ExportRequest) -> tuple[bool, dict[str, Any]]:
     from edgekd.export.parity import GateCriteria, compare, judge
 
     sess = _session(require("onnx").load(str(int8_path)))
     emb = sess.run(["embedding"], {req.input_name: x})[0]
-    metrics = compare(ref, emb, req.label_pack)
     criteria = req.options.get("gate") or GateCriteria.default("int8", req.options.get("max_drop"))
+    metrics = compare(ref, emb, req.label_pack, tie_margin=criteria.tie_margin)
     passed, _, _ = judge(metrics, criteria)
     return passed, metrics
 
@@ -101,17 +127,19 @@ def auto_mixed(pre_path: Path, int8_path: Path, req: ExportRequest, cache: Path,
     if passed:
         log.info("auto-mixed: full INT8 already passes on calibration images (%s)", metrics)
         return [], []
-    candidates = [n for n in quantizable_nodes(onnx.load(str(pre_path), load_external_data=False),
-                                               settings["op_types"]) if n not in set(exclude)]
+    pre_model = onnx.load(str(pre_path), load_external_data=False)
+    candidates = [n for n in quantizable_nodes(pre_model) if n not in set(exclude)]
+    groups = layer_groups(pre_model, candidates, set(quantizable_nodes(pre_model, settings["op_types"])) - set(exclude))
     ranking = rank_nodes(pre_path, int8_path, req.calib[:RANK_IMAGES], req.input_name, candidates)
     order = [r["node"] for r in ranking]
     trial = int8_path.with_name("trial.onnx")
     k = 1
     while k <= len(order):
-        kept = order[:k]
+        kept = list(dict.fromkeys(n for layer in order[:k] for n in groups[layer]))
         quantize(pre_path, trial, None, req.input_name, cache, method, exclude + kept, **settings)
         passed, metrics = _evaluate(trial, x, ref, req)
-        log.info("auto-mixed: %d node(s) kept in float -> cosine %.5f, passed=%s", k, metrics["cosine_mean"], passed)
+        log.info("auto-mixed: %d layer(s) (%d nodes) kept in float -> cosine %.5f, passed=%s", k, len(kept),
+                 metrics["cosine_mean"], passed)
         if passed:
             trial.replace(int8_path)
             return kept, ranking
