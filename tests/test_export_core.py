@@ -303,3 +303,38 @@ def test_eval_results_are_embedded_and_checked(tmp_path, run_dir, data):
         export_bundle(run_dir, "onnx", "fp32", tmp_path / "c", calib_dir=data, eval_file=tmp_path / "other.json")
     with pytest.raises(EdgekdError, match="no such file"):
         export_bundle(run_dir, "onnx", "fp32", tmp_path / "d", calib_dir=data, eval_file=tmp_path / "nope.json")
+
+
+def test_precision_auto_keeps_the_fastest_passing_precision(tmp_path, run_dir, data):
+    from edgekd.export.auto import export_auto
+
+    bundle = export_auto(run_dir, "onnx", tmp_path / "auto", calib_dir=data, threads=1)
+    m = load_bundle_manifest(bundle)
+    auto = m["precision_auto"]
+    cands = auto["candidates"]
+    assert set(cands) == {"fp32", "int8"} and all(c["passed"] for c in cands.values())
+    assert auto["chosen"] == min(cands, key=lambda p: cands[p]["p50_ms"]) == m["precision"]
+    assert cands["int8"]["model_mb"] < cands["fp32"]["model_mb"]
+    assert m["parity"]["passed"] and not (tmp_path / "auto.auto").exists()
+
+
+def test_precision_auto_skips_failing_and_uncalibrated_precisions(tmp_path, run_dir, data, monkeypatch):
+    import edgekd.export.parity as parity
+    from edgekd.cli import cli
+    from edgekd.export.auto import export_auto
+
+    real = parity.GateCriteria.default
+    monkeypatch.setattr(parity.GateCriteria, "default", classmethod(  # an INT8 gate nothing can pass
+        lambda cls, precision, max_drop=None, **kw: real(precision, max_drop, min_cosine=1.01)
+        if precision == "int8" else real(precision, max_drop, **kw)))
+    r = CliRunner().invoke(cli, ["export", str(run_dir), "--precision", "auto", "--calib", str(data),
+                                 "--out", str(tmp_path / "a"), "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert "int8: FAILED parity" in r.output and "fp32: passed parity" in r.output and "<- fastest" in r.output
+    m = load_bundle_manifest(tmp_path / "a")
+    assert m["precision"] == "fp32" and m["precision_auto"]["candidates"]["int8"]["reasons"]
+
+    only_fp32 = load_bundle_manifest(export_auto(run_dir, "onnx", tmp_path / "b", val_dir=data, threads=1))
+    assert list(only_fp32["precision_auto"]["candidates"]) == ["fp32"]
+    with pytest.raises(EdgekdError, match="not available for --target tensorrt"):
+        export_auto(run_dir, "tensorrt", tmp_path / "c", calib_dir=data)

@@ -28,8 +28,9 @@ def _kv(values: tuple[str, ...]) -> dict[str, Any]:
 @click.command("export")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--target", "-t", type=click.Choice(TARGET_NAMES), default="onnx", help="Export target.")
-@click.option("--precision", "-p", type=click.Choice(("fp32", "fp16", "int8")), default="fp32",
-              help="Numeric precision of the exported model.")
+@click.option("--precision", "-p", type=click.Choice(("fp32", "fp16", "int8", "auto")), default="fp32",
+              help="Numeric precision of the exported model; auto = export fp32 and int8, keep the fastest on this "
+                   "machine that passes the parity gate.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), required=False,
               help="Bundle directory to write (default: RUN/export-TARGET-PRECISION).")
 @click.option("--calib", type=click.Path(path_type=Path), help="Folder of calibration images (int8; part is held out "
@@ -106,16 +107,21 @@ def export(run: Path, target: str, precision: str, out: Path | None, calib: Path
         engine = build_from_onnx(run, from_onnx, **options)
         click.echo(f"built {engine}")
         return
-    from edgekd.export.pipeline import export_bundle
-
     out = out or run / f"export-{target}-{precision}"
-    bundle = export_bundle(run, target, precision, out, calib_dir=calib, val_dir=val, labels=labels,
-                           preprocess_in_graph=preprocess_in_graph, with_labels=with_labels,
-                           static_batch=static_batch, opset=opset, gate=gate, calib_images=calib_images,
-                           eval_file=eval_file, val_images=val_images, max_drop=max_drop, tie_margin=tie_margin,
-                           threads=threads, overwrite=overwrite,
-                           keep_fp32=_split(keep_fp32), auto_mixed=auto_mixed, quant_format=quant_format,
-                           activation_type=activation_type, reduce_range=reduce_range, **options)
+    kwargs = dict(calib_dir=calib, val_dir=val, labels=labels, preprocess_in_graph=preprocess_in_graph,
+                  with_labels=with_labels, static_batch=static_batch, opset=opset, gate=gate,
+                  calib_images=calib_images, eval_file=eval_file, val_images=val_images, max_drop=max_drop,
+                  tie_margin=tie_margin, threads=threads, overwrite=overwrite, keep_fp32=_split(keep_fp32),
+                  auto_mixed=auto_mixed, quant_format=quant_format, activation_type=activation_type,
+                  reduce_range=reduce_range, **options)
+    if precision == "auto":
+        from edgekd.export.auto import export_auto
+
+        bundle = export_auto(run, target, out, **kwargs)
+    else:
+        from edgekd.export.pipeline import export_bundle
+
+        bundle = export_bundle(run, target, precision, out, **kwargs)
     from edgekd.export.bundle import load_bundle_manifest
 
     m = load_bundle_manifest(bundle)
@@ -134,4 +140,9 @@ def export(run: Path, target: str, precision: str, out: Path | None, calib: Path
         if "accuracy_drop" in mt:
             verdict += f", accuracy drop {mt['accuracy_drop']:.2f} pts"
     size = sum((bundle / f).stat().st_size for f in m["sha256"]) / 1e6
-    click.echo(f"{bundle}: {target} {precision}, {size:.2f} MB, {m['build_seconds']:.1f} s; {verdict}")
+    if "precision_auto" in m:
+        for p, c in m["precision_auto"]["candidates"].items():
+            timing = f"{c['p50_ms']:.3f} ms at batch 1" if "p50_ms" in c else "not timed"
+            click.echo(f"  {p}: {'passed' if c['passed'] else 'FAILED'} parity, {c['model_mb']:.2f} MB, {timing}"
+                       + ("  <- fastest" if p == m["precision_auto"]["chosen"] else ""))
+    click.echo(f"{bundle}: {target} {m['precision']}, {size:.2f} MB, {m['build_seconds']:.1f} s; {verdict}")

@@ -1,0 +1,128 @@
+"""`--precision auto`: export every precision the target offers, gate each, time each on this machine, keep the
+fastest one that passes.
+
+Which precision is fastest depends on the device, not on the model alone: INT8 CNNs gain on VNNI/AMX CPUs, ARM
+dot-product cores and GPUs, yet lose on CPUs without them or for models whose activations have no int8 kernel
+(onnxruntime runs efficientvit's HardSwish in float between int8 convolutions). So the choice is measured: batch 1 on
+the runtime backend, with the parity gate's verdict as the filter. The candidates and their timings are recorded in
+the chosen bundle's edgekd.json under "precision_auto".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd import EdgekdError
+from edgekd._io import atomic_write_json, read_json
+from edgekd.export.bundle import MANIFEST
+from edgekd.export.pipeline import GateFailedError, export_bundle
+from edgekd.export.targets import get_target
+
+log = logging.getLogger(__name__)
+
+# fp16 is left out on CPU targets: onnxruntime's CPU kernels and OpenVINO's f32-pinned CPU plugin do not run it faster
+AUTO_PRECISIONS = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "int8")}
+
+
+def auto_candidates(target: str, calib_dir: str | os.PathLike | None) -> list[str]:
+    """Precisions `--precision auto` tries for `target` (int8 only with calibration images)."""
+    spec = get_target(target)
+    if target not in AUTO_PRECISIONS:
+        raise EdgekdError(f"--precision auto: not available for --target {target} (it picks by timing the model on "
+                          f"this machine); choose one of {', '.join(spec.precisions)}, or use trtexec --best on the "
+                          "device")
+    wanted = [p for p in AUTO_PRECISIONS[target] if p in spec.precisions]
+    if calib_dir is None:
+        log.warning("--precision auto: no --calib images, so int8 is not tried")
+        wanted = [p for p in wanted if p != "int8"]
+    return wanted
+
+
+def time_bundles(bundles: dict[str, Path], threads: int | None, rounds: int = 7, iters: int = 20,
+                 warmup: int = 10) -> dict[str, dict[str, float]]:
+    """Batch-1 latency (ms) of each bundle's model on its runtime backend, measured in interleaved rounds so that
+    load changes on a shared machine hit every candidate alike. -> {name: {"p50_ms", "min_ms"}}."""
+    from edgekd.runtime.classifier import OpenVocabClassifier
+
+    frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    runs = {}
+    for name, path in bundles.items():
+        clf = OpenVocabClassifier.load(path, threads=threads)
+        x = np.ascontiguousarray(clf.prepare(frame)[None], dtype=clf.input_dtype)
+        for _ in range(warmup):
+            clf.backend.run(x)
+        runs[name] = (clf.backend, x)
+    laps: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, (backend, x) in runs.items():
+            for _ in range(iters):
+                t0 = time.perf_counter()
+                backend.run(x)
+                laps[name].append(time.perf_counter() - t0)
+    return {name: {"p50_ms": round(float(np.median(t)) * 1e3, 4), "min_ms": round(float(np.min(t)) * 1e3, 4)}
+            for name, t in laps.items()}
+
+
+def export_auto(run_dir: str | os.PathLike, target: str, out: str | os.PathLike, *,
+                calib_dir: str | os.PathLike | None = None, threads: int | None = None, overwrite: bool = False,
+                gate: bool = True, **kwargs: Any) -> Path:
+    """Export `run_dir` at every candidate precision of `target`, keep the fastest that passes its parity gate at
+    `out`. Raises GateFailedError (exit 3) when none passes (the candidates stay in OUT.auto/ for inspection)."""
+    if not gate:
+        raise EdgekdError("--precision auto chooses among precisions that pass the parity gate; drop --no-gate")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise EdgekdError(f"--out {out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file() and not overwrite:
+        raise EdgekdError(f"--out {out}: folder is not empty and not an edgekd bundle; choose a new folder")
+    precisions = auto_candidates(target, calib_dir)
+    work = out.with_name(out.name + ".auto")
+    work.mkdir(parents=True, exist_ok=True)
+    verdicts: dict[str, dict[str, Any]] = {}
+    for precision in precisions:
+        cand = work / precision
+        log.info("--precision auto: exporting %s %s", target, precision)
+        try:
+            export_bundle(run_dir, target, precision, cand, calib_dir=calib_dir, threads=threads, overwrite=True,
+                          **kwargs)
+            verdicts[precision] = {"passed": True}
+        except GateFailedError as e:
+            verdicts[precision] = {"passed": False, "reasons": e.report.get("reasons", [])}
+    passing = {p: work / p for p, v in verdicts.items() if v["passed"]}
+    if not passing:
+        reasons = "; ".join(f"{p}: {', '.join(v['reasons'])}" for p, v in verdicts.items())
+        raise GateFailedError(f"--precision auto: no precision of {target} passed its parity gate ({reasons}); "
+                              f"bundles and parity.json in {work}", work, {"candidates": verdicts})
+    timings = time_bundles(passing, threads)
+    for p, t in timings.items():
+        verdicts[p].update(t)
+    for p in precisions:
+        verdicts[p]["model_mb"] = round(_model_bytes(work / p) / 1e6, 3)
+    chosen = min(timings, key=lambda p: timings[p]["p50_ms"])
+    log.info("--precision auto: %s", ", ".join(f"{p} {v.get('p50_ms', '-')} ms (passed={v['passed']})"
+                                              for p, v in verdicts.items()))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(work / chosen, out)
+    manifest = read_json(out / MANIFEST)
+    manifest["precision_auto"] = {"chosen": chosen, "threads": threads, "batch": 1,
+                                  "measured": "median of interleaved rounds on this machine",
+                                  "candidates": verdicts}
+    atomic_write_json(out / MANIFEST, manifest)
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def _model_bytes(bundle: Path) -> int:
+    """Bytes of the bundle's model files (everything hashed in edgekd.json but the label pack)."""
+    manifest = read_json(bundle / MANIFEST) if (bundle / MANIFEST).is_file() else {}
+    labels = (manifest.get("files") or {}).get("labels")
+    return sum((bundle / f).stat().st_size for f in manifest.get("sha256", {})
+               if f != labels and (bundle / f).is_file())
