@@ -175,7 +175,16 @@ def render_view(
 
 
 def normalize(pixels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    """uint8 [..., H, W, 3] -> float32 [..., 3, H, W] with (x / 255 - mean) / std."""
-    x = pixels.astype(np.float32) * np.float32(1 / 255)
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+    """uint8 [..., H, W, 3] -> float32 [..., 3, H, W] with (x / 255 - mean) / std, computed as x * scale + shift per
+    channel plane (the same float32 constants as the in-graph preprocessing of edgekd.export.onnx)."""
+    scale, shift = normalize_constants(mean, std)
+    x = np.ascontiguousarray(np.moveaxis(pixels, -1, -3)).astype(np.float32)  # transpose the uint8 bytes, then cast
+    x *= scale.reshape(3, 1, 1)
+    x += shift.reshape(3, 1, 1)
+    return x
+
+
+def normalize_constants(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (scale [3], shift [3]) with (x / 255 - mean) / std == x * scale + shift."""
+    mean64, std64 = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    return (1.0 / (255.0 * std64)).astype(np.float32), (-mean64 / std64).astype(np.float32)

@@ -313,3 +313,18 @@ def test_static_batch_model_is_fed_in_chunks(tmp_path, paths):
     assert clf.static_batch == 2
     np.testing.assert_allclose(clf.embed_batch(paths[:5]), torch_embed(paths[:5]), atol=2e-5)  # 2 + 2 + 1 (padded)
     assert len(clf.classify_batch(paths[:3])) == 3
+
+
+def test_frame_to_image_orders_channels_exactly():
+    from edgekd.data.images import frame_to_image
+
+    rgb = np.random.default_rng(0).integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    bgr = rgb[:, :, ::-1]  # a non-contiguous view, as cv2 users often pass
+    np.testing.assert_array_equal(np.asarray(frame_to_image(bgr, "bgr")), rgb)
+    np.testing.assert_array_equal(np.asarray(frame_to_image(rgb)), rgb)
+    bgra = np.concatenate([np.ascontiguousarray(bgr), np.zeros((7, 9, 1), np.uint8)], axis=2)
+    np.testing.assert_array_equal(np.asarray(frame_to_image(bgra, "bgr")), rgb)
+    grey = np.asarray(frame_to_image(rgb[:, :, 0]))
+    assert grey.shape == (7, 9, 3) and (grey == rgb[:, :, :1]).all()
+    with pytest.raises(ValueError, match="color must be"):
+        frame_to_image(rgb, "hsv")

@@ -84,20 +84,23 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def frame_to_image(frame: np.ndarray, color: str = "rgb") -> Image.Image:
-    """uint8 [H, W, 3] (RGB or BGR) or [H, W] numpy frame -> PIL RGB image, with clear errors for bad frames."""
+    """uint8 [H, W], [H, W, 1], [H, W, 3] or [H, W, 4] numpy frame (RGB or BGR order) -> PIL RGB image, with clear
+    errors for bad frames. BGR frames are reordered by Pillow's unpacker while it copies the pixels (no extra pass)."""
     if not isinstance(frame, np.ndarray):
         raise ValueError(f"expected a numpy array, got {type(frame).__name__}")
+    if color not in ("rgb", "bgr"):
+        raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
     if frame.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 frame, got dtype {frame.dtype}; convert with frame.astype(np.uint8)")
+        raise ValueError(f"expected a uint8 frame, got dtype {frame.dtype}; convert with frame.astype(np.uint8) "
+                         "(scale float images in [0, 1] by 255 first)")
     if frame.ndim == 2:
-        frame = np.repeat(frame[:, :, None], 3, axis=2)
-    if frame.ndim != 3 or frame.shape[2] not in (3, 4):
-        raise ValueError(f"expected an HxWx3 frame, got shape {frame.shape}")
+        frame = frame[:, :, None]
+    if frame.ndim != 3 or frame.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an HxWx3 frame (or HxW grey, HxWx4), got shape {frame.shape}")
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise ValueError(f"empty frame of shape {frame.shape}")
-    frame = frame[:, :, :3]
-    if color == "bgr":
-        frame = frame[:, :, ::-1]
-    elif color != "rgb":
-        raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
-    return Image.fromarray(np.ascontiguousarray(frame), "RGB")
+    if frame.shape[2] == 1:
+        frame = np.repeat(frame, 3, axis=2)
+    frame = np.ascontiguousarray(frame[:, :, :3])
+    height, width = frame.shape[:2]
+    return Image.frombuffer("RGB", (width, height), frame, "raw", "BGR" if color == "bgr" else "RGB", 0, 1)

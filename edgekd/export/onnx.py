@@ -21,6 +21,7 @@ from edgekd import EdgekdError
 from edgekd._io import atomic_path
 from edgekd._optional import require
 from edgekd.export.targets import ExportRequest, ExportResult, register_target
+from edgekd.preprocess import normalize_constants
 
 if TYPE_CHECKING:
     from edgekd.labelpack import LabelPack
@@ -75,17 +76,19 @@ def export_onnx(
 
 
 class FramesToPixels(nn.Module):
-    """uint8 [B,H,W,3] frames (already resized to H x W) -> float32 [B,3,H,W], with edgekd.preprocess's arithmetic."""
+    """uint8 [B,H,W,3] frames (already resized to H x W) -> float32 [B,3,H,W] = (x / 255 - mean) / std.
+
+    The uint8 frame is transposed first (a quarter of the bytes) and normalised as one multiply-add per channel
+    plane: element-wise ops broadcasting over a trailing axis of 3 cost onnxruntime ~0.5 ms per 224x224 frame."""
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
         super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+        scale, shift = normalize_constants(mean, std)
+        self.register_buffer("scale", torch.from_numpy(scale).view(1, 3, 1, 1))
+        self.register_buffer("shift", torch.from_numpy(shift).view(1, 3, 1, 1))
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        x = frames.to(torch.float32) * (1.0 / 255.0)
-        x = (x - self.mean) / self.std
-        return x.permute(0, 3, 1, 2)
+        return frames.permute(0, 3, 1, 2).to(torch.float32) * self.scale + self.shift
 
 
 class ExportWrapper(nn.Module):

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from edgekd import EdgekdError
-from edgekd.data.images import is_image_file, load_rgb, to_rgb
+from edgekd.data.images import frame_to_image, is_image_file, load_rgb, to_rgb
 from edgekd.labelpack import LabelPack, load_label_pack
 from edgekd.runtime.bundle import BundleInfo, read_bundle
 from edgekd.runtime.labels import LabelSet, Prediction, mean_embedding
@@ -187,10 +187,7 @@ class OpenVocabClassifier:
         float32 [3, H, W] (normalised)."""
         if color not in ("rgb", "bgr"):
             raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
-        img, swap = _to_image(image, color)
-        pixels = self.preprocess.render(img)  # uint8 [H, W, 3]
-        if swap:  # resampling is per channel, so rendering BGR and swapping the small result equals swapping first
-            pixels = np.ascontiguousarray(pixels[:, :, ::-1])
+        pixels = self.preprocess.render(_to_image(image, color))  # uint8 [H, W, 3] RGB
         if self.in_graph:
             return pixels
         return self.preprocess.normalize(pixels)
@@ -280,35 +277,17 @@ def _as_list(images: Any) -> list:
         raise ValueError(f"expected a sequence of images, got {type(images).__name__}") from e
 
 
-def _to_image(image: ImageLike, color: str) -> tuple[Image.Image, bool]:
-    """-> (PIL RGB image, whether the result's channels must still be swapped BGR -> RGB)."""
+def _to_image(image: ImageLike, color: str) -> Image.Image:
+    """-> PIL RGB image (numpy frames in `color` order)."""
     if isinstance(image, np.ndarray):
-        return _frame_to_pil(image), color == "bgr"
+        return frame_to_image(image, color)
     if isinstance(image, Image.Image):
         if image.width < 1 or image.height < 1:
             raise ValueError(f"empty image of size {image.size}")
-        return to_rgb(image), False
+        return to_rgb(image)
     if isinstance(image, (str, os.PathLike)):
-        return load_rgb(image), False  # BadImageError (an EdgekdError) for missing/corrupt files
+        return load_rgb(image)  # BadImageError (an EdgekdError) for missing/corrupt files
     raise ValueError(f"expected an image path, a PIL image or a uint8 HxWx3 numpy frame, got {type(image).__name__}")
-
-
-def _frame_to_pil(frame: np.ndarray) -> Image.Image:
-    """Validate a uint8 [H, W], [H, W, 3] or [H, W, 4] frame and wrap it as an RGB PIL image (channels untouched)."""
-    if frame.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 frame, got dtype {frame.dtype}; convert with frame.astype(np.uint8) "
-                         "(scale float images in [0, 1] by 255 first)")
-    if frame.ndim == 2:
-        frame = frame[:, :, None]
-    if frame.ndim != 3 or frame.shape[2] not in (1, 3, 4):
-        raise ValueError(f"expected an HxWx3 frame (or HxW grey, HxWx4), got shape {frame.shape}")
-    if frame.shape[0] == 0 or frame.shape[1] == 0:
-        raise ValueError(f"empty frame of shape {frame.shape}")
-    if frame.shape[2] == 1:
-        frame = np.repeat(frame, 3, axis=2)
-    elif frame.shape[2] == 4:
-        frame = frame[:, :, :3]
-    return Image.fromarray(np.ascontiguousarray(frame))
 
 
 def _check_text_encoder(te: Any, info: BundleInfo) -> None:
