@@ -2,7 +2,8 @@
 the torch-free runtime vs torch.
 
     python benchmarks/runtime_overhead.py [--arch mobilenetv4_conv_small] [--img-size 224] [--threads 2]
-                                          [--iters 200] [--out benchmarks/results/runtime_overhead]
+                                          [--interpolation bicubic] [--iters 200]
+                                          [--out benchmarks/results/runtime_overhead]
 
 Builds two fp32 ONNX bundles of a random-weight student with `edgekd.export.pipeline.export_bundle` (latency does
 not depend on the weights): preprocessing in the graph (input `frames`, uint8 NHWC) and outside it (`pixels`).
@@ -110,16 +111,18 @@ def _subprocess(args: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def build_bundles(arch: str, img_size: int, work: Path) -> dict[bool, Path]:
+def build_bundles(arch: str, img_size: int, work: Path, interpolation: str) -> dict[bool, Path]:
     import torch
 
     from edgekd.export.pipeline import export_bundle
+    from edgekd.preprocess import Preprocess
     from edgekd.students.io import save_student
     from edgekd.students.model import create_student
 
     torch.manual_seed(0)
     run = work / "run"
-    save_student(run, create_student(arch, 512, img_size=img_size), extra={"random_init": True})
+    student = create_student(arch, 512, img_size=img_size, preprocess=Preprocess(interpolation=interpolation))
+    save_student(run, student, extra={"random_init": True})
     from edgekd.labelpack import LabelPack
 
     rng = np.random.default_rng(0)  # 1000 random classes: the label scoring cost of an ImageNet-sized label set
@@ -133,7 +136,8 @@ def write_report(res: dict, out: Path) -> None:
     from edgekd._io import atomic_write_json, atomic_write_text
 
     atomic_write_json(out.with_suffix(".json"), res)
-    lines = [f"# Runtime overhead: {res['arch']} @ {res['img_size']}, batch 1, {res['threads']} threads", "",
+    lines = [f"# Runtime overhead: {res['arch']} @ {res['img_size']} ({res['interpolation']} resize), batch 1, "
+             f"{res['threads']} threads", "",
              f"CPU: {res['environment']['cpu']} ({res['environment']['cores']} cores), onnxruntime "
              f"{res['environment']['onnxruntime']}; frame 640x480 uint8 BGR; 1000 labels, top-5; {res['iters']} "
              "interleaved iterations.",
@@ -166,6 +170,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="mobilenetv4_conv_small")
     ap.add_argument("--img-size", type=int, default=224)
+    ap.add_argument("--interpolation", default="bicubic", help="the student's resize filter (edgekd distill "
+                    "--interpolation); bicubic is the CLIP teachers' own")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=20)
@@ -183,11 +189,12 @@ def main() -> None:
     import onnxruntime
 
     with tempfile.TemporaryDirectory(prefix="edgekd-overhead-") as tmp:
-        bundles = build_bundles(args.arch, args.img_size, Path(tmp))
+        bundles = build_bundles(args.arch, args.img_size, Path(tmp), args.interpolation)
         rows = [_subprocess(["--measure", str(bundles[ig]), "--threads", str(args.threads), "--iters",
                              str(args.iters), "--warmup", str(args.warmup)] + (["--spin"] if spin else []))
                 for spin in (False, True) for ig in (True, False)]
-    res = {"arch": args.arch, "img_size": args.img_size, "threads": args.threads, "iters": args.iters,
+    res = {"arch": args.arch, "img_size": args.img_size, "interpolation": args.interpolation,
+           "threads": args.threads, "iters": args.iters,
            "environment": {"cpu": platform.processor() or platform.machine(), "cores": _cores(),
                            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__},
            "rows": rows, "torch": _subprocess(["--torch-rss", "--arch", args.arch, "--img-size", str(args.img_size)])}

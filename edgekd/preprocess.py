@@ -26,6 +26,7 @@ _INTERPOLATION = {
     "box": Image.Resampling.BOX,
 }
 RESIZE_MODES = ("shortest", "squash", "longest")
+INTERPOLATIONS = tuple(_INTERPOLATION)
 
 
 @dataclass(frozen=True)

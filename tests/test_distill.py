@@ -253,9 +253,13 @@ def test_cli_help_students_and_distill(cache, tmp_path):
     args = ["distill", "--cache", str(cache), "--student", TINY_STUDENT, "--out", str(out), "--img-size", str(IMG),
             "--batch-size", "6", "--workers", "0", "--device", "cpu", "--max-steps", "2", "--no-progress",
             "--w-mse", "0.5"]
-    r = runner.invoke(cli, args)
+    r = runner.invoke(cli, [*args, "--interpolation", "box"])
     assert r.exit_code == 0, r.output
     assert "done: 2 steps" in r.output and "mse" in r.output
+    from edgekd.students.io import load_student_config
+
+    pp = load_student_config(out).get_preprocess()  # the student's own filter, used in training and at runtime
+    assert pp.interpolation == "box" and pp.size == (IMG, IMG)
     r = runner.invoke(cli, [*args[:-2], "--recipe", "nope"])
     assert r.exit_code == 2 and "nope" in r.output
     r = runner.invoke(cli, ["distill", "--cache", str(tmp_path / "missing"), "--student", TINY_STUDENT, "--out",

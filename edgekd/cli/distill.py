@@ -33,6 +33,9 @@ def _weight_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--student", required=True, help="Student preset (`edgekd students`) or any timm model name.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
 @click.option("--img-size", type=click.IntRange(16, 2048), default=224, help="Student input resolution.")
+@click.option("--interpolation", type=click.Choice(["bicubic", "bilinear", "box", "lanczos"]), default=None,
+              help="Resize filter of the student's preprocessing (training and runtime alike) [default: the "
+                   "teacher's]. box costs the runtime ~0.6 ms instead of bicubic's ~1.6 ms per 640x480 frame.")
 @click.option("--head", type=click.Choice(["linear", "mlp"]), default="linear", help="Projection head.")
 @click.option("--head-hidden", type=click.IntRange(0), default=0, help="MLP head width (0 = trunk width).")
 @click.option("--student-weights", type=click.Path(dir_okay=False), default=None,

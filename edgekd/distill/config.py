@@ -7,6 +7,7 @@ from typing import Any
 
 from edgekd import EdgekdError
 from edgekd.distill.losses import CE_LT_MODES
+from edgekd.preprocess import INTERPOLATIONS
 
 # term -> what it is (the numbering). The CLI has one --w-<term> option per entry.
 TERMS: dict[str, str] = {
@@ -73,6 +74,7 @@ class DistillConfig:
     student: str
     out: str
     img_size: int = 224
+    interpolation: str | None = None  # the student's resize filter; None = the teacher's (from the cache)
     head: str = "linear"
     head_hidden: int = 0
     student_weights: str | None = None
@@ -106,7 +108,9 @@ class DistillConfig:
                   (0 < self.ema_decay < 1, "--ema-decay must be in (0, 1)"), (self.workers >= 0, "--workers >= 0"),
                   (self.max_steps >= 0, "--max-steps must be >= 0"),
                   (self.recipe in RECIPES, f"--recipe {self.recipe!r}: use one of {', '.join(RECIPES)}"),
-                  (self.label_text in LABEL_TEXTS, f"--label-text: use one of {', '.join(LABEL_TEXTS)}")]
+                  (self.label_text in LABEL_TEXTS, f"--label-text: use one of {', '.join(LABEL_TEXTS)}"),
+                  (self.interpolation is None or self.interpolation in INTERPOLATIONS,
+                   f"--interpolation {self.interpolation!r}: use one of {', '.join(INTERPOLATIONS)}")]
         for ok, msg in checks:
             if not ok:
                 raise EdgekdError(msg)

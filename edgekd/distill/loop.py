@@ -29,6 +29,7 @@ from edgekd.distill.checkpoint import TRAIN_STATE, load_train_state, rng_state, 
 from edgekd.distill.config import DistillConfig, resolve_weights
 from edgekd.distill.data import CachedViewDataset, GlobalBatchSampler, worker_init
 from edgekd.distill.task import DistillTask
+from edgekd.preprocess import Preprocess
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +199,11 @@ def train(
 
     torch.manual_seed(cfg.seed)
     head = cfg.head if cfg.head != "linear" else preset.head
+    preprocess = cache.preprocess
+    if cfg.interpolation is not None:
+        preprocess = Preprocess.from_dict({**preprocess.to_dict(), "interpolation": cfg.interpolation})
     student = create_student(preset.arch, cache.embed_dim, cfg.img_size, head, cfg.head_hidden,
-                             preprocess=cache.preprocess, teacher_id=cache.teacher_id,
+                             preprocess=preprocess, teacher_id=cache.teacher_id,
                              trunk_weights=cfg.student_weights)
     class_counts = None
     label_embeds = None
