@@ -273,15 +273,16 @@ def stage_eval(demo: Demo) -> None:
 
 
 def stage_export(demo: Demo) -> None:
-    """INT8 OpenVINO bundle (NNCF calibration on the training images), gated against the PyTorch student on the
-    held-out images. A failed gate keeps the bundle and its report; the demo says so loudly and goes on with it."""
+    """INT8 OpenVINO bundle (NNCF calibration on the training images; --auto-mixed: NNCF accuracy control keeps the
+    layers that flip zero-shot answers in float), gated against the PyTorch student on the held-out images. A failed
+    gate keeps the bundle and its report; the demo says so loudly and goes on with it."""
     from edgekd.cli import EXIT_GATE_FAILED
 
     bundle = demo.out / "bundle-openvino-int8"
     try:
         _edgekd(demo, "export", str(demo.out / "run"), "--target", "openvino", "--precision", "int8", "--calib",
                 str(demo.data), "--val", str(demo.heldout), "--eval", str(demo.out / "eval.json"), "--out",
-                str(bundle), "--overwrite")
+                str(bundle), "--overwrite", "--auto-mixed")
     except click.ClickException as e:
         if e.exit_code != EXIT_GATE_FAILED:
             raise
@@ -346,7 +347,8 @@ def stage_summary(demo: Demo) -> None:
     if parity.get("metrics"):
         m = parity["metrics"]
         lines.append(f"  parity   INT8 vs PyTorch: cosine mean {m['cosine_mean']:.4f} (worst {m['cosine_min']:.4f})"
-                     + (f", top-1 agreement {m['top1_agreement']:.1%}" if "top1_agreement" in m else "")
+                     + (f", top-1 agreement {m['top1_agreement']:.1%} (strict {m['top1_agreement_strict']:.1%})"
+                        if "top1_agreement_strict" in m else "")
                      + (" -> passed" if parity["passed"] else f" -> FAILED ({'; '.join(parity['reasons'])})"))
     lines.append("=" * 78)
     print("\n".join(lines), flush=True)
