@@ -23,19 +23,11 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from edgekd._io import atomic_write_json, atomic_write_text  # noqa: E402
+from edgekd._io import atomic_write_json, atomic_write_text, json_get  # noqa: E402
 
 
 def _load(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def _get(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, dict) or k not in d:
-            return None
-        d = d[k]
-    return d
 
 
 def _pct(x: Any, nd: int = 1) -> str:
@@ -108,17 +100,17 @@ def evals(work: Path) -> dict[str, dict[str, Any]]:
     out = {}
     for p in sorted((work / "eval").glob("*.json")):
         r = _load(p)
-        zs_s, zs_t = _get(r, "zero_shot", "student") or {}, _get(r, "zero_shot", "teacher") or {}
+        zs_s, zs_t = json_get(r, "zero_shot", "student") or {}, json_get(r, "zero_shot", "teacher") or {}
         out[p.stem] = {
-            "images": _get(r, "data", "evaluated"), "fidelity": r.get("fidelity"),
-            "student": {"top1": _get(zs_s, "all", "top1"), "mpc_top1": _get(zs_s, "all", "mean_per_class_top1"),
-                        "seen_mpc": _get(zs_s, "seen", "mean_per_class_top1"),
-                        "unseen_mpc": _get(zs_s, "unseen", "mean_per_class_top1"), "hm": zs_s.get("harmonic_mean")},
-            "teacher": {"top1": _get(zs_t, "all", "top1"), "mpc_top1": _get(zs_t, "all", "mean_per_class_top1"),
-                        "seen_mpc": _get(zs_t, "seen", "mean_per_class_top1"),
-                        "unseen_mpc": _get(zs_t, "unseen", "mean_per_class_top1"), "hm": zs_t.get("harmonic_mean")},
-            "few_shot": {who: {k: {m: _get(v, m, "top1") for m in ("ncm", "probe", "tip_adapter")}
-                               for k, v in (_get(r, "few_shot", who) or {}).items()}
+            "images": json_get(r, "data", "evaluated"), "fidelity": r.get("fidelity"),
+            "student": {"top1": json_get(zs_s, "all", "top1"), "mpc_top1": json_get(zs_s, "all", "mean_per_class_top1"),
+                        "seen_mpc": json_get(zs_s, "seen", "mean_per_class_top1"),
+                        "unseen_mpc": json_get(zs_s, "unseen", "mean_per_class_top1"), "hm": zs_s.get("harmonic_mean")},
+            "teacher": {"top1": json_get(zs_t, "all", "top1"), "mpc_top1": json_get(zs_t, "all", "mean_per_class_top1"),
+                        "seen_mpc": json_get(zs_t, "seen", "mean_per_class_top1"),
+                        "unseen_mpc": json_get(zs_t, "unseen", "mean_per_class_top1"), "hm": zs_t.get("harmonic_mean")},
+            "few_shot": {who: {k: {m: json_get(v, m, "top1") for m in ("ncm", "probe", "tip_adapter")}
+                               for k, v in (json_get(r, "few_shot", who) or {}).items()}
                          for who in ("student", "teacher")},
             "split": r.get("split")}
     return out
@@ -133,15 +125,15 @@ def bench(work: Path) -> dict[str, Any]:
     teacher_torch = {(r["batch"], r["threads"]): r for r in teacher.values() if r["backend"] == "torch"}
     out = []
     for r in rows:
-        p50 = _get(r, "latency_ms", "p50")
+        p50 = json_get(r, "latency_ms", "p50")
         t = teacher.get((r["backend"], r["batch"], r["threads"]))
         tt = teacher_torch.get((r["batch"], r["threads"]))
-        tp = _get(t, "latency_ms", "p50")
-        ttp = _get(tt, "latency_ms", "p50")
+        tp = json_get(t, "latency_ms", "p50")
+        ttp = json_get(tt, "latency_ms", "p50")
         out.append({"model": r["model"], "teacher": bool(r.get("teacher")), "backend": r["backend"],
                     "precision": r.get("precision"), "batch": r["batch"], "threads": r["threads"],
                     "status": r["status"], "reason": r.get("reason"), "p50_ms": p50,
-                    "p90_ms": _get(r, "latency_ms", "p90"), "throughput_ips": r.get("throughput_ips"),
+                    "p90_ms": json_get(r, "latency_ms", "p90"), "throughput_ips": r.get("throughput_ips"),
                     "model_mb": r.get("model_mb"), "peak_rss_mb": r.get("peak_rss_mb"),
                     "speedup_same_backend": tp / p50 if (tp and p50) else None,
                     "speedup_vs_teacher_torch": ttp / p50 if (ttp and p50) else None})
@@ -221,7 +213,7 @@ def render(s: dict[str, Any]) -> str:
                  f"{_pct(f.get('retrieval_at_1'))} | {_pct(f.get('top1_agreement'))} | {_pct(st['top1'])} | "
                  f"{_pct(te['top1'])} | {_pct(st['seen_mpc'])} / {_pct(st['unseen_mpc'])} / {_pct(st['hm'])} | "
                  f"{_pct(te['seen_mpc'])} / {_pct(te['unseen_mpc'])} / {_pct(te['hm'])} |")
-    fs = _get(s["eval"], "run", "few_shot") or {}
+    fs = json_get(s["eval"], "run", "few_shot") or {}
     if fs.get("student"):
         L += ["", "Few-shot on the unseen classes (run, top-1 %: NCM / linear probe / Tip-Adapter):", "",
               "| K | student | teacher |", "|---|---|---|"]
@@ -341,9 +333,9 @@ def headline(s: dict[str, Any]) -> list[str]:
         t32 = (r32 or {}).get("throughput_ips")
         teach32 = next((x for x in rows if x["teacher"] and x["backend"] == backend and x["batch"] == 32), None)
         sp32 = t32 / teach32["throughput_ips"] if (t32 and teach32 and teach32.get("throughput_ips")) else None
-        fid = _get(ev, "fidelity", "mean_cosine")
+        fid = json_get(ev, "fidelity", "mean_cosine")
         L.append(f"| {label} | {backend} | {r.get('precision')} | {_num(r.get('model_mb'), '.1f')} | "
-                 f"{_num(_get(r1, 'p50_ms'))} | {_num(_get(r1, 'speedup_same_backend'), '.1f')}x | "
+                 f"{_num(json_get(r1, 'p50_ms'))} | {_num(json_get(r1, 'speedup_same_backend'), '.1f')}x | "
                  f"{_num(t32, '.0f')} | "
                  f"{_num(sp32, '.1f')}x | {'-' if fid is None else f'{fid:.4f}'} | {gate} |")
     return L + [""]
@@ -372,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"teacher": teacher.get("name"), "pretrained": teacher.get("pretrained"),
                    "random_teacher": bool(teacher.get("random_init", True)), "teacher_id": teacher.get("id"),
                    "student": tr.get("architecture"), "img_size": student.get("img_size"),
-                   "views": _get(cache, "views", "count"), "unseen": subsets.get("unseen"),
+                   "views": json_get(cache, "views", "count"), "unseen": subsets.get("unseen"),
                    "subsets": {k: sum(v.values()) for k, v in (subsets.get("counts") or {}).items()},
                    "classify_bundle": Path(a.classify_bundle).name if a.classify_bundle else None,
                    "work": str(work),

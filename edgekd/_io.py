@@ -62,6 +62,15 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(f)
 
 
+def json_get(doc: Any, *keys: str) -> Any:
+    """doc[k1][k2]... of a parsed JSON document, or None where a level is missing or not an object."""
+    for k in keys:
+        if not isinstance(doc, dict) or k not in doc:
+            return None
+        doc = doc[k]
+    return doc
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgekd import EdgekdError, __version__
-from edgekd._io import atomic_write_text
+from edgekd._io import atomic_write_text, json_get
 from edgekd.evaluation import metrics as M
 from edgekd.labelpack import LabelPack, load_label_pack
 
@@ -260,25 +260,17 @@ def _pct(v: Any) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
 
 
-def _get(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, dict) or k not in d:
-            return None
-        d = d[k]
-    return d
-
-
 def table_rows(results: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """(metric, student value, teacher value) rows of the report, accuracies as fractions."""
     rows: list[tuple[str, Any, Any]] = []
 
     def add(name: str, *path: str) -> None:
-        s, t = _get(results, path[0], "student", *path[1:]), _get(results, path[0], "teacher", *path[1:])
+        s, t = json_get(results, path[0], "student", *path[1:]), json_get(results, path[0], "teacher", *path[1:])
         if s is not None or t is not None:
             rows.append((name, s, t))
 
-    zs = _get(results, "zero_shot", "student") or {}
-    n_all = _get(zs, "all", "classes")
+    zs = json_get(results, "zero_shot", "student") or {}
+    n_all = json_get(zs, "all", "classes")
     add(f"zero-shot top-1 ({n_all} classes)", "zero_shot", "all", "top1")
     add("zero-shot top-5", "zero_shot", "all", "top5")
     add("zero-shot mean per-class top-1", "zero_shot", "all", "mean_per_class_top1")
@@ -288,12 +280,12 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, Any, Any]]:
         add(f"unseen mean per-class top-1 ({zs['unseen']['classes']} cl.)", "zero_shot", "unseen",
             "mean_per_class_top1")
         add("harmonic mean seen/unseen", "zero_shot", "harmonic_mean")
-    for k, row in (_get(results, "few_shot", "student") or {}).items():
+    for k, row in (json_get(results, "few_shot", "student") or {}).items():
         for method, label in (("ncm", "NCM"), ("probe", "linear probe"), ("tip_adapter", "Tip-Adapter")):
             if method in row:
                 add(f"{k}-shot {label} top-1 ({row['queries']} queries)", "few_shot", k, method, "top1")
     for bucket in ("many", "medium", "few"):
-        b = _get(results, "long_tail", "student", bucket)
+        b = json_get(results, "long_tail", "student", bucket)
         if b is not None:
             add(f"long-tail {bucket} top-1 ({b['classes']} cl.)", "long_tail", bucket, "top1")
     return rows
@@ -331,7 +323,7 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, Any]:
     """Scalar eval_* columns for metrics.csv."""
     row: dict[str, Any] = {}
     for who, prefix in (("student", "eval_"), ("teacher", "eval_teacher_")):
-        zs = _get(results, "zero_shot", who) or {}
+        zs = json_get(results, "zero_shot", who) or {}
         if "all" in zs:
             row[f"{prefix}top1"] = zs["all"]["top1"]
             row[f"{prefix}top5"] = zs["all"]["top5"]
@@ -340,11 +332,11 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, Any]:
             row[f"{prefix}seen_mpc_top1"] = zs["seen"]["mean_per_class_top1"]
             row[f"{prefix}unseen_mpc_top1"] = zs["unseen"]["mean_per_class_top1"]
             row[f"{prefix}hm"] = zs["harmonic_mean"]
-        for k, r in (_get(results, "few_shot", who) or {}).items():
+        for k, r in (json_get(results, "few_shot", who) or {}).items():
             for method in ("ncm", "probe", "tip_adapter"):
                 if method in r:
                     row[f"{prefix}{k}shot_{method}_top1"] = r[method]["top1"]
-        for bucket, b in (_get(results, "long_tail", who) or {}).items():
+        for bucket, b in (json_get(results, "long_tail", who) or {}).items():
             row[f"{prefix}{bucket}_top1"] = b["top1"]
     for key, value in (results.get("fidelity") or {}).items():
         if key != "images":
