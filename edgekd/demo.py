@@ -244,21 +244,6 @@ def _edgekd(demo: Demo, *args: str) -> Any:
     return cli.main(list(args), prog_name="edgekd", standalone_mode=False)
 
 
-def _edgekd_process(demo: Demo, *args: str) -> None:
-    """Run an `edgekd` command in a child process (printed first). Used for the OpenVINO/NNCF export: in one demo run
-    the process segfaulted in the bench stage that followed NNCF's accuracy control in the same process, so that
-    stage gets a process of its own. Raises click.ClickException with the child's exit status."""
-    import subprocess
-
-    shown = " ".join(a if a and " " not in a else repr(a) for a in args)
-    demo.say(f"$ edgekd {shown}")
-    rc = subprocess.run([sys.executable, "-m", "edgekd", *args], check=False).returncode
-    if rc != 0:
-        err = click.ClickException(f"`edgekd {args[0]}` exited with status {rc} (its report is above)")
-        err.exit_code = rc
-        raise err
-
-
 def _teacher_args(demo: Demo) -> list[str]:
     if demo.random_teacher:
         return ["--random-teacher"]
@@ -295,7 +280,7 @@ def stage_export(demo: Demo) -> None:
 
     bundle = demo.out / "bundle-openvino-int8"
     try:
-        _edgekd_process(demo, "export", str(demo.out / "run"), "--target", "openvino", "--precision", "int8", "--calib",
+        _edgekd(demo, "export", str(demo.out / "run"), "--target", "openvino", "--precision", "int8", "--calib",
                 str(demo.data), "--val", str(demo.heldout), "--eval", str(demo.out / "eval.json"), "--out",
                 str(bundle), "--overwrite", "--auto-mixed")
     except click.ClickException as e:

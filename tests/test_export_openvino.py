@@ -182,3 +182,13 @@ def test_string_options_parse_as_flags():
 
     assert _flag("false") is False and _flag("0") is False and _flag("off") is False
     assert _flag("true") is True and _flag(True) is True and _flag(False) is False
+
+
+def test_accuracy_control_worker_failure_is_one_clear_error(tmp_path):
+    from edgekd.export.openvino import run_accuracy_control
+
+    settings = {"preset": "mixed", "model_type": "cnn", "subset_size": 2, "fast_bias_correction": True,
+                "keep_fp16": None}
+    with pytest.raises(EdgekdError, match="accuracy control failed in its worker process"):
+        run_accuracy_control(str(tmp_path / "missing.onnx"), np.zeros((2, 3, 8, 8), np.float32), None, 0.0, 1.0,
+                             settings, tmp_path / "model.xml")

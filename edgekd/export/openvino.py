@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from edgekd import EdgekdError
-from edgekd._io import atomic_path
+from edgekd._io import atomic_path, atomic_write_json, read_json
 from edgekd._optional import require
 from edgekd.export.targets import ExportRequest, ExportResult, register_target
 
@@ -86,22 +87,19 @@ def quantize_int8(model: Any, req: ExportRequest) -> tuple[Any, dict[str, Any]]:
     preset_name = str(opts.get("preset") or "mixed").lower()
     if preset_name not in PRESETS:
         raise EdgekdError(f"--preset {preset_name!r}: use one of {', '.join(PRESETS)}")
-    preset = nncf.QuantizationPreset.MIXED if preset_name == "mixed" else nncf.QuantizationPreset.PERFORMANCE
     if opts.get("calib_method"):
         log.warning("--calib-method %s is ignored by the openvino target (NNCF picks its own range estimators; "
                     "use --option preset=performance|mixed)", opts["calib_method"])
-    model_type = resolve_model_type(req, opts.get("model_type"))
-    ignored = build_ignored_scope(model, opts.get("keep_fp16"))
     calib = np.asarray(req.calib)
-    subset = int(opts.get("subset_size") or len(calib))
-    kwargs = dict(preset=preset, subset_size=min(subset, len(calib)),
-                  fast_bias_correction=_flag(opts.get("fast_bias_correction", True)),
-                  model_type=nncf.ModelType.TRANSFORMER if model_type == "transformer" else None,
-                  ignored_scope=ignored)
-    calib_ds = nncf.Dataset(list(_batches(calib)))
+    settings = {"preset": preset_name, "model_type": resolve_model_type(req, opts.get("model_type")),
+                "subset_size": min(int(opts.get("subset_size") or len(calib)), len(calib)),
+                "fast_bias_correction": _flag(opts.get("fast_bias_correction", True)),
+                "keep_fp16": opts.get("keep_fp16")}
+    kwargs = nncf_kwargs(model, settings)
+    ignored = kwargs["ignored_scope"]
     meta: dict[str, Any] = {"tool": "nncf", "nncf_version": nncf.__version__, "preset": preset_name,
-                            "model_type": model_type, "calibration_images": int(len(calib)),
-                            "subset_size": kwargs["subset_size"],
+                            "model_type": settings["model_type"], "calibration_images": int(len(calib)),
+                            "subset_size": settings["subset_size"],
                             "keep_fp16": list(ignored.names) + list(ignored.patterns) if ignored else []}
     max_drop = opts.get("max_drop")
     if max_drop is None and opts.get("auto_mixed"):
@@ -113,27 +111,87 @@ def quantize_int8(model: Any, req: ExportRequest) -> tuple[Any, dict[str, Any]]:
     t0 = time.perf_counter()
     if max_drop is None:
         log.info("NNCF post-training quantisation on %d calibration inputs", len(calib))
-        qmodel = nncf.quantize(model, calib_ds, **kwargs)
+        qmodel = nncf.quantize(model, nncf.Dataset(list(_batches(calib))), **kwargs)
         meta["mode"] = "ptq"
     else:
         # NNCF tunes on the calibration images: the parity gate's held-out images (req.val) must stay unseen, or
         # the gate would only confirm what accuracy control was fitted to.
-        drop = float(max_drop) / 100.0  # points -> fraction of the [0, 1] metric
-        metric_fn, metric_name = build_validation_fn(model, np.asarray(calib), req.label_pack,
-                                                     getattr(opts.get("gate"), "tie_margin", 0.0))
-        log.info("NNCF accuracy-controlled quantisation: %s on the %d calibration inputs, max drop %.2f points",
-                 metric_name, len(calib), float(max_drop))
-        qmodel = nncf.quantize_with_accuracy_control(
-            model, calib_ds, nncf.Dataset(list(enumerate(_batches(np.asarray(calib)))), lambda item: item[1]),
-            metric_fn, max_drop=drop, drop_type=nncf.DropType.ABSOLUTE, **kwargs)
-        meta.update(mode="accuracy_control", metric=metric_name, max_drop_points=float(max_drop),
-                    metric_int8=round(metric_fn.evaluate(qmodel), 6))
+        labels = None if req.label_pack is None else np.asarray(req.label_pack.embeddings, np.float32)
+        tie_margin = getattr(opts.get("gate"), "tie_margin", 0.0)
+        with tempfile.TemporaryDirectory(prefix=".accuracy-control.", dir=req.out_dir) as tmp:
+            xml = Path(tmp) / MODEL_FILE
+            result = run_accuracy_control(str(req.onnx_path), calib, labels, tie_margin, float(max_drop), settings,
+                                          xml)
+            qmodel = require("openvino").Core().read_model(str(xml))
+            qmodel = qmodel.clone() if hasattr(qmodel, "clone") else qmodel  # detach from the files deleted below
+        meta.update(mode="accuracy_control", max_drop_points=float(max_drop), **result)
     meta["seconds"] = round(time.perf_counter() - t0, 2)
     meta["fake_quantize_nodes"] = count_fake_quantize(qmodel)
     if meta["fake_quantize_nodes"] == 0:
         raise EdgekdError("NNCF quantised no layer of the model (every node ignored or unsupported); "
                           "check --keep-fp16")
     return qmodel, meta
+
+
+def nncf_kwargs(model: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of nncf.quantize(_with_accuracy_control) from plain settings (picklable, for a child)."""
+    nncf = require("nncf", purpose="INT8 quantisation for --target openvino")
+    preset = nncf.QuantizationPreset.MIXED if settings["preset"] == "mixed" else nncf.QuantizationPreset.PERFORMANCE
+    return dict(preset=preset, subset_size=settings["subset_size"],
+                fast_bias_correction=settings["fast_bias_correction"],
+                model_type=nncf.ModelType.TRANSFORMER if settings["model_type"] == "transformer" else None,
+                ignored_scope=build_ignored_scope(model, settings["keep_fp16"]))
+
+
+def accuracy_control(onnx_path: str, calib: np.ndarray, labels: np.ndarray | None, tie_margin: float,
+                     max_drop_points: float, settings: dict[str, Any], out_xml: str) -> dict[str, Any]:
+    """nncf.quantize_with_accuracy_control of the ONNX model, judged against its fp32 self on `calib` (zero-shot
+    agreement over `labels` [C, D], or embedding cosine); writes the INT8 IR to `out_xml`. Runs in a child process
+    (run_accuracy_control). Returns facts for edgekd.json."""
+    ov = require("openvino", purpose="--target openvino")
+    nncf = require("nncf", purpose="INT8 quantisation for --target openvino")
+    model = ov.convert_model(onnx_path)
+    metric_fn, metric_name = build_validation_fn(model, calib, labels, tie_margin)
+    log.info("NNCF accuracy-controlled quantisation: %s on the %d calibration inputs, max drop %.2f points",
+             metric_name, len(calib), max_drop_points)
+    qmodel = nncf.quantize_with_accuracy_control(
+        model, nncf.Dataset(list(_batches(calib))), nncf.Dataset(list(enumerate(_batches(calib))), lambda i: i[1]),
+        metric_fn, max_drop=max_drop_points / 100.0, drop_type=nncf.DropType.ABSOLUTE, **nncf_kwargs(model, settings))
+    save_ir(qmodel, Path(out_xml), compress_to_fp16=False)
+    return {"metric": metric_name, "metric_int8": round(metric_fn.evaluate(qmodel), 6)}
+
+
+def run_accuracy_control(onnx_path: str, calib: np.ndarray, labels: np.ndarray | None, tie_margin: float,
+                         max_drop_points: float, settings: dict[str, Any], out_xml: Path) -> dict[str, Any]:
+    """accuracy_control(...) in a fresh `python -m edgekd.export.openvino JOB` process. Run in a process that had
+    trained with torch before, NNCF's accuracy control corrupted the Python heap (a later SIGSEGV in Py_INCREF, seen
+    under gdb in `make demo`); a child keeps that away from the caller. Inputs travel as .npy files + a JSON job."""
+    import subprocess
+    import sys
+
+    work = out_xml.parent
+    np.save(work / "calib.npy", calib)
+    if labels is not None:
+        np.save(work / "labels.npy", labels)
+    job = {"onnx": onnx_path, "calib": str(work / "calib.npy"),
+           "labels": str(work / "labels.npy") if labels is not None else None, "tie_margin": tie_margin,
+           "max_drop_points": max_drop_points, "settings": settings, "out_xml": str(out_xml),
+           "result": str(work / "result.json")}
+    atomic_write_json(work / "job.json", job)
+    cmd = [sys.executable, "-m", "edgekd.export.openvino", str(work / "job.json")]
+    rc = subprocess.run(cmd, check=False).returncode
+    if rc != 0 or not (work / "result.json").is_file():
+        raise EdgekdError(f"NNCF accuracy control failed in its worker process (exit status {rc}, log above); retry, "
+                          "or export without --auto-mixed / --max-drop")
+    return read_json(work / "result.json")
+
+
+def _accuracy_control_job(job_path: str) -> None:
+    job = read_json(job_path)
+    labels = np.load(job["labels"]) if job["labels"] else None
+    result = accuracy_control(job["onnx"], np.load(job["calib"]), labels, job["tie_margin"], job["max_drop_points"],
+                              job["settings"], job["out_xml"])
+    atomic_write_json(job["result"], result)
 
 
 def resolve_model_type(req: ExportRequest, requested: str | None) -> str:
@@ -215,7 +273,7 @@ class _EmbeddingAgreement:
         return (float(np.mean(values)) if values else 0.0), values
 
 
-def build_validation_fn(model: Any, val: np.ndarray, label_pack: Any,
+def build_validation_fn(model: Any, val: np.ndarray, label_embeddings: np.ndarray | None,
                         tie_margin: float = 0.0) -> tuple[_EmbeddingAgreement, str]:
     """Reference fp32 embeddings of `val` ([N, ...] model inputs) and the agreement metric NNCF maximises."""
     ov = require("openvino", purpose="--target openvino")
@@ -223,8 +281,8 @@ def build_validation_fn(model: Any, val: np.ndarray, label_pack: Any,
     ref = np.concatenate([np.asarray(compiled(x)[0], dtype=np.float32) for x in _batches(val)])
     ref = ref / np.maximum(np.linalg.norm(ref, axis=1, keepdims=True), 1e-12)
     labels = None
-    if label_pack is not None:
-        labels = np.asarray(label_pack.embeddings, dtype=np.float32)
+    if label_embeddings is not None:
+        labels = np.asarray(label_embeddings, dtype=np.float32)
         if labels.shape[1] != ref.shape[1]:
             raise EdgekdError(f"--labels: label embeddings are {labels.shape[1]}-d, the model outputs "
                               f"{ref.shape[1]}-d")
@@ -247,3 +305,10 @@ def _batches(x: np.ndarray) -> Iterable[np.ndarray]:
     """[N, ...] -> N arrays [1, ...] (batch-1 items, as NNCF feeds them)."""
     for i in range(len(x)):
         yield np.ascontiguousarray(x[i:i + 1])
+
+
+if __name__ == "__main__":  # the accuracy-control worker: python -m edgekd.export.openvino JOB.json
+    import sys
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _accuracy_control_job(sys.argv[1])
