@@ -338,3 +338,17 @@ def test_precision_auto_skips_failing_and_uncalibrated_precisions(tmp_path, run_
     assert list(only_fp32["precision_auto"]["candidates"]) == ["fp32"]
     with pytest.raises(EdgekdError, match="not available for --target tensorrt"):
         export_auto(run_dir, "tensorrt", tmp_path / "c", calib_dir=data)
+
+
+def test_precision_auto_keeps_other_files_and_replaces_old_bundles(tmp_path, run_dir, data):
+    from edgekd.export.auto import export_auto
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "notes.txt").write_text("mine")
+    export_auto(run_dir, "onnx", mixed, val_dir=data, overwrite=True, threads=1)
+    assert (mixed / "notes.txt").read_text() == "mine" and load_bundle_manifest(mixed)["precision"] == "fp32"
+    old = export_bundle(run_dir, "onnx", "fp32", tmp_path / "old", val_dir=data)
+    (old / "stale.bin").write_bytes(b"x")
+    export_auto(run_dir, "onnx", old, val_dir=data, threads=1)
+    assert not (old / "stale.bin").exists() and "precision_auto" in load_bundle_manifest(old)

@@ -108,9 +108,7 @@ def export_auto(run_dir: str | os.PathLike, target: str, out: str | os.PathLike,
     chosen = min(timings, key=lambda p: timings[p]["p50_ms"])
     log.info("--precision auto: %s", ", ".join(f"{p} {v.get('p50_ms', '-')} ms (passed={v['passed']})"
                                               for p, v in verdicts.items()))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(work / chosen, out)
+    _move_bundle(work / chosen, out)
     manifest = read_json(out / MANIFEST)
     manifest["precision_auto"] = {"chosen": chosen, "threads": threads, "batch": 1,
                                   "measured": "median of interleaved rounds on this machine",
@@ -118,6 +116,21 @@ def export_auto(run_dir: str | os.PathLike, target: str, out: str | os.PathLike,
     atomic_write_json(out / MANIFEST, manifest)
     shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def _move_bundle(src: Path, out: Path) -> None:
+    """Put the bundle `src` at `out`: an old bundle there is swapped out whole (never a moment with a half bundle);
+    into a folder of other files (--overwrite) the bundle's files are moved one by one, the rest left alone."""
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        for f in src.iterdir():
+            os.replace(f, out / f.name)
+        return
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(src, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _model_bytes(bundle: Path) -> int:
