@@ -88,13 +88,13 @@ def layer_groups(model: Any, layers: list[str], quantized: set[str]) -> dict[str
     nodes = {n.name: n for n in model.graph.node}
     groups = {}
     for layer in layers:
-        group, stack, seen = [layer], list(nodes[layer].output), {layer}
+        group, stack, seen = [layer], list(nodes[layer].output), set()
         while stack:
             for node in consumers.get(stack.pop(), []):
-                if node.name in seen or node.op_type in HEAVY_OPS:
+                if id(node) in seen or node.op_type in HEAVY_OPS:  # by identity: some exporters leave names empty
                     continue
-                seen.add(node.name)
-                if node.name in quantized:
+                seen.add(id(node))
+                if node.name and node.name in quantized:
                     group.append(node.name)
                 stack.extend(node.output)
         groups[layer] = group
