@@ -60,6 +60,13 @@ def op_profile(path: Path, x: np.ndarray, threads: int) -> dict[str, float]:
     return {k: round(v / total, 3) for k, v in sorted(per.items(), key=lambda kv: -kv[1])[:8]}
 
 
+def _option_value(text: str) -> bool | str | list[str]:
+    """--variant values: true/false, a|b|c lists (e.g. op_types=Conv|MatMul|Gemm), else the string."""
+    if text in ("true", "false"):
+        return text == "true"
+    return text.split("|") if "|" in text else text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", action="append", default=None)
@@ -69,7 +76,8 @@ def main() -> None:
     ap.add_argument("--calib-images", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variant", action="append", default=[],
-                    help="extra INT8 variant NAME:key=value,... (e.g. qop:quant_format=qoperator)")
+                    help="extra INT8 variant NAME:key=value,... (e.g. qop:quant_format=qoperator, "
+                         "convonly:op_types=Conv|MatMul|Gemm)")
     ap.add_argument("--profile", action="store_true", help="record onnxruntime per-op time shares")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/export_size_latency"))
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgekd-export-bench"), help="runs + bundles (large)")
@@ -85,8 +93,7 @@ def main() -> None:
     variants = {"int8": {}}
     for v in args.variant:
         name, _, kv = v.partition(":")
-        variants[name] = {k: (v == "true") if v in ("true", "false") else v
-                          for k, v in (p.split("=", 1) for p in kv.split(",") if p)}
+        variants[name] = {k: _option_value(v) for k, v in (p.split("=", 1) for p in kv.split(",") if p)}
     rows = []
     work = args.work
     for arch in args.arch or ["mobilenetv4_conv_small", "efficientvit_b0"]:
@@ -135,6 +142,12 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['model']} | {r['variant']} | {r['backend']} | {r['size_mb']:.2f} | "
                      f"{r['latency_ms']['p50']:.2f} | {r['latency_ms']['p90']:.2f} | {r['cosine_mean']:.4f} |")
+    profiled = [r for r in rows if r.get("op_time_share")]
+    if profiled:
+        lines += ["", "Share of onnxruntime kernel time per op type (its profiler, 20 runs; top 8):", "",
+                  "| model | variant | op types |", "|---|---|---|"]
+        lines += [f"| {r['model']} | {r['variant']} | "
+                  + ", ".join(f"{op} {100 * v:.1f}%" for op, v in r["op_time_share"].items()) + " |" for r in profiled]
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
