@@ -32,8 +32,8 @@ HEAVY_OPS = ("Conv", "MatMul", "Gemm", "ConvTranspose")
 def default_op_types() -> tuple[str, ...]:
     """Every op type onnxruntime can quantise (its own default). Quantising the ops between the convolutions too
     (Relu, Add, pooling, ...) lets onnxruntime run whole int8 chains instead of converting back to float around each
-    one: mobilenetv4_conv_small at 224, batch 1, 2 threads went from 0.92 ms (Conv/MatMul/Gemm only) to 0.60 ms
-    (fp32: 1.08 ms), with a higher cosine to fp32."""
+    one: mobilenetv4_conv_small at 224, batch 1, 2 threads went from 0.90 ms (Conv/MatMul/Gemm only) to 0.62 ms
+    (fp32: 0.99 ms), with a higher cosine to fp32 (benchmarks/results/export_size_latency)."""
     registry = require("onnxruntime.quantization.registry", extra="onnx", purpose="INT8 quantisation")
     return tuple(sorted(set(registry.QDQRegistry) | set(registry.QLinearOpsRegistry)))
 

@@ -122,8 +122,9 @@ def quantize_int8(model: Any, req: ExportRequest) -> tuple[Any, dict[str, Any]]:
             xml = Path(tmp) / MODEL_FILE
             result = run_accuracy_control(str(req.onnx_path), calib, labels, tie_margin, float(max_drop), settings,
                                           xml)
-            qmodel = require("openvino").Core().read_model(str(xml))
-            qmodel = qmodel.clone() if hasattr(qmodel, "clone") else qmodel  # detach from the files deleted below
+            core = require("openvino").Core()
+            core.set_property({"ENABLE_MMAP": False})  # read the weights into memory: the files go with `tmp`
+            qmodel = core.read_model(str(xml))
         meta.update(mode="accuracy_control", max_drop_points=float(max_drop), **result)
     meta["seconds"] = round(time.perf_counter() - t0, 2)
     meta["fake_quantize_nodes"] = count_fake_quantize(qmodel)
@@ -134,7 +135,8 @@ def quantize_int8(model: Any, req: ExportRequest) -> tuple[Any, dict[str, Any]]:
 
 
 def nncf_kwargs(model: Any, settings: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments of nncf.quantize(_with_accuracy_control) from plain settings (picklable, for a child)."""
+    """Keyword arguments of nncf.quantize(_with_accuracy_control) from plain JSON settings (they also travel to the
+    accuracy-control worker process)."""
     nncf = require("nncf", purpose="INT8 quantisation for --target openvino")
     preset = nncf.QuantizationPreset.MIXED if settings["preset"] == "mixed" else nncf.QuantizationPreset.PERFORMANCE
     return dict(preset=preset, subset_size=settings["subset_size"],
