@@ -149,6 +149,37 @@ def test_preprocess_in_graph_and_scores(tmp_path, run_dir, data, fp32_bundle):
     np.testing.assert_allclose(out["scores"], pack.logit_scale * out["embedding"] @ pack.embeddings.T, atol=1e-3)
 
 
+def test_full_in_graph_preprocessing_int8_and_cli(tmp_path, run_dir, data, fp32_bundle):
+    """`--preprocess-in-graph full`: INT8 model with the crop/resize head added after quantisation; the gate runs on
+    the original (differently sized) images; the CLI takes the option with and without its value."""
+    from edgekd.cli import cli
+    from edgekd.data.images import load_rgb
+    from edgekd.preprocess import Preprocess
+    from edgekd.runtime.backends import create_backend
+
+    bundle = export_bundle(run_dir, "onnx", "int8", tmp_path / "full8", calib_dir=data, preprocess_in_graph="full")
+    m = load_bundle_manifest(bundle)
+    assert m["resize_in_graph"] and m["preprocess_in_graph"] and m["opset"] == 18 and m["parity"]["passed"]
+    assert m["input"]["shape"] == ["batch", "height", "width", 3]
+    img = load_rgb(sorted(data.rglob("*.jpg"))[-1])  # 58 x 40: the graph crops and resizes it
+    out = create_backend(bundle / "model.onnx").run(np.asarray(img)[None])["embedding"]
+    pp = Preprocess.from_dict(m["preprocess"])
+    ref = create_backend(fp32_bundle / "model.onnx").run(pp(img)[None])["embedding"]
+    assert float(np.sum(out * ref)) > 0.99
+
+    with pytest.raises(EdgekdError, match="needs --target onnx"):
+        export_bundle(run_dir, "openvino", "fp32", tmp_path / "ov", val_dir=data, preprocess_in_graph="full")
+    with pytest.raises(EdgekdError, match="use normalize"):
+        export_bundle(run_dir, "onnx", "fp32", tmp_path / "bad", val_dir=data, preprocess_in_graph="resize")
+    runner = CliRunner()
+    for args, resize in ((["--preprocess-in-graph"], False), (["--preprocess-in-graph", "full"], True)):
+        out_dir = tmp_path / f"cli{len(args)}"
+        res = runner.invoke(cli, ["export", str(run_dir), *args, "--val", str(data), "--out", str(out_dir)])
+        assert res.exit_code == 0, res.output
+        m = load_bundle_manifest(out_dir)
+        assert m["preprocess_in_graph"] and m["resize_in_graph"] is resize
+
+
 def test_broken_in_graph_preprocessing_fails_gate(tmp_path, run_dir, data, monkeypatch):
     import edgekd.export.onnx as onnx_mod
 

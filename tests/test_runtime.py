@@ -308,6 +308,50 @@ def test_openvino_backend_matches_onnxruntime(bundle_in_graph, paths):
         OpenVocabClassifier.load(bundle_in_graph, backend="tensorrt")
 
 
+@pytest.fixture(scope="module")
+def bundle_full(tmp_path_factory, image_folder) -> Path:
+    # `--preprocess-in-graph full`: the graph crops and resizes frames of any size itself; the gate runs on the
+    # original images
+    return make_bundle(tmp_path_factory.mktemp("bundle_full") / "b", in_graph="full", val_dir=image_folder)
+
+
+def test_full_frame_bundle_matches_torch_student(bundle_full, paths):
+    clf = OpenVocabClassifier.load(bundle_full)
+    meta = json.loads((bundle_full / "edgekd.json").read_text())
+    assert clf.resize_in_graph and meta["resize_in_graph"] and meta["opset"] >= 18
+    assert meta["input"]["shape"] == ["batch", "height", "width", 3] and meta["parity"]["passed"]
+    ref = torch_embed(paths)
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    got = clf.embed_batch(paths, batch_size=4)  # the images differ in size: runs of one size share a batch
+    assert np.min(np.sum(got * ref, axis=1)) > 0.9999
+    for i in (0, 7):
+        np.testing.assert_allclose(clf.embed(paths[i]), got[i], atol=1e-5)
+    img = Image.open(paths[2]).convert("RGB")
+    rgb = np.asarray(img)
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    np.testing.assert_array_equal(clf.embed(bgr, color="bgr"), clf.embed(rgb))  # reordered in the graph
+    np.testing.assert_array_equal(clf.embed(img), clf.embed(rgb))
+    np.testing.assert_array_equal(clf.prepare(bgr, color="bgr"), rgb)  # prepare gives the whole frame, RGB
+    batch = clf.embed_batch([rgb, bgr, rgb], color="bgr")  # one colour order per call, like embed()
+    np.testing.assert_array_equal(batch[1], clf.embed(rgb))
+
+
+def test_full_frame_bundle_takes_frames_of_any_size(bundle_full):
+    clf = OpenVocabClassifier.load(bundle_full, threads=1)
+    rng = np.random.default_rng(0)
+    for h, w in [(1, 1), (1, 300), (300, 1), (480, 640), (7, 5)]:
+        preds = clf.classify(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), top_k=2)
+        assert len(preds) == 2 and preds[0].score >= preds[1].score
+    grey = rng.integers(0, 256, (20, 30), dtype=np.uint8)
+    np.testing.assert_allclose(clf.embed(grey), clf.embed(np.repeat(grey[:, :, None], 3, 2)), atol=1e-6)
+    for bad in (np.zeros((0, 5, 3), np.uint8), np.zeros((4, 4, 3), np.float32), np.zeros((4, 4, 2), np.uint8)):
+        with pytest.raises(ValueError):
+            clf.embed(bad)
+    pytest.importorskip("openvino")
+    with pytest.raises(EdgekdError, match="onnxruntime only"):
+        OpenVocabClassifier.load(bundle_full, backend="openvino")
+
+
 def test_static_batch_model_is_fed_in_chunks(tmp_path, paths):
     clf = OpenVocabClassifier.load(make_bundle(tmp_path / "sb", static_batch=2))
     assert clf.static_batch == 2

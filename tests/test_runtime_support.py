@@ -41,9 +41,10 @@ def label_pack():
     return build_label_pack(teacher(), CLASSES, "single")
 
 
-def make_bundle(out: Path, in_graph: bool = False, labels: bool = True, with_scores: bool = False,
+def make_bundle(out: Path, in_graph: bool | str = False, labels: bool = True, with_scores: bool = False,
                 val_dir: Path | None = None, static_batch: int | None = None) -> Path:
-    """A tiny ONNX fp32 bundle of `student()` (input `pixels` NCHW float32, or `frames` NHWC uint8 when in_graph).
+    """A tiny ONNX fp32 bundle of `student()` (input `pixels` NCHW float32, or `frames` NHWC uint8 when in_graph;
+    in_graph="full": frames of any size, resized in the graph).
 
     with_scores bakes the label scores into the graph (a second output); val_dir runs the exporter's parity gate.
     """

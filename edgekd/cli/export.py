@@ -44,8 +44,11 @@ def _kv(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--calib-method", type=click.Choice(("minmax", "entropy", "percentile")), default=None,
               help="INT8 calibration method [default: minmax for onnx, the target's own otherwise].")
 @click.option("--static-batch", type=click.IntRange(1), default=None, help="Fixed batch size instead of dynamic.")
-@click.option("--preprocess-in-graph", is_flag=True,
-              help="Model takes uint8 NHWC 'frames' (already resized to HxW) and normalises them itself.")
+@click.option("--preprocess-in-graph", type=click.Choice(("normalize", "full")), is_flag=False,
+              flag_value="normalize", default=None,
+              help="Model takes uint8 NHWC 'frames': alone or 'normalize' = frames already resized to HxW, the graph "
+                   "normalises; 'full' = camera frames of any size, the graph also crops and resizes (onnx target, "
+                   "bicubic/bilinear students).")
 @click.option("--with-labels", is_flag=True, help="Bake the label pack into the graph: extra output 'scores'.")
 @click.option("--opset", type=click.IntRange(13, 21), default=17, help="ONNX opset.")
 @click.option("--gate/--no-gate", default=True, help="Run the parity gate (the skip is recorded in edgekd.json).")
@@ -79,7 +82,7 @@ def _kv(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--option", "extra", multiple=True, help="Extra target option KEY=VALUE (repeatable).")
 def export(run: Path, target: str, precision: str, out: Path | None, calib: Path | None, val: Path | None,
            labels: Path | None, calib_images: int, val_images: int, calib_method: str | None,
-           static_batch: int | None, preprocess_in_graph: bool, with_labels: bool, opset: int, gate: bool,
+           static_batch: int | None, preprocess_in_graph: str | None, with_labels: bool, opset: int, gate: bool,
            max_drop: float | None, tie_margin: float | None, keep_fp32: tuple[str, ...], keep_fp16: tuple[str, ...],
            auto_mixed: bool,
            quant_format: str, activation_type: str, reduce_range: bool, threads: int | None, overwrite: bool,

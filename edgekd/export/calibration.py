@@ -57,6 +57,20 @@ class ImageSet:
         return d
 
 
+class OriginalFrames:
+    """The images of an ImageSet as whole uint8 [1, H, W, 3] frames, decoded one at a time (a model that resizes in
+    its graph takes them as they are; sizes differ, so they are not stacked)."""
+
+    def __init__(self, images: ImageSet):
+        self.root, self.paths = Path(images.root), list(images.paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return np.asarray(load_rgb(self.root / self.paths[i]), dtype=np.uint8)[None]
+
+
 def as_model_input(frames: np.ndarray, input_name: str, preprocess: Preprocess) -> np.ndarray:
     """uint8 [N,H,W,3] -> the exported graph's input: float32 [N,3,H,W] ("pixels") or the frames ("frames")."""
     if input_name == "frames":

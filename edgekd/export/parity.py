@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -54,8 +55,12 @@ class GateCriteria:
         return cls(precision, MIN_MEAN_COSINE[precision] if min_cosine is None else min_cosine)
 
 
-def run_model(backend: Any, x: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
-    """Run an edgekd.runtime Backend over `x` [N, ...] in batches (static-batch models get their fixed batch)."""
+def run_model(backend: Any, x: np.ndarray | Sequence[np.ndarray], batch_size: int = 32) -> dict[str, np.ndarray]:
+    """Run an edgekd.runtime Backend over `x` [N, ...] in batches (static-batch models get their fixed batch), or
+    over a sequence of [1, ...] inputs of different sizes (whole frames for in-graph resizing), one at a time."""
+    if not isinstance(x, np.ndarray):
+        parts = [run_model(backend, x[i], batch_size) for i in range(len(x))]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     fixed = backend.input_shape[0] if isinstance(backend.input_shape[0], int) else None
     bs = fixed or batch_size
     outs: dict[str, list[np.ndarray]] = {}
@@ -147,11 +152,13 @@ def judge(metrics: dict[str, Any], criteria: GateCriteria) -> tuple[bool, list[s
     return not fails, fails, "; ".join(used)
 
 
-def check_parity(student: nn.Module, model_path: str | os.PathLike, backend: str, val_input: np.ndarray,
+def check_parity(student: nn.Module, model_path: str | os.PathLike, backend: str,
+                 val_input: np.ndarray | Sequence[np.ndarray],
                  val_pixels: np.ndarray, criteria: GateCriteria, label_pack: LabelPack | None = None,
                  labels: np.ndarray | None = None, threads: int | None = None) -> dict[str, Any]:
-    """Run the gate. val_input: the model's input format [N,...]; val_pixels: the same images as float32 [N,3,H,W]
-    for the torch student. Returns the parity report {"passed", "reasons", "criteria", "metrics", ...}."""
+    """Run the gate. val_input: the model's input format [N,...] (or whole frames, see run_model); val_pixels: the
+    same images as float32 [N,3,H,W] for the torch student.
+    Returns the parity report {"passed", "reasons", "criteria", "metrics", ...}."""
     from edgekd.runtime.backends import create_backend
 
     if len(val_input) == 0:

@@ -92,7 +92,7 @@ def _val_labels(val: Any, pack: Any) -> np.ndarray | None:
 
 def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: str | os.PathLike,
                   calib_dir: str | os.PathLike | None = None, val_dir: str | os.PathLike | None = None,
-                  labels: str | os.PathLike | None = None, *, preprocess_in_graph: bool = False,
+                  labels: str | os.PathLike | None = None, *, preprocess_in_graph: bool | str = False,
                   with_labels: bool = False, static_batch: int | None = None, opset: int = 17, gate: bool = True,
                   calib_images: int = 300, val_images: int = DEFAULT_VAL_IMAGES, max_drop: float | None = None,
                   tie_margin: float | None = None,
@@ -100,12 +100,14 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
                   **options: Any) -> Path:
     """Export the student of `run_dir` to a bundle at `out` and gate it. Returns the bundle path.
 
+    `preprocess_in_graph`: False (the model takes normalised float32 pixels), True / "normalize" (uint8 frames at the
+    model's size) or "full" (uint8 frames of any size: crop and resize in the graph too; onnx target only).
     `eval_file`: JSON written by `edgekd eval RUN --out FILE`, embedded as edgekd.json "eval" (bench plots quality
     against latency from it); it must describe this run's student and teacher.
     Raises EdgekdError for bad input, GateFailedError (exit 3) when parity fails (bundle + parity.json kept),
     NeedsDeviceError (exit 4) when a target prepared work for another machine.
     """
-    from edgekd.export.calibration import as_model_input, load_image_set, split_calib_val
+    from edgekd.export.calibration import OriginalFrames, as_model_input, load_image_set, split_calib_val
     from edgekd.export.onnx import export_student_onnx
     from edgekd.export.parity import GateCriteria, check_parity, failure_advice
     from edgekd.students.io import load_student, load_student_config
@@ -117,6 +119,10 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
         raise EdgekdError(f"RUN {run_dir}: no such run directory (the output folder of `edgekd distill`)")
     spec = get_target(target)
     check_precision(spec, precision)
+    in_graph = in_graph_mode(preprocess_in_graph)
+    if in_graph == "full" and target != "onnx":
+        raise EdgekdError(f"--preprocess-in-graph full: needs --target onnx (onnxruntime's antialiased Resize); for "
+                          f"--target {target} use --preprocess-in-graph (normalise in the graph, resize in the app)")
     if static_batch is not None and static_batch < 1:
         raise EdgekdError(f"--static-batch {static_batch}: must be >= 1")
     if with_labels and labels is None and not (run_dir / LABELS_FILE).is_file():
@@ -125,6 +131,16 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
     student = reparameterize(load_student(run_dir)).eval()
     pp = cfg.get_preprocess()
     pack, pack_path = _load_labels(run_dir, labels, cfg)
+    if in_graph == "full":
+        from edgekd.export.frame_head import MIN_OPSET, unsupported_reason
+
+        reason = unsupported_reason(pp)
+        if reason:
+            raise EdgekdError(f"--preprocess-in-graph full: {reason}; use --preprocess-in-graph (normalise only) or "
+                              "distill with --interpolation bicubic")
+        if opset < MIN_OPSET:
+            log.info("--preprocess-in-graph full: opset %d -> %d (antialiased Resize)", opset, MIN_OPSET)
+            opset = MIN_OPSET
     eval_results = load_run_eval(eval_file, run_dir, cfg) if eval_file is not None else None
 
     # calibration / held-out parity images: never the same images
@@ -142,8 +158,8 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
                           "(part of it is held out), or --no-gate to skip the check")
 
     _prepare_out(out, overwrite)
-    input_name = "frames" if preprocess_in_graph else "pixels"
-    io = export_student_onnx(student, out / ONNX_FILE, pp, preprocess_in_graph, pack if with_labels else None,
+    input_name = "frames" if in_graph else "pixels"
+    io = export_student_onnx(student, out / ONNX_FILE, pp, bool(in_graph), pack if with_labels else None,
                              static_batch, opset)
     criteria = GateCriteria.default(precision, max_drop=max_drop, tie_margin=tie_margin)
     req = ExportRequest(student=student, preprocess=pp, out_dir=out, precision=precision, onnx_path=out / ONNX_FILE,
@@ -153,8 +169,8 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
                         label_pack=pack, options={**options, "max_drop": max_drop, "gate": criteria,
                                                   "threads": threads})
     source = {"run_dir": run_dir, "cfg": cfg, "pp": pp, "pack": pack, "pack_path": pack_path, "io": io,
-              "target": target, "precision": precision, "opset": opset, "t0": t0, "preprocess_in_graph":
-              preprocess_in_graph, "eval": eval_results, "calib": calib.describe(options.get("calib_method") or (
+              "target": target, "precision": precision, "opset": opset, "t0": t0, "in_graph": in_graph,
+              "eval": eval_results, "calib": calib.describe(options.get("calib_method") or (
                   "minmax" if target == "onnx" else "default")) if calib is not None and precision == "int8" else None}
     try:
         result = spec.build(req)
@@ -168,9 +184,14 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
     if (out / ONNX_FILE).exists() and ONNX_FILE not in result.files.values():
         (out / ONNX_FILE).unlink()
     files = {**result.files, "labels": _save_labels(out, pack)}
+    if in_graph == "full":  # after quantisation: the crop/resize head stays exact uint8 work
+        from edgekd.export.frame_head import add_frame_head
+
+        io["input"] = add_frame_head(out / files["model"], pp)
 
     if gate:
-        report = check_parity(student, out / files["model"], result.backend, req.val, pp.normalize(val.frames),
+        val_input = OriginalFrames(val) if in_graph == "full" else req.val
+        report = check_parity(student, out / files["model"], result.backend, val_input, pp.normalize(val.frames),
                               criteria, pack, _val_labels(val, pack), threads)
         report["images"] = val.describe()
         report["held_out"] = "--val" if val_dir is not None else "split of --calib (never used for calibration)"
@@ -188,6 +209,18 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
                               f"in {out / PARITY_FILE}; {advice}", out, report)
     log.info("exported %s %s bundle to %s in %.1f s", target, precision, out, manifest["build_seconds"])
     return out
+
+
+def in_graph_mode(value: bool | str | None) -> str | None:
+    """--preprocess-in-graph as given (flag or value) -> None, "normalize" or "full"."""
+    if value is None or value is False:
+        return None
+    if value is True or value == "normalize":
+        return "normalize"
+    if value == "full":
+        return "full"
+    raise EdgekdError(f"--preprocess-in-graph {value!r}: use normalize (uint8 frames at the model's size) or full "
+                      "(uint8 frames of any size)")
 
 
 def _save_labels(out: Path, pack: LabelPack | None) -> str | None:
@@ -210,7 +243,8 @@ def _manifest(src: dict[str, Any], result: ExportResult, files: dict[str, str | 
     return {
         "target": src["target"], "precision": src["precision"], "backend": result.backend, "files": files,
         "input": io["input"], "output": dict(io["output"]), **({"scores": io["scores"]} if "scores" in io else {}),
-        "preprocess": src["pp"].to_dict(), "preprocess_in_graph": src["preprocess_in_graph"],
+        "preprocess": src["pp"].to_dict(), "preprocess_in_graph": bool(src["in_graph"]),
+        "resize_in_graph": src["in_graph"] == "full",
         "embed_dim": cfg.embed_dim, "logit_scale": pack.logit_scale if pack is not None else None,
         "teacher_id": cfg.teacher_id, "student": cfg.to_dict(),
         "source_run": {"path": str(src["run_dir"].resolve()), "weights_sha256": weights_hash(src["run_dir"])},

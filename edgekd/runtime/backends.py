@@ -40,7 +40,8 @@ def register_backend(name: str) -> Callable:
 
 
 class Backend:
-    """One loaded model. `run` takes the model's single input and returns {output name: array}.
+    """One loaded model. `run` takes the model's input (plus, on onnxruntime, optional named `feeds` such as the
+    `channel_order` of a model that resizes frames itself) and returns {output name: array}.
 
     Subclasses set `name`, `input_name`, `input_shape` (ints or strings for dynamic axes), `input_dtype`,
     `output_names`. `run` is safe to call from several threads.
@@ -52,7 +53,7 @@ class Backend:
     input_dtype: np.dtype
     output_names: list[str]
 
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def run(self, x: np.ndarray, feeds: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
@@ -143,8 +144,8 @@ class OrtBackend(Backend):
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.providers = self.session.get_providers()
 
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        outs = self.session.run(self.output_names, {self.input_name: x})
+    def run(self, x: np.ndarray, feeds: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        outs = self.session.run(self.output_names, {self.input_name: x, **(feeds or {})})
         return dict(zip(self.output_names, outs))
 
 
@@ -199,7 +200,8 @@ class OpenVinoBackend(Backend):
         self.output_names = [o.get_any_name() for o in self.compiled.outputs]
         self._local = threading.local()
 
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def run(self, x: np.ndarray, feeds: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        _no_feeds(self.name, feeds)
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self.compiled.create_infer_request()
@@ -245,7 +247,8 @@ class TensorRTBackend(Backend):
         err, self.stream = self._cudart.cudaStreamCreate()
         _check_cuda(err, "cudaStreamCreate")
 
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def run(self, x: np.ndarray, feeds: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        _no_feeds(self.name, feeds)
         cudart, trt = self._cudart, self.trt
         x = np.ascontiguousarray(x, dtype=self.input_dtype)
         with self._lock:
@@ -277,6 +280,11 @@ class TensorRTBackend(Backend):
             finally:
                 for ptr in buffers:
                     cudart.cudaFree(ptr)
+
+
+def _no_feeds(backend: str, feeds: dict[str, np.ndarray] | None) -> None:
+    if feeds:
+        raise EdgekdError(f"backend {backend} takes the model's one input only, not {', '.join(feeds)}")
 
 
 def _import_cudart() -> Any:

@@ -40,6 +40,7 @@ class BundleInfo:
     text_encoder_dir: Path | None
     preprocess: Preprocess
     preprocess_in_graph: bool
+    resize_in_graph: bool  # the model takes whole frames of any size (crop + resize in the graph, onnxruntime)
     input_name: str
     input_layout: str  # NCHW (float32 pixels) | NHWC (uint8 frames)
     input_dtype: str
@@ -110,6 +111,7 @@ def _parse(root: Path, meta: dict[str, Any], verify: bool) -> BundleInfo:
     return BundleInfo(
         root=root, meta=meta, model_path=model_path, labels_path=labels_path, text_encoder_dir=text_dir,
         preprocess=pp, preprocess_in_graph=bool(meta.get("preprocess_in_graph", False)),
+        resize_in_graph=bool(meta.get("resize_in_graph", False)),
         input_name=str(inp["name"]), input_layout=layout, input_dtype=str(inp.get("dtype", "float32")),
         output_name=str(out.get("name", "embedding")), embed_dim=embed_dim,
         logit_scale=float(meta.get("logit_scale") or 100.0), teacher_id=str(meta.get("teacher_id") or ""),

@@ -9,11 +9,14 @@
 
 Preprocessing is the student's own (edgekd.preprocess with the bundle's Preprocess): the eval view is rendered with
 Pillow exactly as in training; when the bundle normalises in-graph (input `frames`, uint8 NHWC) only that render runs
-here. Calls are thread-safe: the backend sessions are, and label sets are immutable snapshots swapped atomically.
+here, and when it also crops and resizes in-graph (`--preprocess-in-graph full`) the frame goes to the model as it
+is (BGR frames too: the graph reorders the channels after resizing).
+Calls are thread-safe: the backend sessions are, and label sets are immutable snapshots swapped atomically.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -35,7 +38,16 @@ log = logging.getLogger(__name__)
 ImageLike = np.ndarray | Image.Image | str | os.PathLike
 LabelsLike = LabelPack | str | os.PathLike | Sequence[str]
 
-__all__ = ["OpenVocabClassifier", "Prediction", "ImageLike"]
+__all__ = ["OpenVocabClassifier", "Prediction", "ImageLike", "channel_order_feed"]
+
+CHANNEL_ORDER_INPUT = "channel_order"  # graph input of bundles that resize in-graph (edgekd.export.frame_head)
+
+
+def channel_order_feed(color: str) -> np.ndarray:
+    """The `channel_order` input of an in-graph-resizing model for frames in `color` ('rgb' or 'bgr') order."""
+    if color not in ("rgb", "bgr"):
+        raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
+    return np.asarray((2, 1, 0) if color == "bgr" else (0, 1, 2), np.int64)
 
 
 class OpenVocabClassifier:
@@ -49,6 +61,7 @@ class OpenVocabClassifier:
         self._write_lock = threading.Lock()  # serialises label edits (add_examples); reads take the snapshot
         self.preprocess = info.preprocess
         self.in_graph = info.preprocess_in_graph
+        self.resize_in_graph = info.resize_in_graph
         self.input_dtype = np.dtype(getattr(backend, "input_dtype", np.uint8 if self.in_graph else np.float32))
         shape0 = backend.input_shape[0] if getattr(backend, "input_shape", None) else None
         self.static_batch = shape0 if isinstance(shape0, int) and shape0 > 0 else None
@@ -65,7 +78,7 @@ class OpenVocabClassifier:
         directory (default: the bundle's own, if it carries one); verify: check files against their sha256;
         spin: let onnxruntime's worker threads busy-wait between calls (off by default: on a small CPU the spinning
         threads slow this process's own preprocessing and the app's other work more than they save)."""
-        from edgekd.runtime.backends import create_backend
+        from edgekd.runtime.backends import OrtBackend, create_backend
 
         info = read_bundle(bundle, verify=verify)
         be = create_backend(info.model_path, backend=backend, threads=threads, device=device, spin=spin)
@@ -74,6 +87,9 @@ class OpenVocabClassifier:
                               f"{info.input_name!r}; re-export the bundle")
         if info.output_name not in be.output_names:
             raise EdgekdError(f"{info.model_path}: model has no output {info.output_name!r} (has {be.output_names})")
+        if info.resize_in_graph and not isinstance(be, OrtBackend):
+            raise EdgekdError(f"{info.root}: this bundle resizes frames in its graph, which runs on onnxruntime only; "
+                              f"load it with backend='onnxruntime' (or 'ort-cuda'), not {be.name!r}")
         te = None
         te_dir = text_encoder if text_encoder is not None else info.text_encoder_dir
         if te_dir is not None:
@@ -183,21 +199,34 @@ class OpenVocabClassifier:
     # --- inference ------------------------------------------------------------------------------------------------
 
     def prepare(self, image: ImageLike, color: str = "rgb") -> np.ndarray:
-        """One image -> the model input for it without the batch axis: uint8 [H, W, 3] (in-graph preprocessing) or
-        float32 [3, H, W] (normalised)."""
+        """One image -> the model input for it without the batch axis, RGB: the whole frame uint8 [H, W, 3]
+        (in-graph resizing), uint8 [h, w, 3] (in-graph normalisation) or float32 [3, h, w] (normalised)."""
         if color not in ("rgb", "bgr"):
             raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
+        if self.resize_in_graph:
+            frame, order = self._frame(image, color)
+            return frame if order == "rgb" else np.ascontiguousarray(frame[..., ::-1])
         pixels = self.preprocess.render(_to_image(image, color))  # uint8 [H, W, 3] RGB
         if self.in_graph:
             return pixels
         return self.preprocess.normalize(pixels)
 
-    def embed_inputs(self, x: np.ndarray) -> np.ndarray:
-        """Prepared inputs [B, ...] -> unit embeddings float32 [B, D] (runs the backend, honouring a static batch)."""
+    def _frame(self, image: ImageLike, color: str) -> tuple[np.ndarray, str]:
+        """-> (uint8 [H, W, 3] frame, its channel order) for a model that resizes in-graph. A uint8 HxWx3 numpy frame
+        passes as it is (no copy when C-contiguous); other images are converted to RGB."""
+        if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 \
+                and image.shape[0] > 0 and image.shape[1] > 0:
+            return np.ascontiguousarray(image), color
+        return np.asarray(_to_image(image, color)), "rgb"
+
+    def embed_inputs(self, x: np.ndarray, color: str = "rgb") -> np.ndarray:
+        """Prepared inputs [B, ...] -> unit embeddings float32 [B, D] (runs the backend, honouring a static batch).
+        color: the channel order of whole frames given to a model that resizes in-graph."""
         x = np.ascontiguousarray(x, dtype=self.input_dtype)
+        feeds = {CHANNEL_ORDER_INPUT: channel_order_feed(color)} if self.resize_in_graph else None
         bs = self.static_batch
         if bs is None:
-            out = self.backend.run(x)[self._output]
+            out = self.backend.run(x, feeds)[self._output]
         else:
             parts = []
             for i in range(0, len(x), bs):
@@ -205,7 +234,7 @@ class OpenVocabClassifier:
                 n = len(chunk)
                 if n < bs:
                     chunk = np.concatenate([chunk, np.zeros((bs - n, *chunk.shape[1:]), chunk.dtype)])
-                parts.append(self.backend.run(chunk)[self._output][:n])
+                parts.append(self.backend.run(chunk, feeds)[self._output][:n])
             out = np.concatenate(parts)
         out = np.asarray(out, np.float32)
         if out.ndim != 2 or out.shape[1] != self.embed_dim:
@@ -214,6 +243,9 @@ class OpenVocabClassifier:
 
     def embed(self, image: ImageLike, color: str = "rgb") -> np.ndarray:
         """One image (path, PIL image or uint8 [H, W, 3] frame) -> float32 [D], unit norm."""
+        if self.resize_in_graph:
+            frame, order = self._frame(image, color)
+            return self.embed_inputs(frame[None], order)[0]
         return self.embed_inputs(self.prepare(image, color)[None])[0]
 
     def embed_batch(self, images: Sequence[ImageLike], color: str = "rgb", batch_size: int = 32) -> np.ndarray:
@@ -221,8 +253,19 @@ class OpenVocabClassifier:
         images = _as_list(images)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if self.resize_in_graph:
+            return self._embed_frames(images, color, batch_size)
         out = [self.embed_inputs(np.stack([self.prepare(im, color) for im in images[i: i + batch_size]]))
                for i in range(0, len(images), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
+
+    def _embed_frames(self, images: list[ImageLike], color: str, batch_size: int) -> np.ndarray:
+        """embed_batch for in-graph resizing: runs of frames of one size and channel order go in one batch."""
+        out = []
+        for i in range(0, len(images), batch_size):
+            frames = [self._frame(im, color) for im in images[i: i + batch_size]]
+            for (_, order), group in itertools.groupby(frames, key=lambda f: (f[0].shape, f[1])):
+                out.append(self.embed_inputs(np.stack([f for f, _ in group]), order))
         return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
 
     def classify(self, image: ImageLike, top_k: int = 5, color: str = "rgb") -> list[Prediction]:
@@ -244,7 +287,8 @@ class OpenVocabClassifier:
     def describe(self) -> dict[str, Any]:
         return {"bundle": str(self.info.root), "backend": self.backend.name, "target": self.info.meta.get("target"),
                 "precision": self.info.meta.get("precision"), "input": self.info.input_name,
-                "size": list(self.info.size), "preprocess_in_graph": self.in_graph, "embed_dim": self.embed_dim,
+                "size": list(self.info.size), "preprocess_in_graph": self.in_graph,
+                "resize_in_graph": self.resize_in_graph, "embed_dim": self.embed_dim,
                 "num_labels": len(self._labels or ()), "text_encoder": self.text_encoder is not None}
 
 
