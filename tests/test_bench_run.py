@@ -236,3 +236,18 @@ def test_run_directory_resolution(tmp_path):
     (tmp_path / "run" / "model.safetensors").unlink()
     with pytest.raises(Exception, match="no model.safetensors"):
         resolve_model(str(tmp_path / "run"))
+
+
+def test_bundle_that_resizes_in_graph_is_fed_camera_frames(tmp_path):
+    from test_runtime_support import make_bundle
+
+    bundle = make_bundle(tmp_path / "full", in_graph="full")
+    [spec] = resolve_model(str(bundle))
+    assert spec.frame_size == (480, 640) and spec.input_shape(2) == (2, 480, 640, 3) and spec.img_size == (32, 32)
+    out = tmp_path / "out"
+    res = invoke(str(bundle), "--backend", "onnxruntime", "--batch", "1", "--threads", "1", "--e2e", "--out",
+                 str(out), "--no-plots", *FAST)
+    assert res.exit_code == 0, res.output
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["status"] for r in rows] == ["ok", "ok"] and rows[0]["frame_size"] == [480, 640]
+    assert "fed 640x480 frames" in (out / "results.md").read_text()

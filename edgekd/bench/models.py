@@ -23,6 +23,7 @@ from edgekd.runtime.backends import SUFFIX_BACKENDS
 TORCH_KINDS = ("run", "timm", "teacher")  # kinds built with torch (eager, or exported to ONNX for the engines)
 ALL_BACKENDS = ("torch", "onnxruntime", "openvino", "ort-cuda", "ort-trt", "tensorrt")
 BUNDLE_FILE = "edgekd.json"
+CAMERA_FRAME = (480, 640)  # (H, W): the frame fed to bundles that resize in-graph, and decoded by --e2e
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class ModelSpec:
     file: str | None = None  # the model file (exported kinds) or weights file
     input_dtype: str = "float32"  # float32 pixels NCHW, or uint8 frames NHWC
     layout: str = "NCHW"
+    frame_size: tuple[int, int] | None = None  # (H, W) of the whole frames fed to a model that resizes in-graph
     teacher: dict[str, Any] | None = None  # {name, pretrained, weights, random_init} for kind "teacher"
     preprocess: dict[str, Any] | None = None
     labels: str | None = None  # label pack path (used by --e2e)
@@ -70,18 +72,20 @@ class ModelSpec:
         return f"{backend} cannot run {Path(self.file or '').suffix} files (use {', '.join(self.backends())})"
 
     def input_shape(self, batch: int) -> tuple[int, ...]:
-        h, w = self.img_size
+        h, w = self.frame_size or self.img_size
         return (batch, h, w, 3) if self.layout == "NHWC" else (batch, 3, h, w)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["img_size"] = list(self.img_size)
+        d["frame_size"] = list(self.frame_size) if self.frame_size else None
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
         d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         d["img_size"] = tuple(d.get("img_size", (224, 224)))
+        d["frame_size"] = tuple(d["frame_size"]) if d.get("frame_size") else None
         return cls(**d)
 
 
@@ -161,13 +165,18 @@ def resolve_bundle(path: Path) -> ModelSpec:
     shape = inp.get("shape", ["batch", 3, 224, 224])
     layout = inp.get("layout", "NHWC" if shape[-1] == 3 else "NCHW")
     h, w = (shape[1], shape[2]) if layout == "NHWC" else (shape[2], shape[3])
+    frame_size = None
+    if meta.get("resize_in_graph"):  # input is frames of any size: time it on a camera frame
+        h, w = (meta.get("preprocess") or {}).get("size", (224, 224))
+        frame_size = CAMERA_FRAME
     labels = (meta.get("files") or {}).get("labels")
     student = meta.get("student") or {}
     name = f"{path.name}"
     return ModelSpec(name=name, kind="bundle", source=str(path), img_size=(int(h), int(w)),
                      embed_dim=meta.get("embed_dim"), precision=meta.get("precision", "unknown"),
                      file=str(model_file), input_dtype=inp.get("dtype", "float32"), layout=layout,
-                     preprocess=meta.get("preprocess"), labels=str(path / labels) if labels else None,
+                     frame_size=frame_size, preprocess=meta.get("preprocess"),
+                     labels=str(path / labels) if labels else None,
                      eval=meta.get("eval"), extra={"arch": student.get("arch"), "target": meta.get("target"),
                                                    "teacher_id": meta.get("teacher_id")})
 

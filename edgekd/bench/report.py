@@ -123,8 +123,11 @@ def markdown(doc: dict[str, Any]) -> str:
     if cfg:
         lines.append(f"- timing: warm-up {cfg.get('warmup_s')} s, then >= {cfg.get('min_iters')} iterations and >= "
                      f"{cfg.get('min_time_s')} s per row; throughput from a separate pipelined loop")
-    lines.append("")
     rows = doc["rows"]
+    for name, frame in {r["model"]: r["frame_size"] for r in rows if r.get("frame_size")}.items():
+        lines.append(f"- {name} crops and resizes in its graph: it is fed {frame[1]}x{frame[0]} frames and its model "
+                     "times include that preprocessing")
+    lines.append("")
     ok = [r for r in rows if r["status"] == "ok" and r.get("mode", "model") == "model"]
     power = any(r.get("power") for r in ok)
     head = ["model", "backend", "precision", "batch", "threads", "p50 ms", "p90 ms", "p99 ms", "img/s", "MB",

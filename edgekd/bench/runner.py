@@ -169,7 +169,8 @@ def base_row(job: Job) -> dict[str, Any]:
     precision = m.precision if not m.is_torch else "fp32"
     return {"model": m.name, "kind": m.kind, "teacher": m.is_teacher, "arch": m.extra.get("arch"),
             "backend": job.backend, "precision": precision, "batch": job.batch, "threads": job.threads,
-            "img_size": list(m.img_size), "embed_dim": m.embed_dim, "mode": job.mode, "status": "pending",
+            "img_size": list(m.img_size), "frame_size": list(m.frame_size) if m.frame_size else None,
+            "embed_dim": m.embed_dim, "mode": job.mode, "status": "pending",
             "reason": None, "source": m.source, "file": m.file, "eval": m.eval,
             "latency_ms": None, "throughput_ips": None, "peak_rss_mb": None, "peak_gpu_mb": None, "load_s": None,
             "model_mb": None}

@@ -24,12 +24,12 @@ import numpy as np
 
 from edgekd import EdgekdError
 from edgekd._io import atomic_write_json, read_json
-from edgekd.bench.models import ModelSpec, model_file_mb
+from edgekd.bench.models import CAMERA_FRAME, ModelSpec, model_file_mb
 from edgekd.bench.timer import Timer
 
 log = logging.getLogger(__name__)
 
-E2E_FRAME = (640, 480)  # synthetic camera frame (W, H) for --e2e
+E2E_FRAME = CAMERA_FRAME[::-1]  # synthetic camera frame (W, H) for --e2e
 E2E_TOPK = 5
 
 
