@@ -170,6 +170,14 @@ for target in onnx openvino; do
   done
 done
 
+# whole-frame bundle: the graph also crops and resizes (--preprocess-in-graph full); its gate runs on the original
+# test images, so it measures the in-graph resize against Pillow's too
+b="$WORK/bundles/onnx-int8-frames"
+BUNDLES+=("$b")
+stage export-onnx-int8-frames "[[ -f '$b/edgekd.json' ]]" -- \
+  "${EDGEKD[@]}" export "$RUN" --target onnx --precision int8 --preprocess-in-graph full --out "$b" \
+  "${EXPORT_ARGS[@]}" || echo "!! export onnx int8 --preprocess-in-graph full exited non-zero (see above); continuing"
+
 # --- 8. eval of the bundles (fidelity of the exported/quantised students to the same teacher) -------------------
 for b in "${BUNDLES[@]}"; do
   n="$(basename "$b")"

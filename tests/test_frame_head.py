@@ -80,6 +80,13 @@ def test_channel_order_input_reorders_after_resizing(tmp_path):
         channel_order_feed("rgba")
 
 
+def test_slivers_of_frames_still_give_a_model_input(tmp_path):
+    backend = _frame_model(tmp_path, Preprocess(size=(8, 32)))  # a wide model: a 1-pixel column crops to 1 x 0.25
+    for h, w in [(1, 1), (1, 1000), (1000, 1), (3, 2)]:
+        frame = np.full((1, h, w, 3), 77, np.uint8)
+        np.testing.assert_array_equal(backend.run(frame)["embedding"], np.full((1, 8, 32, 3), 77.0))
+
+
 def test_a_batch_of_frames_of_one_size(tmp_path):
     backend = _frame_model(tmp_path, Preprocess(size=SIZE))
     frames = np.stack([np.asarray(_photo_like(50, 40, seed=s)) for s in range(3)])

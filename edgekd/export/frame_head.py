@@ -82,6 +82,7 @@ def add_frame_head(path: str | os.PathLike, preprocess: Preprocess) -> dict[str,
             helper.make_tensor("fh_swap", TensorProto.INT64, [2], [1, 0]),
             helper.make_tensor("fh_aspect", TensorProto.FLOAT, [2], [h / w, w / h]),  # crop (H, W) per source (W, H)
             helper.make_tensor("fh_half", TensorProto.FLOAT, [], [0.5]),
+            helper.make_tensor("fh_one", TensorProto.FLOAT, [], [1.0]),
             helper.make_tensor("fh_axes", TensorProto.INT64, [2], [1, 2]),
         ]
         nodes += [
@@ -94,7 +95,8 @@ def add_frame_head(path: str | os.PathLike, preprocess: Preprocess) -> dict[str,
             helper.make_node("Sub", ["fh_hw", "fh_crop"], ["fh_margin"]),
             helper.make_node("Mul", ["fh_margin", "fh_half"], ["fh_start_f"]),
             helper.make_node("Round", ["fh_start_f"], ["fh_start_r"]),
-            helper.make_node("Round", ["fh_crop"], ["fh_crop_r"]),
+            helper.make_node("Round", ["fh_crop"], ["fh_crop_round"]),
+            helper.make_node("Max", ["fh_crop_round", "fh_one"], ["fh_crop_r"]),  # a 1-pixel-wide frame still crops 1
             helper.make_node("Add", ["fh_start_r", "fh_crop_r"], ["fh_end_r"]),
             helper.make_node("Cast", ["fh_start_r"], ["fh_start"], to=TensorProto.INT64),
             helper.make_node("Cast", ["fh_end_r"], ["fh_end"], to=TensorProto.INT64),
