@@ -8,6 +8,9 @@
         "nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1280,height=720 ! nvvidconv ! video/x-raw,format=BGRx ! \
          videoconvert ! video/x-raw,format=BGR ! appsink drop=1"
 
+Fastest on a CPU: a bundle exported with `edgekd export RUN --preprocess-in-graph full` takes the BGR frame as it is
+and crops, resizes and reorders it inside the ONNX graph (docs/runtime.md, Performance).
+
 Keys (window mode): n / p = next / previous label pack, 1-9 = label pack number, q or Esc = quit.
 Label packs: --labels PACK (repeatable; default the bundle's own); --label "a red car" (repeatable) adds a pack
 embedded on device when the bundle carries a text encoder (or --text-encoder DIR).

@@ -88,6 +88,26 @@ def test_camera_app_headless_on_video(bundle, video, tmp_path):
     assert len(rows) == 5 and {p["label"] for r in rows for p in r["predictions"]} <= {"x", "y"}
 
 
+def test_camera_app_on_a_bundle_that_resizes_in_graph(bundle, video, tmp_path):
+    """A `--preprocess-in-graph full` bundle gets OpenCV's BGR frames as they are (the graph reorders the channels
+    after resizing); its scores match the numpy-preprocessed bundle of the same student."""
+    app = load_example("camera_app")
+    full = make_bundle(tmp_path / "full", in_graph="full")
+    out = io.StringIO()
+    app.run(app.parse_args([str(full), "--source", str(video), "--headless", "--every", "4", "--top-k", "4",
+                            "--threads", "1"]), out=out)
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(rows) == 6
+    clf = OpenVocabClassifier.load(bundle)
+    cap = cv2.VideoCapture(str(video))
+    frames = [cap.read()[1] for _ in range(24)]
+    cap.release()
+    for r in rows:
+        ref = {p.label: p.score for p in clf.classify(frames[r["frame"]], top_k=4, color="bgr")}
+        for p in r["predictions"]:
+            assert p["score"] == pytest.approx(ref[p["label"]], abs=2e-3)
+
+
 def test_camera_app_keys_switch_label_packs(bundle, tmp_path):
     app = load_example("camera_app")
     clf = OpenVocabClassifier.load(bundle)
