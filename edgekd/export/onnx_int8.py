@@ -139,8 +139,10 @@ def build_int8(req: ExportRequest, model_name: str = "model.onnx") -> ExportResu
         pre = work / "pre.onnx"
         try:
             q.quant_pre_process(str(req.onnx_path), str(pre), skip_symbolic_shape=False)
-        except Exception as e:  # symbolic shape inference fails on some graphs; retry without it
-            log.warning("quant_pre_process with symbolic shapes failed (%s); retrying without", str(e)[:200])
+        except Exception as e:  # onnxruntime's symbolic shape inference fails on some graphs (e.g. opset 18's
+            # ReduceL2 with axes as an input); ONNX's own shape inference is enough for quantisation
+            log.info("quant_pre_process: symbolic shape inference failed (%s); using ONNX shape inference",
+                     str(e)[:200])
             q.quant_pre_process(str(req.onnx_path), str(pre), skip_symbolic_shape=True)
         pre_model = onnx.load(str(pre), load_external_data=False)
         names = {n.name for n in pre_model.graph.node}
