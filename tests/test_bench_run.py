@@ -244,6 +244,7 @@ def test_bundle_that_resizes_in_graph_is_fed_camera_frames(tmp_path):
     bundle = make_bundle(tmp_path / "full", in_graph="full")
     [spec] = resolve_model(str(bundle))
     assert spec.frame_size == (480, 640) and spec.input_shape(2) == (2, 480, 640, 3) and spec.img_size == (32, 32)
+    assert "openvino" not in spec.backends() and "onnxruntime only" in spec.format_reason("openvino")
     out = tmp_path / "out"
     res = invoke(str(bundle), "--backend", "onnxruntime", "--batch", "1", "--threads", "1", "--e2e", "--out",
                  str(out), "--no-plots", *FAST)

@@ -18,7 +18,7 @@ from typing import Any
 
 from edgekd import EdgekdError
 from edgekd._io import read_json
-from edgekd.runtime.backends import SUFFIX_BACKENDS
+from edgekd.runtime.backends import BACKEND_MODULES, SUFFIX_BACKENDS
 
 TORCH_KINDS = ("run", "timm", "teacher")  # kinds built with torch (eager, or exported to ONNX for the engines)
 ALL_BACKENDS = ("torch", "onnxruntime", "openvino", "ort-cuda", "ort-trt", "tensorrt")
@@ -58,6 +58,8 @@ class ModelSpec:
         """Backends this model's format allows (whether they are installed is decided elsewhere)."""
         if self.is_torch:
             return ("torch",) + SUFFIX_BACKENDS[".onnx"]
+        if self.frame_size:  # crop + resize in the graph: onnxruntime's Resize and channel_order input
+            return tuple(b for b in SUFFIX_BACKENDS[".onnx"] if BACKEND_MODULES.get(b) == "onnxruntime")
         return SUFFIX_BACKENDS[Path(self.file or "").suffix.lower()]
 
     def format_reason(self, backend: str) -> str | None:
@@ -67,6 +69,8 @@ class ModelSpec:
         if backend == "tensorrt":
             return ("needs a TensorRT engine: `edgekd export --target tensorrt` on the target device, then bench "
                     "the bundle")
+        if self.frame_size and backend in SUFFIX_BACKENDS[".onnx"]:
+            return "this bundle crops and resizes in its graph, which runs on onnxruntime only"
         if backend == "torch":
             return f"{self.kind} {self.source} is an exported model; torch eager runs run dirs, timm names and teachers"
         return f"{backend} cannot run {Path(self.file or '').suffix} files (use {', '.join(self.backends())})"
