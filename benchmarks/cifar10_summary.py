@@ -135,7 +135,7 @@ def bench(work: Path) -> dict[str, Any]:
                     "status": r["status"], "reason": r.get("reason"), "p50_ms": p50,
                     "p90_ms": json_get(r, "latency_ms", "p90"), "throughput_ips": r.get("throughput_ips"),
                     "model_mb": r.get("model_mb"), "peak_rss_mb": r.get("peak_rss_mb"),
-                    "speedup_same_backend": tp / p50 if (tp and p50) else None,
+                    "frame_size": r.get("frame_size"), "speedup_same_backend": tp / p50 if (tp and p50) else None,
                     "speedup_vs_teacher_torch": ttp / p50 if (ttp and p50) else None})
     return {"rows": out, "environment": res.get("environment"), "command": res.get("command")}
 
@@ -314,7 +314,9 @@ def headline(s: dict[str, Any]) -> list[str]:
     for name, b in s["bundles"].items():
         backend = NATIVE_BACKEND.get(str(b.get("target")), "")
         if (name, backend, 1) in by or (name, backend, 32) in by:
-            picks.append((f"student bundle {name}", name, backend))
+            frame = (by.get((name, backend, 1)) or by.get((name, backend, 32)) or {}).get("frame_size")
+            note = f" (fed {frame[1]}x{frame[0]} frames: crop + resize in its graph)" if frame else ""
+            picks.append((f"student bundle {name}{note}", name, backend))
     if not picks:
         return []
     L = ["## Summary: teacher vs student (2 threads; speed-up = teacher / student on the same backend)", "",
