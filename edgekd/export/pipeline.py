@@ -184,7 +184,7 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
     if (out / ONNX_FILE).exists() and ONNX_FILE not in result.files.values():
         (out / ONNX_FILE).unlink()
     files = {**result.files, "labels": _save_labels(out, pack)}
-    if in_graph == "full":  # after quantisation: the crop/resize head stays exact uint8 work
+    if in_graph == "full":  # added after quantisation: the crop + resize head stays float32 at any precision
         from edgekd.export.frame_head import add_frame_head
 
         io["input"] = add_frame_head(out / files["model"], pp)
