@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 # torch is pinned only on machines whose pip is capped (see README); elsewhere pip picks the user's own build.
 TORCH_SPEC ?= $(shell test -f /etc/xdg/pip/constraints.txt && echo "torch==2.14.1 torchvision==0.29.1" || echo "torch torchvision")
 
-.PHONY: demo test venv lint clean
+.PHONY: demo test test-isa venv lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ venv: $(VENV)/.installed
 
 test: venv
 	$(PY) -m pytest -q -x --timeout=600
+
+# the OpenVINO export/runtime tests under AVX2, AVX512_CORE_VNNI and AMX, where this CPU has them (make test runs
+# the levels below its own)
+test-isa: venv
+	EDGEKD_ISA_ALL=1 $(PY) -m pytest -q -m isa --timeout=1800
 
 lint: venv
 	$(VENV)/bin/ruff check edgekd tests benchmarks examples

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("TQDM_DISABLE", "1")
+# the runtime's canary cache (edgekd.runtime.canary) of this test session, not the user's ~/.cache
+os.environ.setdefault("EDGEKD_CACHE_DIR", tempfile.mkdtemp(prefix="edgekd-test-cache-"))
 
 TINY_TEACHER = "edgekd-test-tiny"  # 32x32 input, 32-d embeddings, registered by edgekd.teacher.tiny
 TINY_STUDENT = "test_vit"  # timm's own tiny test model

@@ -45,19 +45,13 @@ def collect_environment(threads: list[int] | None = None) -> dict[str, Any]:
 
 
 def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:
-    """CPU model, relevant ISA flags and core counts (from /proc/cpuinfo when present; `cpuinfo` for tests)."""
-    text = cpuinfo if cpuinfo is not None else _read("/proc/cpuinfo") or ""
-    model = UNKNOWN
-    flags: set[str] = set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key, value = key.strip().lower(), value.strip()
-        if key in ("model name", "hardware", "cpu model") and model == UNKNOWN and value:
-            model = value
-        elif key in ("flags", "features"):
-            flags.update(value.split())
-    if model == UNKNOWN:
-        model = platform.processor() or UNKNOWN
+    """CPU model, relevant ISA flags, the oneDNN ISA level in force and core counts (edgekd.cpu; `cpuinfo` for
+    tests)."""
+    from edgekd.cpu import cpu_facts, parse_cpuinfo, read_cpuinfo
+
+    text = cpuinfo if cpuinfo is not None else read_cpuinfo()
+    facts = cpu_facts(text)
+    flags = parse_cpuinfo(text)[2]
     wanted = sorted(f for f in flags if any(p in f for p in _FLAG_PATTERNS))
     try:
         import psutil
@@ -69,7 +63,9 @@ def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS / Windows
         usable = os.cpu_count() or UNKNOWN
-    return {"model": model, "flags": wanted if flags else UNKNOWN, "cores_logical": os.cpu_count() or UNKNOWN,
+    return {"model": facts["model"] if facts["model"] != "unknown" else UNKNOWN, "vendor": facts["vendor"],
+            "flags": wanted if flags else UNKNOWN, "onednn_isa": facts["onednn_isa"] or UNKNOWN,
+            "onednn_max_cpu_isa": facts["onednn_max_cpu_isa"], "cores_logical": os.cpu_count() or UNKNOWN,
             "cores_physical": physical, "cores_usable": usable}
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from edgekd import EdgekdError
 from edgekd._io import atomic_write_json, read_json
+from edgekd.cpu import cpu_facts
 from edgekd.export.bundle import MANIFEST
 from edgekd.export.pipeline import GateFailedError, export_bundle
 from edgekd.export.targets import get_target
@@ -70,6 +71,11 @@ def time_bundles(bundles: dict[str, Path], threads: int | None, rounds: int = 7,
             for name, t in laps.items()}
 
 
+def time_bundles_job(bundles: dict[str, str], threads: int | None) -> dict[str, dict[str, float]]:
+    """Child side of the timing in export_auto (edgekd.runtime.isolated)."""
+    return time_bundles({name: Path(path) for name, path in bundles.items()}, threads)
+
+
 def export_auto(run_dir: str | os.PathLike, target: str, out: str | os.PathLike, *,
                 calib_dir: str | os.PathLike | None = None, threads: int | None = None, overwrite: bool = False,
                 gate: bool = True, **kwargs: Any) -> Path:
@@ -100,7 +106,13 @@ def export_auto(run_dir: str | os.PathLike, target: str, out: str | os.PathLike,
         reasons = "; ".join(f"{p}: {', '.join(v['reasons'])}" for p, v in verdicts.items())
         raise GateFailedError(f"--precision auto: no precision of {target} passed its parity gate ({reasons}); "
                               f"bundles and parity.json in {work}", work, {"candidates": verdicts})
-    timings = time_bundles(passing, threads)
+    # a candidate that passed its gate in a child may still crash in this process: time them in a child too
+    from edgekd.runtime.isolated import call_isolated
+
+    timings = call_isolated("edgekd.export.auto:time_bundles_job",
+                            {"bundles": {p: str(b) for p, b in passing.items()}, "threads": threads},
+                            what=f"timing the {target} candidates of --precision auto in {work}",
+                            advice="export one --precision at a time")
     for p, t in timings.items():
         verdicts[p].update(t)
     for p in precisions:
@@ -112,7 +124,7 @@ def export_auto(run_dir: str | os.PathLike, target: str, out: str | os.PathLike,
     manifest = read_json(out / MANIFEST)
     manifest["precision_auto"] = {"chosen": chosen, "threads": threads, "batch": 1,
                                   "measured": "median of interleaved rounds on this machine",
-                                  "candidates": verdicts}
+                                  "cpu": cpu_facts(), "candidates": verdicts}
     atomic_write_json(out / MANIFEST, manifest)
     shutil.rmtree(work, ignore_errors=True)
     return out

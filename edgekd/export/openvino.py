@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from edgekd import EdgekdError
-from edgekd._io import atomic_path, atomic_write_json, read_json
+from edgekd._io import atomic_path
 from edgekd._optional import require
 from edgekd.export.targets import ExportRequest, ExportResult, register_target
 
@@ -32,7 +32,11 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.xml"
 WEIGHTS_FILE = "model.bin"
-PRESETS = ("mixed", "performance")
+PRESETS = ("performance", "mixed")
+# symmetric activations by default: "mixed" (asymmetric, zero points) makes OpenVINO's CPU plugin fall back to a
+# legacy oneDNN AMX convolution kernel for some layers, which crashes Intel AMX CPUs (docs/export.md)
+DEFAULT_PRESET = "performance"
+LEGACY_AMX_MAX_PIXELS = 4  # outputs of 2x2 and 1x1 crashed; 3x3 (the 1x1-kernel variant) did not
 # regex metacharacters that turn a --keep-fp16 entry into a pattern instead of an exact node name
 _PATTERN_CHARS = re.compile(r"[*?\[\]()|+^$\\]")
 
@@ -75,16 +79,19 @@ def save_ir(model: Any, xml_path: Path, compress_to_fp16: bool) -> Path:
 def quantize_int8(model: Any, req: ExportRequest) -> tuple[Any, dict[str, Any]]:
     """NNCF post-training INT8 of an ov.Model; returns (quantised model, facts for edgekd.json).
 
-    options: preset ("mixed" | "performance"; mixed = asymmetric activations, better parity), model_type
-    ("transformer" | "cnn" | None = auto from the trunk), keep_fp16 (node names or regexes left unquantised),
-    max_drop (accuracy control: largest allowed drop, in points (%) of the validation metric), subset_size,
-    fast_bias_correction (True).
+    options: preset ("performance" = symmetric activations, the default; "mixed" = asymmetric activations),
+    model_type ("transformer" | "cnn" | None = auto from the trunk), keep_fp16 (node names or regexes left
+    unquantised), max_drop (accuracy control: largest allowed drop, in points (%) of the validation metric),
+    subset_size, fast_bias_correction (True).
+
+    A "mixed" result with convolutions that OpenVINO's CPU plugin runs on its crashing legacy AMX kernel
+    (legacy_amx_convolutions) is quantised again with "performance", and edgekd.json says why.
     """
     nncf = require("nncf", purpose="INT8 quantisation for --target openvino")
     if req.calib is None or len(req.calib) == 0:
         raise EdgekdError("--precision int8 for openvino needs calibration images: pass --calib DIR")
     opts = req.options or {}
-    preset_name = str(opts.get("preset") or "mixed").lower()
+    preset_name = str(opts.get("preset") or DEFAULT_PRESET).lower()
     if preset_name not in PRESETS:
         raise EdgekdError(f"--preset {preset_name!r}: use one of {', '.join(PRESETS)}")
     if opts.get("calib_method"):
@@ -95,8 +102,7 @@ def quantize_int8(model: Any, req: ExportRequest) -> tuple[Any, dict[str, Any]]:
                 "subset_size": min(int(opts.get("subset_size") or len(calib)), len(calib)),
                 "fast_bias_correction": _flag(opts.get("fast_bias_correction", True)),
                 "keep_fp16": opts.get("keep_fp16")}
-    kwargs = nncf_kwargs(model, settings)
-    ignored = kwargs["ignored_scope"]
+    ignored = build_ignored_scope(model, settings["keep_fp16"])
     meta: dict[str, Any] = {"tool": "nncf", "nncf_version": nncf.__version__, "preset": preset_name,
                             "model_type": settings["model_type"], "calibration_images": int(len(calib)),
                             "subset_size": settings["subset_size"],
@@ -109,29 +115,80 @@ def quantize_int8(model: Any, req: ExportRequest) -> tuple[Any, dict[str, Any]]:
         min_agreement = getattr(gate, "min_agreement", None) or 0.98
         max_drop = (1.0 - min_agreement) * 100.0 / 2
     t0 = time.perf_counter()
-    if max_drop is None:
-        log.info("NNCF post-training quantisation on %d calibration inputs", len(calib))
-        qmodel = nncf.quantize(model, nncf.Dataset(list(_batches(calib))), **kwargs)
-        meta["mode"] = "ptq"
-    else:
-        # NNCF tunes on the calibration images: the parity gate's held-out images (req.val) must stay unseen, or
-        # the gate would only confirm what accuracy control was fitted to.
-        labels = None if req.label_pack is None else np.asarray(req.label_pack.embeddings, np.float32)
-        tie_margin = getattr(opts.get("gate"), "tie_margin", 0.0)
-        with tempfile.TemporaryDirectory(prefix=".accuracy-control.", dir=req.out_dir) as tmp:
-            xml = Path(tmp) / MODEL_FILE
-            result = run_accuracy_control(str(req.onnx_path), calib, labels, tie_margin, float(max_drop), settings,
-                                          xml)
-            core = require("openvino").Core()
-            core.set_property({"ENABLE_MMAP": False})  # read the weights into memory: the files go with `tmp`
-            qmodel = core.read_model(str(xml))
-        meta.update(mode="accuracy_control", max_drop_points=float(max_drop), **result)
+    qmodel, run_meta = _quantize(model, req, calib, settings, max_drop)
+    risky = legacy_amx_convolutions(qmodel)
+    if risky:
+        log.warning("preset mixed puts %d convolution(s) (%s) on OpenVINO's legacy AMX kernel, which crashes on "
+                    "Intel AMX CPUs; quantising again with preset performance", len(risky), risky[0])
+        settings = {**settings, "preset": "performance"}
+        qmodel, run_meta = _quantize(require("openvino").convert_model(str(req.onnx_path)), req, calib, settings,
+                                     max_drop)
+        meta.update(preset="performance", preset_requested=preset_name, preset_changed_because=(
+            f"{len(risky)} convolution(s) with an asymmetric (zero-point) input and <= {LEGACY_AMX_MAX_PIXELS} "
+            f"output pixels, which OpenVINO's CPU plugin runs on oneDNN's legacy AMX kernel, which segfaults "
+            f"(docs/export.md, 'INT8 and the CPU'): {', '.join(risky[:5])}"))
+    meta.update(run_meta)
     meta["seconds"] = round(time.perf_counter() - t0, 2)
     meta["fake_quantize_nodes"] = count_fake_quantize(qmodel)
     if meta["fake_quantize_nodes"] == 0:
         raise EdgekdError("NNCF quantised no layer of the model (every node ignored or unsupported); "
                           "check --keep-fp16")
     return qmodel, meta
+
+
+def _quantize(model: Any, req: ExportRequest, calib: np.ndarray, settings: dict[str, Any],
+              max_drop: float | None) -> tuple[Any, dict[str, Any]]:
+    """One NNCF run with `settings`: plain post-training quantisation, or accuracy control when max_drop is set."""
+    nncf = require("nncf", purpose="INT8 quantisation for --target openvino")
+    if max_drop is None:
+        log.info("NNCF post-training quantisation (preset %s) on %d calibration inputs", settings["preset"],
+                 len(calib))
+        return nncf.quantize(model, nncf.Dataset(list(_batches(calib))), **nncf_kwargs(model, settings)), \
+            {"mode": "ptq"}
+    # NNCF tunes on the calibration images: the parity gate's held-out images (req.val) must stay unseen, or the
+    # gate would only confirm what accuracy control was fitted to.
+    opts = req.options or {}
+    labels = None if req.label_pack is None else np.asarray(req.label_pack.embeddings, np.float32)
+    tie_margin = getattr(opts.get("gate"), "tie_margin", 0.0)
+    with tempfile.TemporaryDirectory(prefix=".accuracy-control.", dir=req.out_dir) as tmp:
+        xml = Path(tmp) / MODEL_FILE
+        result = run_accuracy_control(str(req.onnx_path), calib, labels, tie_margin, float(max_drop), settings, xml)
+        core = require("openvino").Core()
+        core.set_property({"ENABLE_MMAP": False})  # read the weights into memory: the files go with `tmp`
+        qmodel = core.read_model(str(xml))
+    return qmodel, {"mode": "accuracy_control", "max_drop_points": float(max_drop), **result}
+
+
+def legacy_amx_convolutions(model: Any) -> list[str]:
+    """Quantised Convolutions of an ov.Model that OpenVINO's CPU plugin may run on oneDNN's legacy AMX kernel
+    (jit_avx512_amx), which segfaults on outputs of <= 4 pixels: an asymmetric input FakeQuantize (u8 with a zero
+    point, NNCF's "mixed" preset) and <= LEGACY_AMX_MAX_PIXELS output pixels. Found with benchmarks/openvino_amx/
+    (docs/export.md, "INT8 and the CPU"); conservative: some of these run on the safe brgemm kernel."""
+    risky = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Convolution":
+            continue
+        src = op.input(0).get_source_output().get_node()
+        if src.get_type_name() != "FakeQuantize" or not _has_zero_point(src):
+            continue
+        spatial = list(op.get_output_partial_shape(0))[2:]
+        if spatial and all(d.is_static for d in spatial) and \
+                int(np.prod([d.get_length() for d in spatial])) <= LEGACY_AMX_MAX_PIXELS:
+            risky.append(op.get_friendly_name())
+    return risky
+
+
+def _has_zero_point(fq: Any) -> bool:
+    """Whether a FakeQuantize quantises to u8 with a non-zero zero point: its input range is neither [0, hi]
+    (unsigned) nor NNCF's symmetric signed [-s, s * 127/128] (for 256 levels: lo / hi = -128/127)."""
+    consts = [fq.input(i).get_source_output().get_node() for i in (1, 2)]
+    if any(c.get_type_name() != "Constant" for c in consts):
+        return True  # ranges computed at run time: assume the worst
+    lo, hi = (np.asarray(c.get_data(), np.float64).ravel() for c in consts)
+    levels = int(fq.get_attributes().get("levels", 256))
+    unsigned = np.all(np.abs(lo) <= 1e-7 * np.maximum(np.abs(hi), 1e-12))
+    signed = np.allclose(lo, -hi * (levels / 2) / (levels / 2 - 1), rtol=1e-3, atol=1e-9)
+    return not (unsigned or signed)
 
 
 def nncf_kwargs(model: Any, settings: dict[str, Any]) -> dict[str, Any]:
@@ -165,35 +222,29 @@ def accuracy_control(onnx_path: str, calib: np.ndarray, labels: np.ndarray | Non
 
 def run_accuracy_control(onnx_path: str, calib: np.ndarray, labels: np.ndarray | None, tie_margin: float,
                          max_drop_points: float, settings: dict[str, Any], out_xml: Path) -> dict[str, Any]:
-    """accuracy_control(...) in a fresh `python -m edgekd.export.openvino JOB` process. Run in a process that had
-    trained with torch before, NNCF's accuracy control corrupted the Python heap (a later SIGSEGV in Py_INCREF, seen
-    under gdb in `make demo`); a child keeps that away from the caller. Inputs travel as .npy files + a JSON job."""
-    import subprocess
-    import sys
+    """accuracy_control(...) in a child process (edgekd.runtime.isolated). NNCF infers the quantised candidates on
+    this CPU, which can crash the engine; and run in a process that had trained with torch before, NNCF's accuracy
+    control corrupted the Python heap (a later SIGSEGV in Py_INCREF, seen under gdb in `make demo`). Inputs travel
+    as .npy files."""
+    from edgekd.runtime.isolated import call_isolated
 
     work = out_xml.parent
     np.save(work / "calib.npy", calib)
     if labels is not None:
         np.save(work / "labels.npy", labels)
-    job = {"onnx": onnx_path, "calib": str(work / "calib.npy"),
-           "labels": str(work / "labels.npy") if labels is not None else None, "tie_margin": tie_margin,
-           "max_drop_points": max_drop_points, "settings": settings, "out_xml": str(out_xml),
-           "result": str(work / "result.json")}
-    atomic_write_json(work / "job.json", job)
-    cmd = [sys.executable, "-m", "edgekd.export.openvino", str(work / "job.json")]
-    rc = subprocess.run(cmd, check=False).returncode
-    if rc != 0 or not (work / "result.json").is_file():
-        raise EdgekdError(f"NNCF accuracy control failed in its worker process (exit status {rc}, log above); retry, "
-                          "or export without --auto-mixed / --max-drop")
-    return read_json(work / "result.json")
+    return call_isolated("edgekd.export.openvino:accuracy_control_job", {
+        "onnx_path": onnx_path, "calib": str(work / "calib.npy"),
+        "labels": str(work / "labels.npy") if labels is not None else None, "tie_margin": tie_margin,
+        "max_drop_points": max_drop_points, "settings": settings, "out_xml": str(out_xml)},
+        what="NNCF accuracy control (--auto-mixed / --max-drop)",
+        advice="export without --auto-mixed / --max-drop, or with --option preset=performance")
 
 
-def _accuracy_control_job(job_path: str) -> None:
-    job = read_json(job_path)
-    labels = np.load(job["labels"]) if job["labels"] else None
-    result = accuracy_control(job["onnx"], np.load(job["calib"]), labels, job["tie_margin"], job["max_drop_points"],
-                              job["settings"], job["out_xml"])
-    atomic_write_json(job["result"], result)
+def accuracy_control_job(onnx_path: str, calib: str, labels: str | None, tie_margin: float, max_drop_points: float,
+                         settings: dict[str, Any], out_xml: str) -> dict[str, Any]:
+    """Child side of run_accuracy_control: arrays from .npy files."""
+    return accuracy_control(onnx_path, np.load(calib), np.load(labels) if labels else None, tie_margin,
+                            max_drop_points, settings, out_xml)
 
 
 def resolve_model_type(req: ExportRequest, requested: str | None) -> str:
@@ -307,10 +358,3 @@ def _batches(x: np.ndarray) -> Iterable[np.ndarray]:
     """[N, ...] -> N arrays [1, ...] (batch-1 items, as NNCF feeds them)."""
     for i in range(len(x)):
         yield np.ascontiguousarray(x[i:i + 1])
-
-
-if __name__ == "__main__":  # the accuracy-control worker: python -m edgekd.export.openvino JOB.json
-    import sys
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    _accuracy_control_job(sys.argv[1])

@@ -35,6 +35,8 @@ INT8_MIN_AGREEMENT = 0.98
 INT8_MAX_DROP = 1.0  # accuracy points
 INT8_FALLBACK_MIN_COSINE = 0.98
 INT8_TIE_MARGIN = 1e-3  # cosine
+CRASH_ADVICE = ("the exported model crashes the engine on this CPU (the bundle is left unfinished); export with the "
+                "default INT8 settings, --precision fp32 or another --target, and report it with the log above")
 
 
 @dataclass(frozen=True)
@@ -53,25 +55,6 @@ class GateCriteria:
                        INT8_MAX_DROP if max_drop is None else max_drop,
                        INT8_TIE_MARGIN if tie_margin is None else tie_margin)
         return cls(precision, MIN_MEAN_COSINE[precision] if min_cosine is None else min_cosine)
-
-
-def run_model(backend: Any, x: np.ndarray | Sequence[np.ndarray], batch_size: int = 32) -> dict[str, np.ndarray]:
-    """Run an edgekd.runtime Backend over `x` [N, ...] in batches (static-batch models get their fixed batch), or
-    over a sequence of [1, ...] inputs of different sizes (whole frames for in-graph resizing), one at a time."""
-    if not isinstance(x, np.ndarray):
-        parts = [run_model(backend, x[i], batch_size) for i in range(len(x))]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    fixed = backend.input_shape[0] if isinstance(backend.input_shape[0], int) else None
-    bs = fixed or batch_size
-    outs: dict[str, list[np.ndarray]] = {}
-    for i in range(0, len(x), bs):
-        chunk = x[i:i + bs]
-        n = len(chunk)
-        if fixed and n < fixed:  # pad the last chunk of a static-batch model
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - n, axis=0)])
-        for k, v in backend.run(np.ascontiguousarray(chunk, dtype=backend.input_dtype)).items():
-            outs.setdefault(k, []).append(np.asarray(v, np.float32)[:n])
-    return {k: np.concatenate(v) for k, v in outs.items()}
 
 
 def torch_embeddings(student: nn.Module, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -159,20 +142,24 @@ def check_parity(student: nn.Module, model_path: str | os.PathLike, backend: str
     """Run the gate. val_input: the model's input format [N,...] (or whole frames, see run_model); val_pixels: the
     same images as float32 [N,3,H,W] for the torch student.
     Returns the parity report {"passed", "reasons", "criteria", "metrics", ...}."""
-    from edgekd.runtime.backends import create_backend
+    from edgekd.runtime.backends import resolve_backend
+    from edgekd.runtime.canary import host_record
+    from edgekd.runtime.isolated import infer_isolated
 
     if len(val_input) == 0:
         raise EdgekdError("parity gate: no held-out images")
-    model = create_backend(model_path, backend=backend, threads=threads)
-    outs = run_model(model, val_input)
+    name = resolve_backend(model_path, backend)
+    # in a child process: a freshly quantised graph may crash the engine on this CPU, which must not end the export
+    outs = infer_isolated(model_path, name, val_input, threads, what=f"the parity gate's {name} inference of "
+                          f"{model_path}", advice=CRASH_ADVICE)
     if "embedding" not in outs:
         raise EdgekdError(f"{model_path}: the exported model has no 'embedding' output (outputs: {list(outs)})")
     ref = torch_embeddings(student, val_pixels)
     metrics = compare(ref, outs["embedding"], label_pack, labels, outs.get("scores"), criteria.tie_margin)
     passed, reasons, crit = judge(metrics, criteria)
     log.info("parity %s: %s", "passed" if passed else "FAILED", {k: metrics[k] for k in ("cosine_mean", "cosine_min")})
-    return {"passed": passed, "skipped": False, "reasons": reasons, "criteria": crit, "backend": model.name,
-            "precision": criteria.precision, "metrics": metrics}
+    return {"passed": passed, "skipped": False, "reasons": reasons, "criteria": crit, "backend": name,
+            "precision": criteria.precision, "metrics": metrics, "validated_on": host_record(name)}
 
 
 def failure_advice(precision: str, target: str, auto_mixed: bool = False) -> str:

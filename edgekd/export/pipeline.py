@@ -250,7 +250,7 @@ def _manifest(src: dict[str, Any], result: ExportResult, files: dict[str, str | 
         "source_run": {"path": str(src["run_dir"].resolve()), "weights_sha256": weights_hash(src["run_dir"])},
         "labels_source": src["pack_path"], "opset": src["opset"], "versions": backend_versions(),
         "calibration": src["calib"],
-        "parity": {k: report.get(k) for k in ("passed", "skipped", "reasons", "criteria", "metrics")},
+        "parity": {k: report.get(k) for k in ("passed", "skipped", "reasons", "criteria", "metrics", "validated_on")},
         "eval": src["eval"], "target_metadata": result.metadata,
         "build_seconds": round(time.perf_counter() - src["t0"], 3),
     }

@@ -85,6 +85,28 @@ def backends_for(path: str | os.PathLike) -> tuple[str, ...]:
     return SUFFIX_BACKENDS[suffix]
 
 
+def resolve_backend(path: str | os.PathLike, backend: str = "auto") -> str:
+    """The backend that create_backend would use for `path`: 'auto' -> the first usable one for that file type; a
+    named one is checked (it must run that file type and be installed)."""
+    path = Path(path)
+    candidates = backends_for(path)
+    if backend == "auto":
+        reasons = {b: backend_unavailable_reason(b) for b in candidates}
+        usable = [b for b in candidates if reasons[b] is None]
+        if not usable:
+            why = "; ".join(f"{b}: {r}" for b, r in reasons.items())
+            raise EdgekdError(f"{path}: no backend can run it here: {why}")
+        return usable[0]
+    if backend not in candidates:
+        if backend not in BACKENDS:
+            raise EdgekdError(f"unknown backend {backend!r}; known: {', '.join(sorted(BACKENDS))}")
+        raise EdgekdError(f"backend {backend} cannot run {path.suffix} files; use one of {', '.join(candidates)}")
+    reason = backend_unavailable_reason(backend)
+    if reason:
+        raise EdgekdError(f"backend {backend}: {reason}")
+    return backend
+
+
 def create_backend(path: str | os.PathLike, backend: str = "auto", threads: int | None = None,
                    device: str | None = None, spin: bool | None = None) -> Backend:
     """Load `path` (.onnx, .xml, .engine) with `backend` ('auto' = the first usable one for that file type).
@@ -97,22 +119,7 @@ def create_backend(path: str | os.PathLike, backend: str = "auto", threads: int 
         raise EdgekdError(f"{path}: model file not found")
     if threads is not None and threads < 1:
         raise EdgekdError(f"threads must be >= 1, got {threads}")
-    candidates = backends_for(path)
-    if backend == "auto":
-        reasons = {b: backend_unavailable_reason(b) for b in candidates}
-        usable = [b for b in candidates if reasons[b] is None]
-        if not usable:
-            why = "; ".join(f"{b}: {r}" for b, r in reasons.items())
-            raise EdgekdError(f"{path}: no backend can run it here: {why}")
-        backend = usable[0]
-    elif backend not in candidates:
-        if backend not in BACKENDS:
-            raise EdgekdError(f"unknown backend {backend!r}; known: {', '.join(sorted(BACKENDS))}")
-        raise EdgekdError(f"backend {backend} cannot run {path.suffix} files; use one of {', '.join(candidates)}")
-    else:
-        reason = backend_unavailable_reason(backend)
-        if reason:
-            raise EdgekdError(f"backend {backend}: {reason}")
+    backend = resolve_backend(path, backend)
     options = {"spin": spin} if spin is not None and BACKEND_MODULES.get(backend) == "onnxruntime" else {}
     return BACKENDS[backend](path, threads=threads, device=device, **options)
 

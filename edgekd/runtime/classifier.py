@@ -78,9 +78,12 @@ class OpenVocabClassifier:
         directory (default: the bundle's own, if it carries one); verify: check files against their sha256;
         spin: let onnxruntime's worker threads busy-wait between calls (off by default: on a small CPU the spinning
         threads slow this process's own preprocessing and the app's other work more than they save)."""
-        from edgekd.runtime.backends import OrtBackend, create_backend
+        from edgekd.runtime.backends import OrtBackend, create_backend, resolve_backend
+        from edgekd.runtime.canary import check_runs_here
 
         info = read_bundle(bundle, verify=verify)
+        backend = resolve_backend(info.model_path, backend)
+        check_runs_here(info, backend, threads, device)
         be = create_backend(info.model_path, backend=backend, threads=threads, device=device, spin=spin)
         if be.input_name != info.input_name:
             raise EdgekdError(f"{info.model_path}: model input is {be.input_name!r} but edgekd.json says "
