@@ -188,7 +188,16 @@ def _bundle(f: Path, b: dict[str, Any]) -> dict[str, Any]:
     folder = f.parent
     keys = ("version", "target", "precision", "input", "output", "embed_dim", "logit_scale", "teacher_id", "student",
             "source_run", "opset", "calibration", "parity", "eval", "versions", "created", "build_seconds")
-    d = {k: b.get(k) for k in keys if k in b}
+    from edgekd.cpu import describe as describe_cpu
+    from edgekd.runtime.bundle import gate_summary
+
+    d = {"parity_gate": gate_summary(b)}
+    host = (b.get("parity") or {}).get("validated_on")
+    if host:
+        cpu = host.get("cpu") or {}
+        d["validated_on"] = {"cpu": describe_cpu(cpu), "vendor": cpu.get("vendor"), "isa_flags": cpu.get("flags"),
+                             "backend": f"{host.get('backend')} {host.get('backend_version')}"}
+    d.update({k: b.get(k) for k in keys if k in b})
     d["files"] = {k: {"name": v, "size_mb": _size_mb(folder / v)} for k, v in (b.get("files") or {}).items() if v}
     return d
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from edgekd import EdgekdError
 from edgekd.bench.models import resolve_model
 from edgekd.bench.runner import BenchConfig, plan, run_worker
 from edgekd.cli import cli
@@ -194,8 +195,14 @@ def test_bundle_resolution_and_default_backends(tmp_path):
             "input": {"name": "pixels", "shape": ["batch", 3, 24, 24], "dtype": "float32", "layout": "NCHW"},
             "embed_dim": 8, "eval": {"fidelity": 0.97}}
     (bundle / "edgekd.json").write_text(json.dumps(meta))
+    with pytest.raises(EdgekdError, match="parity gate did not pass .*--allow-ungated"):  # no verdict: refused
+        resolve_model(str(bundle))
+    meta["parity"] = {"passed": True, "skipped": False, "metrics": {"images": 300, "cosine_mean": 0.9999,
+                                                                     "cosine_min": 0.999}}
+    (bundle / "edgekd.json").write_text(json.dumps(meta))
     [spec] = resolve_model(str(bundle))
     assert spec.kind == "bundle" and spec.precision == "int8" and spec.img_size == (24, 24)
+    assert spec.extra["parity"].startswith("passed on 300 images")
     assert spec.eval == {"fidelity": 0.97}
     assert resolve_model(str(bundle / "model.onnx"))[0].kind == "bundle"
     jobs = plan([spec], BenchConfig(threads=(1,), batches=(1,)))

@@ -14,9 +14,17 @@ from conftest import make_image
 
 from edgekd import EdgekdError
 from edgekd.export.bundle import load_bundle_manifest
-from edgekd.export.pipeline import GateFailedError, export_bundle
+from edgekd.export.pipeline import GateFailedError
+from edgekd.export.pipeline import export_bundle as _export_bundle
 from edgekd.labelpack import LabelPack
 from edgekd.runtime.bundle import CorruptBundleError
+
+
+def export_bundle(*args, **kwargs) -> Path:
+    """The test images are a few dozen: accept small gates unless a test says otherwise."""
+    kwargs.setdefault("small_gate_ok", True)
+    return _export_bundle(*args, **kwargs)
+
 
 ARCH = "test_efficientnet"  # a tiny CNN: convolutions quantise well
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
@@ -174,7 +182,8 @@ def test_full_in_graph_preprocessing_int8_and_cli(tmp_path, run_dir, data, fp32_
     runner = CliRunner()
     for args, resize in ((["--preprocess-in-graph"], False), (["--preprocess-in-graph", "full"], True)):
         out_dir = tmp_path / f"cli{len(args)}"
-        res = runner.invoke(cli, ["export", str(run_dir), *args, "--val", str(data), "--out", str(out_dir)])
+        res = runner.invoke(cli, ["export", str(run_dir), *args, "--val", str(data), "--out", str(out_dir),
+                                  "--small-gate-ok"])
         assert res.exit_code == 0, res.output
         m = load_bundle_manifest(out_dir)
         assert m["preprocess_in_graph"] and m["resize_in_graph"] is resize
@@ -252,8 +261,8 @@ def test_split_is_disjoint_and_bad_images_skipped(tmp_path, data):
     s = load_image_set(root, Preprocess(size=(32, 32)), 100)
     assert len(s) == 36 and s.skipped == [{"path": "red/bad.jpg", "reason": "not an image"}]
     assert s.frames.shape == (36, 32, 32, 3) and s.frames.dtype == np.uint8
-    c, v = split_calib_val(s)
-    assert not set(c.paths) & set(v.paths) and len(c) + len(v) == 36
+    c, v = split_calib_val(s, 10)
+    assert not set(c.paths) & set(v.paths) and len(c) == 26 and len(v) == 10
     again = load_image_set(root, Preprocess(size=(32, 32)), 10)
     assert again.paths == load_image_set(root, Preprocess(size=(32, 32)), 10).paths  # deterministic sample
 
@@ -297,25 +306,63 @@ def test_precision_not_supported_by_target():
 
 def test_cli_happy_path_and_gate_failure(tmp_path, run_dir, data, monkeypatch):
     from edgekd.cli import cli
+    from edgekd.runtime.bundle import UngatedBundleError
+    from edgekd.runtime.classifier import OpenVocabClassifier
 
     runner = CliRunner()
     assert runner.invoke(cli, ["export", "--help"]).exit_code == 0
-    res = runner.invoke(cli, ["export", str(run_dir), "--precision", "fp32", "--val", str(data),
+    res = runner.invoke(cli, ["export", str(run_dir), "--precision", "fp32", "--val", str(data), "--small-gate-ok",
                               "--out", str(tmp_path / "cli")])
     assert res.exit_code == 0, res.output
-    assert "parity passed" in res.output and (tmp_path / "cli" / "edgekd.json").is_file()
+    assert "parity gate passed on 36 images" in res.output and (tmp_path / "cli" / "edgekd.json").is_file()
 
     import edgekd.export.parity as parity
 
-    monkeypatch.setitem(parity.MIN_MEAN_COSINE, "fp32", 1.5)  # impossible: forces a gate failure
-    res = runner.invoke(cli, ["export", str(run_dir), "--val", str(data), "--out", str(tmp_path / "fail")])
+    monkeypatch.setitem(parity.COSINE_FLOORS, "fp32", (1.5, 0.0, 0.0))  # impossible: forces a gate failure
+    res = runner.invoke(cli, ["export", str(run_dir), "--val", str(data), "--small-gate-ok", "--out",
+                              str(tmp_path / "fail")])
     assert res.exit_code == 3, res.output
     assert "parity gate failed" in res.output and "parity.json" in res.output
+    # the failed bundle is kept for inspection, and refused by the runtime unless asked for
+    with pytest.raises(UngatedBundleError, match=rf"its parity gate failed .*mean embedding cosine .* report: "
+                                                 rf"{tmp_path / 'fail' / 'parity.json'}"):
+        OpenVocabClassifier.load(tmp_path / "fail")
+    assert OpenVocabClassifier.load(tmp_path / "fail", allow_ungated=True).embed_dim == 32
     res = runner.invoke(cli, ["export", str(run_dir), "--no-gate", "--out", str(tmp_path / "nogate")])
     assert res.exit_code == 0, res.output
     assert load_bundle_manifest(tmp_path / "nogate")["parity"]["skipped"] is True
     res = runner.invoke(cli, ["export", str(tmp_path / "missing"), "--val", str(data), "--out", str(tmp_path / "m")])
     assert res.exit_code == 1 and "no such run directory" in res.output
+
+
+def test_gate_needs_200_images_unless_a_small_gate_is_accepted(tmp_path, run_dir, data):
+    with pytest.raises(GateFailedError, match=r"the gate ran on 36 image\(s\), fewer than 200"):
+        _export_bundle(run_dir, "onnx", "fp32", tmp_path / "val", val_dir=data)
+    # with --calib alone, enough images are held out of it, or the error says how many are missing
+    with pytest.raises(EdgekdError, match=r"--calib .*: 36 usable image\(s\), but the parity gate needs 200 "
+                                          r"held-out images besides at least 8 for calibration: add 172 more images"):
+        _export_bundle(run_dir, "onnx", "int8", tmp_path / "calib", calib_dir=data)
+    small = load_bundle_manifest(_export_bundle(run_dir, "onnx", "int8", tmp_path / "small", calib_dir=data,
+                                                small_gate_ok=True))
+    assert small["parity"]["metrics"]["images"] == 7 and small["calibration"]["images"] == 29  # 20 % held out
+    assert "images >= 1" in small["parity"]["criteria"]
+
+
+def test_gate_compares_with_the_student_as_trained(tmp_path, run_dir, data, monkeypatch):
+    """A reparameterisation that changes the model is caught, though the export matches the fused student."""
+    import edgekd.students.model as model
+
+    real = model.reparameterize
+
+    def broken(student):
+        student = real(student)
+        with torch.no_grad():
+            student.head.weight.mul_(-1.0)  # a wrong fusion
+        return student
+
+    monkeypatch.setattr(model, "reparameterize", broken)
+    with pytest.raises(GateFailedError, match="the reparameterised student .* differs from the student as trained"):
+        export_bundle(run_dir, "onnx", "fp32", tmp_path / "b", val_dir=data)
 
 
 def test_eval_results_are_embedded_and_checked(tmp_path, run_dir, data):
@@ -344,7 +391,7 @@ def test_eval_results_are_embedded_and_checked(tmp_path, run_dir, data):
 def test_precision_auto_keeps_the_fastest_passing_precision(tmp_path, run_dir, data):
     from edgekd.export.auto import export_auto
 
-    bundle = export_auto(run_dir, "onnx", tmp_path / "auto", calib_dir=data, threads=1)
+    bundle = export_auto(run_dir, "onnx", tmp_path / "auto", calib_dir=data, threads=1, small_gate_ok=True)
     m = load_bundle_manifest(bundle)
     auto = m["precision_auto"]
     cands = auto["candidates"]
@@ -361,16 +408,17 @@ def test_precision_auto_skips_failing_and_uncalibrated_precisions(tmp_path, run_
 
     real = parity.GateCriteria.default
     monkeypatch.setattr(parity.GateCriteria, "default", classmethod(  # an INT8 gate nothing can pass
-        lambda cls, precision, max_drop=None, **kw: real(precision, max_drop, min_cosine=1.01)
+        lambda cls, precision, max_drop=None, **kw: real(precision, max_drop, **kw, min_mean_cosine=1.01)
         if precision == "int8" else real(precision, max_drop, **kw)))
     r = CliRunner().invoke(cli, ["export", str(run_dir), "--precision", "auto", "--calib", str(data),
-                                 "--out", str(tmp_path / "a"), "--threads", "1"])
+                                 "--out", str(tmp_path / "a"), "--threads", "1", "--small-gate-ok"])
     assert r.exit_code == 0, r.output
     assert "int8: FAILED parity" in r.output and "fp32: passed parity" in r.output and "<- fastest" in r.output
     m = load_bundle_manifest(tmp_path / "a")
     assert m["precision"] == "fp32" and m["precision_auto"]["candidates"]["int8"]["reasons"]
 
-    only_fp32 = load_bundle_manifest(export_auto(run_dir, "onnx", tmp_path / "b", val_dir=data, threads=1))
+    only_fp32 = load_bundle_manifest(export_auto(run_dir, "onnx", tmp_path / "b", val_dir=data, threads=1,
+                                                 small_gate_ok=True))
     assert list(only_fp32["precision_auto"]["candidates"]) == ["fp32"]
     with pytest.raises(EdgekdError, match="not available for --target tensorrt"):
         export_auto(run_dir, "tensorrt", tmp_path / "c", calib_dir=data)
@@ -382,9 +430,9 @@ def test_precision_auto_keeps_other_files_and_replaces_old_bundles(tmp_path, run
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     (mixed / "notes.txt").write_text("mine")
-    export_auto(run_dir, "onnx", mixed, val_dir=data, overwrite=True, threads=1)
+    export_auto(run_dir, "onnx", mixed, val_dir=data, overwrite=True, threads=1, small_gate_ok=True)
     assert (mixed / "notes.txt").read_text() == "mine" and load_bundle_manifest(mixed)["precision"] == "fp32"
     old = export_bundle(run_dir, "onnx", "fp32", tmp_path / "old", val_dir=data)
     (old / "stale.bin").write_bytes(b"x")
-    export_auto(run_dir, "onnx", old, val_dir=data, threads=1)
+    export_auto(run_dir, "onnx", old, val_dir=data, threads=1, small_gate_ok=True)
     assert not (old / "stale.bin").exists() and "precision_auto" in load_bundle_manifest(old)

@@ -36,7 +36,7 @@ def test_cli_openvino_bundle(run_dir, image_folder, tmp_path, precision):
     pytest.importorskip("openvino")
     out = tmp_path / f"ov-{precision}"
     res = CliRunner().invoke(cli, ["export", str(run_dir), "--target", "openvino", "--precision", precision,
-                                   "--calib", str(image_folder), "--out", str(out)])
+                                   "--calib", str(image_folder), "--out", str(out), "--small-gate-ok"])
     assert res.exit_code == 0, res.output
     m = json.loads((out / "edgekd.json").read_text())
     assert m["target"] == "openvino" and m["backend"] == "openvino" and m["precision"] == precision
@@ -55,7 +55,8 @@ def test_cli_tensorrt_without_tensorrt_exits_4(run_dir, image_folder, tmp_path, 
     monkeypatch.setattr("edgekd.export.tensorrt.is_available", lambda m: False if m == "tensorrt" else real(m))
     out = tmp_path / "trt"
     res = CliRunner().invoke(cli, ["export", str(run_dir), "--target", "tensorrt", "--precision", "int8",
-                                   "--calib", str(image_folder), "--out", str(out), "--max-batch", "4"])
+                                   "--calib", str(image_folder), "--out", str(out), "--max-batch", "4",
+                                   "--small-gate-ok"])
     assert res.exit_code == EXIT_NEEDS_DEVICE == 4, res.output
     assert "trtexec --onnx=model.onnx" in res.output and "--from-onnx" in res.output
     m = json.loads((out / "edgekd.json").read_text())

@@ -58,7 +58,8 @@ def test_child_errors_come_back_as_edgekd_errors():
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("iso") / "b")
+    """An ungated bundle: no host record, so the canary runs on first load."""
+    return make_bundle(tmp_path_factory.mktemp("iso") / "b", gate=False)
 
 
 def test_infer_isolated_equals_in_process(bundle):
@@ -112,13 +113,13 @@ def test_crashing_canary_is_a_clear_error_not_a_dead_app(bundle, tmp_path, monke
     monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr("edgekd.runtime.canary.CANARY_JOB", "crasher_module:canary_job")
     with pytest.raises(NativeCrashError, match=rf"a test inference of {bundle} on onnxruntime crashed \(SIGABRT\)"):
-        OpenVocabClassifier.load(bundle)
+        OpenVocabClassifier.load(bundle, allow_ungated=True)
     assert not (tmp_path / "cache" / "canary").exists()  # a crash is not cached as a pass
     image = next(Path(__file__).parent.glob("*.py"))  # any path: the bundle fails before images are read
-    res = CliRunner().invoke(cli, ["classify", str(bundle), str(image)])
+    res = CliRunner().invoke(cli, ["classify", str(bundle), str(image), "--allow-ungated"])
     assert res.exit_code == 1 and "crashed (SIGABRT)" in res.output and "re-export it on this machine" in res.output
     monkeypatch.setenv("EDGEKD_NO_CANARY", "1")
-    assert OpenVocabClassifier.load(bundle).embed_dim > 0
+    assert OpenVocabClassifier.load(bundle, allow_ungated=True).embed_dim > 0
 
 
 # --- OpenVINO on AMX ----------------------------------------------------------------------------------------------
@@ -141,3 +142,17 @@ def test_legacy_amx_detector_matches_the_reproduction(variant, risky):
 
     found = legacy_amx_convolutions(_repro().build(*variant))
     assert bool(found) == risky, found
+
+
+def test_ungated_bundles_are_refused_unless_allowed(bundle, tmp_path):
+    from edgekd.cli import cli
+    from edgekd.runtime.bundle import UngatedBundleError
+    from edgekd.runtime.classifier import OpenVocabClassifier
+
+    with pytest.raises(UngatedBundleError, match=r"its parity gate was skipped \(skipped \(--no-gate\)\).*"
+                                                 "allow_ungated=True / --allow-ungated"):
+        OpenVocabClassifier.load(bundle)
+    res = CliRunner().invoke(cli, ["classify", str(bundle), str(tmp_path)])
+    assert res.exit_code == 1 and "parity gate was skipped" in res.output and len(res.output.splitlines()) == 1
+    info = CliRunner().invoke(cli, ["info", str(bundle)])
+    assert info.exit_code == 0 and "parity_gate: skipped (--no-gate)" in info.output

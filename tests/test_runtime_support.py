@@ -8,6 +8,7 @@ manifest writer) so the runtime is always tested against what the exporter write
 from __future__ import annotations
 
 import functools
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -41,12 +42,29 @@ def label_pack():
     return build_label_pack(teacher(), CLASSES, "single")
 
 
+@functools.lru_cache(maxsize=1)
+def gate_images() -> Path:
+    """A small ImageFolder (the CLASSES' colours, 4 images each) for the exporter's parity gate in test bundles."""
+    from PIL import Image
+
+    root = Path(tempfile.mkdtemp(prefix="edgekd-gate-images-"))
+    rng = np.random.default_rng(7)
+    for ci, name in enumerate(["red", "green", "blue"]):
+        (root / name).mkdir()
+        for i in range(4):
+            rgb = np.roll(np.array([220, 30, 30], np.float32), ci)
+            arr = np.clip(rgb + rng.normal(0, 40, (36 + 2 * i, 40, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(root / name / f"{i}.jpg")
+    return root
+
+
 def make_bundle(out: Path, in_graph: bool | str = False, labels: bool = True, with_scores: bool = False,
-                val_dir: Path | None = None, static_batch: int | None = None) -> Path:
+                val_dir: Path | None = None, static_batch: int | None = None, gate: bool = True) -> Path:
     """A tiny ONNX fp32 bundle of `student()` (input `pixels` NCHW float32, or `frames` NHWC uint8 when in_graph;
     in_graph="full": frames of any size, resized in the graph).
 
-    with_scores bakes the label scores into the graph (a second output); val_dir runs the exporter's parity gate.
+    with_scores bakes the label scores into the graph (a second output). The exporter's parity gate runs on val_dir
+    (default: gate_images()), a small gate accepted as such; gate=False leaves the bundle ungated.
     """
     try:
         from edgekd.export.pipeline import export_bundle
@@ -58,9 +76,9 @@ def make_bundle(out: Path, in_graph: bool | str = False, labels: bool = True, wi
     save_student(run, student())
     if labels:
         label_pack().save(run / "labels.npz")
-    return export_bundle(run, "onnx", "fp32", out, val_dir=val_dir, gate=val_dir is not None,
-                         preprocess_in_graph=in_graph, with_labels=with_scores, static_batch=static_batch,
-                         overwrite=True)
+    return export_bundle(run, "onnx", "fp32", out, val_dir=(val_dir or gate_images()) if gate else None, gate=gate,
+                         small_gate_ok=True, preprocess_in_graph=in_graph, with_labels=with_scores,
+                         static_batch=static_batch, overwrite=True)
 
 
 def _make_bundle_by_hand(out: Path, in_graph: bool, labels: bool) -> Path:

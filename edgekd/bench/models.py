@@ -93,22 +93,24 @@ class ModelSpec:
         return cls(**d)
 
 
-def resolve_model(arg: str, img_sizes: list[int] | None = None, embed_dim: int = 512) -> list[ModelSpec]:
-    """A MODEL argument -> its specs (a timm name gives one per --img-size; everything else has its own size)."""
+def resolve_model(arg: str, img_sizes: list[int] | None = None, embed_dim: int = 512,
+                  allow_ungated: bool = False) -> list[ModelSpec]:
+    """A MODEL argument -> its specs (a timm name gives one per --img-size; everything else has its own size).
+    A bundle whose parity gate failed or was skipped is refused unless `allow_ungated`."""
     path = Path(arg)
     if path.exists():
         if path.is_dir():
             if (path / BUNDLE_FILE).is_file():
-                return [resolve_bundle(path)]
+                return [resolve_bundle(path, allow_ungated)]
             if (path / "config.json").is_file():
                 return [resolve_run(path)]
             raise EdgekdError(f"{arg}: directory is neither an export bundle (no {BUNDLE_FILE}) nor a run directory "
                               "(no config.json); pass a bundle, run dir, model file or timm model name")
         if path.name == BUNDLE_FILE:
-            return [resolve_bundle(path.parent)]
+            return [resolve_bundle(path.parent, allow_ungated)]
         if path.suffix.lower() in SUFFIX_BACKENDS:
             if (path.parent / BUNDLE_FILE).is_file() and _bundle_model_file(path.parent) == path.resolve():
-                return [resolve_bundle(path.parent)]
+                return [resolve_bundle(path.parent, allow_ungated)]
             return [resolve_file(path)]
         if path.suffix == ".safetensors" and (path.parent / "config.json").is_file():
             return [resolve_run(path.parent)]
@@ -160,8 +162,13 @@ def resolve_run(path: Path) -> ModelSpec:
                      labels=str(labels) if labels.is_file() else None, extra={"arch": cfg.arch})
 
 
-def resolve_bundle(path: Path) -> ModelSpec:
+def resolve_bundle(path: Path, allow_ungated: bool = False) -> ModelSpec:
+    from edgekd.runtime.bundle import gate_status, gate_summary
+
     meta = _read_bundle(path)
+    if gate_status(meta) != "passed" and not allow_ungated:
+        raise EdgekdError(f"{path}: its parity gate did not pass ({gate_summary(meta)}); re-export it with the gate, "
+                          "or bench it anyway with --allow-ungated")
     model_file = _bundle_model_file(path, meta)
     if not model_file.is_file():
         raise EdgekdError(f"{path}: {BUNDLE_FILE} names model file {model_file.name}, which is missing")
@@ -182,7 +189,8 @@ def resolve_bundle(path: Path) -> ModelSpec:
                      frame_size=frame_size, preprocess=meta.get("preprocess"),
                      labels=str(path / labels) if labels else None,
                      eval=meta.get("eval"), extra={"arch": student.get("arch"), "target": meta.get("target"),
-                                                   "teacher_id": meta.get("teacher_id")})
+                                                   "teacher_id": meta.get("teacher_id"),
+                                                   "parity": gate_summary(meta)})
 
 
 def resolve_file(path: Path) -> ModelSpec:

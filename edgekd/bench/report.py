@@ -124,6 +124,8 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(f"- timing: warm-up {cfg.get('warmup_s')} s, then >= {cfg.get('min_iters')} iterations and >= "
                      f"{cfg.get('min_time_s')} s per row; throughput from a separate pipelined loop")
     rows = doc["rows"]
+    for name, parity in {r["model"]: r["parity"] for r in rows if r.get("parity")}.items():
+        lines.append(f"- {name}: parity gate {parity}")
     for name, frame in {r["model"]: r["frame_size"] for r in rows if r.get("frame_size")}.items():
         lines.append(f"- {name} crops and resizes in its graph: it is fed {frame[1]}x{frame[0]} frames and its model "
                      "times include that preprocessing")

@@ -171,7 +171,7 @@ def base_row(job: Job) -> dict[str, Any]:
             "backend": job.backend, "precision": precision, "batch": job.batch, "threads": job.threads,
             "img_size": list(m.img_size), "frame_size": list(m.frame_size) if m.frame_size else None,
             "embed_dim": m.embed_dim, "mode": job.mode, "status": "pending",
-            "reason": None, "source": m.source, "file": m.file, "eval": m.eval,
+            "reason": None, "source": m.source, "file": m.file, "eval": m.eval, "parity": m.extra.get("parity"),
             "latency_ms": None, "throughput_ips": None, "peak_rss_mb": None, "peak_gpu_mb": None, "load_s": None,
             "model_mb": None}
 

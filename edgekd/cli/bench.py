@@ -55,12 +55,13 @@ def _str_list(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
 @click.option("--out", "out_dir", default="bench-out", type=click.Path(file_okay=False),
               help="Output directory (results.json, results.md, latency.png, throughput.png).")
 @click.option("--plots/--no-plots", default=True, help="Write the PNG plots (needs matplotlib).")
+@click.option("--allow-ungated", is_flag=True, help="Bench bundles whose parity gate failed or was skipped.")
 @click.option("--compare", nargs=2, default=None, type=click.Path(exists=True), metavar="A.json B.json",
               help="Show two result files side by side (no benchmarking).")
 def bench(models: tuple[str, ...], teacher: str | None, random_teacher: bool, backends: tuple[str, ...],
           threads: tuple[int, ...], batches: tuple[int, ...], img_sizes: tuple[int, ...], embed_dim: int,
           warmup_s: float, min_time_s: float, min_iters: int, throughput_s: float | None, device: str, e2e: bool,
-          power: bool, omp_wait_policy: str, timeout_s: float, out_dir: str, plots: bool,
+          power: bool, omp_wait_policy: str, timeout_s: float, out_dir: str, plots: bool, allow_ungated: bool,
           compare: tuple[str, str] | None) -> None:
     """Benchmark MODELs: export bundles, run directories, ONNX/IR/engine files or bare timm model names.
 
@@ -90,7 +91,7 @@ def bench(models: tuple[str, ...], teacher: str | None, random_teacher: bool, ba
     if teacher or random_teacher:
         specs.append(resolve_teacher(teacher or "ViT-B-32", random_init=random_teacher))
     for m in models:
-        specs += resolve_model(m, list(img_sizes) or None, embed_dim)
+        specs += resolve_model(m, list(img_sizes) or None, embed_dim, allow_ungated)
     if not specs:
         raise EdgekdError("nothing to bench: pass MODEL arguments and/or --teacher / --random-teacher "
                           "(or --compare A.json B.json)")

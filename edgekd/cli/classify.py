@@ -23,8 +23,9 @@ import click
 @click.option("--threads", type=click.IntRange(1, None), default=None, help="Inference threads (default: backend's).")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1, None))
 @click.option("--recursive/--no-recursive", default=True, show_default=True, help="Descend into sub-folders.")
+@click.option("--allow-ungated", is_flag=True, help="Use a bundle whose parity gate failed or was skipped.")
 def classify(bundle, images, labels_path, label_strings, text_encoder, top_k, threshold, as_json, backend, threads,
-             batch_size, recursive) -> None:
+             batch_size, recursive, allow_ungated) -> None:
     """Classify IMAGES (files or folders) with BUNDLE. Unreadable images are reported on stderr and skipped."""
     import json
     import sys
@@ -32,12 +33,15 @@ def classify(bundle, images, labels_path, label_strings, text_encoder, top_k, th
     from tqdm.auto import tqdm
 
     from edgekd import EdgekdError
+    from edgekd.runtime.bundle import gate_summary
     from edgekd.runtime.classifier import OpenVocabClassifier, find_images
 
     if labels_path and label_strings:
         raise click.UsageError("give either --labels PACK or --label TEXT, not both")
     clf = OpenVocabClassifier.load(bundle, labels=labels_path, backend=backend, threads=threads,
-                                   text_encoder=text_encoder)
+                                   text_encoder=text_encoder, allow_ungated=allow_ungated)
+    click.echo(f"{bundle}: {clf.backend.name} {clf.info.meta.get('precision')}, parity gate "
+               f"{gate_summary(clf.info.meta)}", err=True)
     if label_strings:
         clf.set_labels(list(label_strings))
     clf.label_set  # noqa: B018  (fails early with a clear message when there are no labels)

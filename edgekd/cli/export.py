@@ -55,8 +55,11 @@ def _kv(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--max-drop", type=float, default=None,
               help="INT8: max zero-shot accuracy drop in points [default: 1.0].")
 @click.option("--tie-margin", type=click.FloatRange(0), default=None,
-              help="INT8 gate: a top-1 flip between classes the PyTorch student scores within this cosine is a tie, "
-                   "not a disagreement [default: 0.001; 0 = every flip counts].")
+              help="INT8 gate: a top-1 flip is a tie, not a disagreement, when the PyTorch student's embedding lies "
+                   "within this distance of the two classes' decision boundary [default: 0.005; 0 = every flip "
+                   "counts].")
+@click.option("--small-gate-ok", is_flag=True,
+              help="Accept a parity gate on fewer than 200 held-out images (its verdict says how many).")
 @click.option("--keep-fp32", multiple=True, help="onnx INT8: node names to leave unquantised (repeat or comma-list).")
 @click.option("--keep-fp16", multiple=True, help="openvino/tensorrt INT8: layers to keep in higher precision.")
 @click.option("--auto-mixed", is_flag=True,
@@ -83,8 +86,8 @@ def _kv(values: tuple[str, ...]) -> dict[str, Any]:
 def export(run: Path, target: str, precision: str, out: Path | None, calib: Path | None, val: Path | None,
            labels: Path | None, calib_images: int, val_images: int, calib_method: str | None,
            static_batch: int | None, preprocess_in_graph: str | None, with_labels: bool, opset: int, gate: bool,
-           max_drop: float | None, tie_margin: float | None, keep_fp32: tuple[str, ...], keep_fp16: tuple[str, ...],
-           auto_mixed: bool,
+           max_drop: float | None, tie_margin: float | None, small_gate_ok: bool, keep_fp32: tuple[str, ...],
+           keep_fp16: tuple[str, ...], auto_mixed: bool,
            quant_format: str, activation_type: str, reduce_range: bool, threads: int | None, overwrite: bool,
            min_batch: int | None, opt_batch: int | None, max_batch: int | None, workspace_gb: float | None,
            dla_core: int | None, timing_cache: Path | None, from_onnx: Path | None, eval_file: Path | None,
@@ -114,9 +117,9 @@ def export(run: Path, target: str, precision: str, out: Path | None, calib: Path
     kwargs = dict(calib_dir=calib, val_dir=val, labels=labels, preprocess_in_graph=preprocess_in_graph,
                   with_labels=with_labels, static_batch=static_batch, opset=opset, gate=gate,
                   calib_images=calib_images, eval_file=eval_file, val_images=val_images, max_drop=max_drop,
-                  tie_margin=tie_margin, threads=threads, overwrite=overwrite, keep_fp32=_split(keep_fp32),
-                  auto_mixed=auto_mixed, quant_format=quant_format, activation_type=activation_type,
-                  reduce_range=reduce_range, **options)
+                  tie_margin=tie_margin, small_gate_ok=small_gate_ok, threads=threads, overwrite=overwrite,
+                  keep_fp32=_split(keep_fp32), auto_mixed=auto_mixed, quant_format=quant_format,
+                  activation_type=activation_type, reduce_range=reduce_range, **options)
     if precision == "auto":
         from edgekd.export.auto import export_auto
 
@@ -126,22 +129,10 @@ def export(run: Path, target: str, precision: str, out: Path | None, calib: Path
 
         bundle = export_bundle(run, target, precision, out, **kwargs)
     from edgekd.export.bundle import load_bundle_manifest
+    from edgekd.runtime.bundle import gate_summary
 
     m = load_bundle_manifest(bundle)
-    parity = m["parity"]
-    if parity.get("skipped"):
-        verdict = "gate skipped (--no-gate)"
-    else:
-        mt = parity["metrics"]
-        verdict = (f"parity passed on {mt['images']} images: cosine mean {mt['cosine_mean']:.5f} / worst "
-                   f"{mt['cosine_min']:.5f}")
-        if "top1_agreement" in mt:
-            verdict += f", top-1 agreement {mt['top1_agreement']:.1%}"
-            if mt.get("top1_agreement_strict", mt["top1_agreement"]) != mt["top1_agreement"]:
-                verdict += (f" (strict {mt['top1_agreement_strict']:.1%}; {mt['flips_within_tie_margin']} flips "
-                            "between near-tied classes)")
-        if "accuracy_drop" in mt:
-            verdict += f", accuracy drop {mt['accuracy_drop']:.2f} pts"
+    verdict = "parity gate " + gate_summary(m)
     size = sum((bundle / f).stat().st_size for f in m["sha256"]) / 1e6
     if "precision_auto" in m:
         for p, c in m["precision_auto"]["candidates"].items():

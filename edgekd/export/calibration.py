@@ -21,7 +21,8 @@ from edgekd.preprocess import Preprocess
 log = logging.getLogger(__name__)
 
 DEFAULT_CALIB_IMAGES = 300
-DEFAULT_VAL_FRACTION = 0.2  # of --calib, when no --val is given
+MIN_CALIB_IMAGES = 8  # INT8 calibration below this is a guess
+MIN_VAL_FRACTION = 0.2  # held out of --calib at least, when the gate's minimum is waived (--small-gate-ok)
 SEED = 0
 
 
@@ -122,13 +123,27 @@ def load_image_set(folder: str | os.PathLike, preprocess: Preprocess, max_images
     return ImageSet(arr, np.asarray(labels, np.int64), list(index.classes), paths, entries, skipped, str(folder))
 
 
-def split_calib_val(images: ImageSet, val_fraction: float = DEFAULT_VAL_FRACTION,
-                    seed: int = SEED) -> tuple[ImageSet, ImageSet]:
-    """Deterministic disjoint split of one set into (calibration, held-out parity) parts; each gets >= 1 image."""
+def split_calib_val(images: ImageSet, n_val: int, seed: int = SEED) -> tuple[ImageSet, ImageSet]:
+    """Deterministic disjoint split of one set into (calibration, held-out parity) parts, `n_val` held out."""
     n = len(images)
-    if n < 2:
-        raise EdgekdError(f"--calib {images.root}: {n} usable image(s) cannot be split into calibration and parity "
-                          "sets; add images or pass --val DIR")
-    n_val = min(n - 1, max(1, int(round(n * val_fraction))))
+    if not 0 < n_val <= n:
+        raise EdgekdError(f"cannot hold out {n_val} of {n} image(s) for the parity gate")
     perm = np.random.default_rng([seed, 1]).permutation(n)
     return images.subset(np.sort(perm[n_val:])), images.subset(np.sort(perm[:n_val]))
+
+
+def plan_held_out(available: int, calib_images: int, val_images: int, min_gate: int, needs_calib: bool,
+                  folder: str | os.PathLike) -> int:
+    """How many of `available` --calib images to hold out for the gate when there is no --val: up to `val_images`,
+    at least `min_gate`, leaving `calib_images` (at least MIN_CALIB_IMAGES) for calibration when `needs_calib`.
+    Says how many images are missing when the folder cannot give both."""
+    if not needs_calib:
+        return min(available, val_images)
+    if available < min_gate + MIN_CALIB_IMAGES:
+        raise EdgekdError(f"--calib {folder}: {available} usable image(s), but the parity gate needs {min_gate} "
+                          f"held-out images besides at least {MIN_CALIB_IMAGES} for calibration: add "
+                          f"{min_gate + MIN_CALIB_IMAGES - available} more images, pass --val DIR (held-out images), "
+                          "or accept a smaller gate with --small-gate-ok")
+    n_val = min(val_images, max(min_gate, available - calib_images, round(available * MIN_VAL_FRACTION)))
+    n_val = min(n_val, available - MIN_CALIB_IMAGES)
+    return n_val

@@ -303,8 +303,7 @@ class _EmbeddingAgreement:
         self.inputs = inputs  # [N, ...] held-out model inputs
         self.reference = reference  # [N, D] unit rows from the fp32 model
         self.labels = label_embeddings  # [C, D] or None
-        self.tie_margin = tie_margin  # cosine: a flip between classes the reference scores this close is a tie
-        self.ref_cos = None if label_embeddings is None else reference @ label_embeddings.T  # [N, C]
+        self.tie_margin = tie_margin  # the parity gate's: distance to the class boundary within which a flip is a tie
 
     def evaluate(self, model: Any) -> float:
         """The metric of an ov.Model on all held-out inputs (compiled in f32 like NNCF does)."""
@@ -313,6 +312,8 @@ class _EmbeddingAgreement:
         return self(compiled, enumerate(_batches(self.inputs)))[0]
 
     def __call__(self, compiled: Any, items: Iterable[tuple[int, np.ndarray]]) -> tuple[float, list[float]]:
+        from edgekd.export.parity import agreeing_images
+
         values = []
         for index, x in items:
             emb = np.asarray(compiled(x)[0], dtype=np.float32)  # [1, D]
@@ -320,9 +321,8 @@ class _EmbeddingAgreement:
             if self.labels is None:
                 values.append(float(emb[0] @ self.reference[index]))
             else:
-                ref_cos = self.ref_cos[index]
-                gap = ref_cos.max() - ref_cos[int((emb[0] @ self.labels.T).argmax())]
-                values.append(float(gap <= self.tie_margin))
+                agrees, _ = agreeing_images(self.reference[index:index + 1], emb, self.labels, self.tie_margin)
+                values.append(float(agrees[0]))
         return (float(np.mean(values)) if values else 0.0), values
 
 

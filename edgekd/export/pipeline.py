@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -95,7 +96,7 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
                   labels: str | os.PathLike | None = None, *, preprocess_in_graph: bool | str = False,
                   with_labels: bool = False, static_batch: int | None = None, opset: int = 17, gate: bool = True,
                   calib_images: int = 300, val_images: int = DEFAULT_VAL_IMAGES, max_drop: float | None = None,
-                  tie_margin: float | None = None,
+                  tie_margin: float | None = None, small_gate_ok: bool = False,
                   threads: int | None = None, overwrite: bool = False, eval_file: str | os.PathLike | None = None,
                   **options: Any) -> Path:
     """Export the student of `run_dir` to a bundle at `out` and gate it. Returns the bundle path.
@@ -107,7 +108,7 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
     Raises EdgekdError for bad input, GateFailedError (exit 3) when parity fails (bundle + parity.json kept),
     NeedsDeviceError (exit 4) when a target prepared work for another machine.
     """
-    from edgekd.export.calibration import OriginalFrames, as_model_input, load_image_set, split_calib_val
+    from edgekd.export.calibration import OriginalFrames, as_model_input
     from edgekd.export.onnx import export_student_onnx
     from edgekd.export.parity import GateCriteria, check_parity, failure_advice
     from edgekd.students.io import load_student, load_student_config
@@ -128,7 +129,8 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
     if with_labels and labels is None and not (run_dir / LABELS_FILE).is_file():
         raise EdgekdError(f"--with-labels: {run_dir} has no {LABELS_FILE}; pass --labels PACK")
     cfg = load_student_config(run_dir)
-    student = reparameterize(load_student(run_dir)).eval()
+    trained = load_student(run_dir).eval()  # the gate's reference: the student as trained
+    student = reparameterize(copy.deepcopy(trained)).eval()  # what is exported (fused blocks)
     pp = cfg.get_preprocess()
     pack, pack_path = _load_labels(run_dir, labels, cfg)
     if in_graph == "full":
@@ -143,25 +145,13 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
             opset = MIN_OPSET
     eval_results = load_run_eval(eval_file, run_dir, cfg) if eval_file is not None else None
 
-    # calibration / held-out parity images: never the same images
-    calib = val = None
-    if calib_dir is not None:
-        calib = load_image_set(calib_dir, pp, calib_images + (0 if val_dir else max(1, calib_images // 4)), "--calib")
-    if val_dir is not None:
-        val = load_image_set(val_dir, pp, val_images, "--val")
-    elif calib is not None and gate:
-        calib, val = split_calib_val(calib)
-    if precision == "int8" and calib is None:
-        raise EdgekdError("--precision int8 needs --calib DIR (a few hundred representative images)")
-    if gate and val is None:
-        raise EdgekdError("the parity gate needs real images: pass --val DIR (held-out images) or --calib DIR "
-                          "(part of it is held out), or --no-gate to skip the check")
+    criteria = GateCriteria.default(precision, max_drop=max_drop, tie_margin=tie_margin, small_gate_ok=small_gate_ok)
+    calib, val = _image_sets(calib_dir, val_dir, pp, calib_images, val_images, gate, precision, criteria.min_images)
 
     _prepare_out(out, overwrite)
     input_name = "frames" if in_graph else "pixels"
     io = export_student_onnx(student, out / ONNX_FILE, pp, bool(in_graph), pack if with_labels else None,
                              static_batch, opset)
-    criteria = GateCriteria.default(precision, max_drop=max_drop, tie_margin=tie_margin)
     req = ExportRequest(student=student, preprocess=pp, out_dir=out, precision=precision, onnx_path=out / ONNX_FILE,
                         input_name=input_name,
                         calib=as_model_input(calib.frames, input_name, pp) if calib is not None else None,
@@ -191,8 +181,8 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
 
     if gate:
         val_input = OriginalFrames(val) if in_graph == "full" else req.val
-        report = check_parity(student, out / files["model"], result.backend, val_input, pp.normalize(val.frames),
-                              criteria, pack, _val_labels(val, pack), threads)
+        report = check_parity(trained, out / files["model"], result.backend, val_input, pp.normalize(val.frames),
+                              criteria, pack, _val_labels(val, pack), threads, reparameterized=student)
         report["images"] = val.describe()
         report["held_out"] = "--val" if val_dir is not None else "split of --calib (never used for calibration)"
     else:
@@ -204,11 +194,35 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
     write_manifest(out, manifest)
     (out / IN_PROGRESS).unlink(missing_ok=True)
     if report.get("passed") is False:
-        advice = failure_advice(precision, target, bool(options.get("auto_mixed")))
+        model_faults = [r for r in report["reasons"] if not r.startswith("the gate ran on")]  # not a too-small set
+        advice = f"; {failure_advice(precision, target, bool(options.get('auto_mixed')))}" if model_faults else ""
         raise GateFailedError(f"parity gate failed for {target} {precision} ({'; '.join(report['reasons'])}); report "
-                              f"in {out / PARITY_FILE}; {advice}", out, report)
+                              f"in {out / PARITY_FILE}{advice}", out, report)
     log.info("exported %s %s bundle to %s in %.1f s", target, precision, out, manifest["build_seconds"])
     return out
+
+
+def _image_sets(calib_dir: str | os.PathLike | None, val_dir: str | os.PathLike | None, pp: Any, calib_images: int,
+                val_images: int, gate: bool, precision: str, min_gate: int) -> tuple[Any, Any]:
+    """Calibration and held-out parity images, never the same images. Without --val the gate's images are held out
+    of --calib: enough to reach the gate's minimum, or an error that says how many more are needed."""
+    from edgekd.export.calibration import load_image_set, plan_held_out, split_calib_val
+
+    needs_calib = precision == "int8"
+    if needs_calib and calib_dir is None:
+        raise EdgekdError("--precision int8 needs --calib DIR (a few hundred representative images)")
+    if gate and calib_dir is None and val_dir is None:
+        raise EdgekdError("the parity gate needs real images: pass --val DIR (held-out images) or --calib DIR "
+                          "(part of it is held out), or --no-gate to skip the check")
+    val = load_image_set(val_dir, pp, val_images, "--val") if val_dir is not None else None
+    calib = None
+    if calib_dir is not None:
+        held_out = gate and val is None
+        calib = load_image_set(calib_dir, pp, calib_images + (val_images if held_out else 0), "--calib")
+        if held_out:
+            n_val = plan_held_out(len(calib), calib_images, val_images, min_gate, needs_calib, calib_dir)
+            calib, val = split_calib_val(calib, n_val) if n_val < len(calib) else (None, calib)
+    return calib, val
 
 
 def in_graph_mode(value: bool | str | None) -> str | None:

@@ -10,6 +10,7 @@ groups (1, 2, 4, ...), re-using the cached calibration ranges, until the gate cr
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,7 @@ def _evaluate(int8_path: Path, x: np.ndarray, ref: np.ndarray, req: ExportReques
     sess = _session(require("onnx").load(str(int8_path)))
     emb = sess.run(["embedding"], {req.input_name: x})[0]
     criteria = req.options.get("gate") or GateCriteria.default("int8", req.options.get("max_drop"))
+    criteria = replace(criteria, min_images=1)  # a search on EVAL_IMAGES calibration images, not the gate itself
     metrics = compare(ref, emb, req.label_pack, tie_margin=criteria.tie_margin)
     passed, _, _ = judge(metrics, criteria)
     return passed, metrics

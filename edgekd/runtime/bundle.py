@@ -154,3 +154,70 @@ def _inside(root: Path, name: Any, what: str) -> Path:
     if p.is_absolute() or ".." in p.parts:
         raise ValueError(f"{what} {name!r} must be a plain relative path inside the bundle")
     return root / p
+
+
+# --- the parity verdict a bundle carries ---------------------------------------------------------------------------
+
+class UngatedBundleError(EdgekdError):
+    """A bundle whose parity gate failed or was skipped, loaded without allow_ungated."""
+
+
+def gate_status(meta: dict[str, Any]) -> str:
+    """'passed', 'failed', 'skipped' (--no-gate, or an engine still to be built) or 'missing' (no verdict)."""
+    parity = meta.get("parity")
+    if not isinstance(parity, dict):
+        return "missing"
+    if parity.get("passed") is True:
+        return "passed"
+    if parity.get("passed") is False:
+        return "failed"
+    return "skipped" if parity.get("skipped") else "missing"
+
+
+def gate_summary(meta: dict[str, Any]) -> str:
+    """One line: the verdict, what it measured and where, e.g. 'passed on 500 images: cosine mean 0.99990 / p1 0.99950
+    / worst 0.99800, top-1 agreement 99.2% (95% 98.0-99.7%), on Intel Xeon (AVX512_CORE_AMX) with openvino 2026.4'."""
+    status = gate_status(meta)
+    parity = meta.get("parity") or {}
+    if status in ("skipped", "missing"):
+        why = "; ".join(parity.get("reasons") or []) or "no parity report in edgekd.json"
+        return f"{status} ({why})"
+    m = parity.get("metrics") or {}
+    line = f"{status} on {m.get('images', '?')} images: cosine mean {m.get('cosine_mean', float('nan')):.5f}"
+    if "cosine_p01" in m:
+        line += f" / p1 {m['cosine_p01']:.5f}"
+    line += f" / worst {m.get('cosine_min', float('nan')):.5f}"
+    if "top1_agreement" in m:
+        line += f", top-1 agreement {m['top1_agreement']:.1%}"
+        if "top1_agreement_ci95" in m:
+            lo, hi = m["top1_agreement_ci95"]
+            line += f" (95% {lo:.1%}-{hi:.1%}; strict {m['top1_agreement_strict']:.1%})"
+    if "accuracy_drop" in m:
+        line += f", accuracy drop {m['accuracy_drop']:.2f} pts"
+    host = parity.get("validated_on") or {}
+    if host:
+        from edgekd.cpu import describe
+
+        line += f", on {describe(host.get('cpu') or {})} with {host.get('backend')} {host.get('backend_version')}"
+    if status == "failed":
+        line += f"; failed: {'; '.join(parity.get('reasons') or [])}"
+    return line
+
+
+def require_gate(info: BundleInfo, allow_ungated: bool = False) -> str:
+    """The bundle's gate status; raises UngatedBundleError for a failed, skipped or missing gate unless
+    `allow_ungated` (then it only logs a warning)."""
+    import logging
+
+    status = gate_status(info.meta)
+    if status == "passed":
+        return status
+    report = info.root / "parity.json"
+    where = f"; report: {report}" if report.is_file() else ""
+    what = {"failed": "failed", "skipped": "was skipped", "missing": "left no verdict"}[status]
+    message = (f"{info.root}: its parity gate {what} ({gate_summary(info.meta)}){where}; re-export it with the gate, "
+               "or pass allow_ungated=True / --allow-ungated to use it anyway")
+    if not allow_ungated:
+        raise UngatedBundleError(message)
+    logging.getLogger(__name__).warning("using an ungated bundle: %s", message)
+    return status

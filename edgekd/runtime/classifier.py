@@ -30,7 +30,7 @@ from PIL import Image
 from edgekd import EdgekdError
 from edgekd.data.images import frame_to_image, is_image_file, load_rgb, to_rgb
 from edgekd.labelpack import LabelPack, load_label_pack
-from edgekd.runtime.bundle import BundleInfo, read_bundle
+from edgekd.runtime.bundle import BundleInfo, read_bundle, require_gate
 from edgekd.runtime.labels import LabelSet, Prediction, mean_embedding
 
 log = logging.getLogger(__name__)
@@ -72,16 +72,23 @@ class OpenVocabClassifier:
     @classmethod
     def load(cls, bundle: str | os.PathLike, labels: LabelsLike | None = None, backend: str = "auto",
              threads: int | None = None, device: str | None = None, text_encoder: str | os.PathLike | None = None,
-             verify: bool = True, spin: bool = False) -> OpenVocabClassifier:
+             verify: bool = True, spin: bool = False, allow_ungated: bool = False) -> OpenVocabClassifier:
         """Load a bundle directory. labels: a pack, its path or a list of names (default: the bundle's labels.npz);
         backend: 'auto' (by file type) or a name from edgekd.runtime.backends; text_encoder: an `edgekd export-text`
         directory (default: the bundle's own, if it carries one); verify: check files against their sha256;
         spin: let onnxruntime's worker threads busy-wait between calls (off by default: on a small CPU the spinning
-        threads slow this process's own preprocessing and the app's other work more than they save)."""
+        threads slow this process's own preprocessing and the app's other work more than they save);
+        allow_ungated: load a bundle whose parity gate failed or was skipped (refused by default:
+        UngatedBundleError names the parity report).
+
+        On a CPU the bundle's gate did not run on, one guarded inference runs in a child process first
+        (edgekd.runtime.canary), so that a model that crashes this CPU's kernels raises NativeCrashError here instead
+        of killing the app."""
         from edgekd.runtime.backends import OrtBackend, create_backend, resolve_backend
         from edgekd.runtime.canary import check_runs_here
 
         info = read_bundle(bundle, verify=verify)
+        require_gate(info, allow_ungated)
         backend = resolve_backend(info.model_path, backend)
         check_runs_here(info, backend, threads, device)
         be = create_backend(info.model_path, backend=backend, threads=threads, device=device, spin=spin)
