@@ -21,6 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgekd.cpu import cpu_facts
+from edgekd.cpu import describe as describe_cpu
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -83,7 +86,7 @@ def main() -> None:
         "teacher": teacher.describe()["id"], "teacher_source": teacher.spec.source(),
         "device": str(teacher.device),
         "device_name": (torch.cuda.get_device_name(teacher.device) if teacher.device.type == "cuda"
-                        else platform.processor() or platform.machine()),
+                        else describe_cpu(cpu_facts())),
         "images": n, "valid": m["counts"]["valid"], "views": args.views, "batch_size": args.batch_size,
         "workers": args.workers,
         "cache_images_per_s": m["build"]["images_per_s_last_run"],
@@ -91,7 +94,7 @@ def main() -> None:
         "total_seconds_incl_index_and_labels": round(total_s, 2),
         "decode_render_images_per_s_1proc": round(decode_ips, 1),
         "teacher_forward_views_per_s": round(teacher_views_ps, 2),
-        "environment": {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "environment": {"cpu_facts": cpu_facts(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                         "cpu_count": os.cpu_count(), "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
                         "python": platform.python_version()},
     }

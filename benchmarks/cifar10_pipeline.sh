@@ -48,7 +48,8 @@ else  # sized for a 2-core CPU in < 45 min; the teacher (~5-10 images/s) is the 
 fi
 PY="${EDGEKD_PYTHON:-$REPO/.venv/bin/python}"
 [[ -x "$PY" ]] || PY="$(command -v python3)"
-EDGEKD=("$PY" -m edgekd)
+EDGEKD=(edgekd_cmd)
+edgekd_cmd() { echo "\$ edgekd $*" | sed -e "s#$WORK#WORK#g" -e "s#$REPO/##g" >&2; "$PY" -m edgekd "$@"; }
 if [[ -n "$PRETRAINED" ]]; then TEACHER_FLAGS=(--teacher "$TEACHER" --pretrained "$PRETRAINED")
 else TEACHER_FLAGS=(--teacher "$TEACHER" --random-teacher); fi
 DESC="$REPO/benchmarks/data/cifar10_descriptions.json"
@@ -66,7 +67,15 @@ stage() {
   fi
   echo "== [$name] $*"
   local t0 rc=0; t0=$(date +%s.%N)
-  "$@" || rc=$?
+  # the stage's output goes to RESULTS/transcript/NAME.txt, WORK shortened and progress bars dropped: the README's
+  # example outputs are excerpts of these files (benchmarks/readme_tables.py)
+  mkdir -p "$RESULTS/transcript"
+  set +e
+  "$@" 2>&1 | tee "$WORK/.stage.log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  tr '\r' '\n' < "$WORK/.stage.log" | sed -e "s#$WORK#WORK#g" -e "s#$REPO/##g" -e "s#$PY -m edgekd#edgekd#g" \
+    | grep -v -E '[0-9]+%\||━|^\s*$' > "$RESULTS/transcript/$name.txt" || true
   local dt; dt=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
   printf '{"stage": "%s", "status": "%s", "rc": %d, "seconds": %s, "time": %s}\n' "$name" \
     "$([[ $rc == 0 ]] && echo ok || echo failed)" "$rc" "$dt" "$(date +%s)" >> "$TIMINGS"
@@ -127,6 +136,10 @@ stage cache-test "complete_cache '$WORK/cache-test'" -- \
   "${EDGEKD[@]}" cache "${TEACHER_FLAGS[@]}" --device "$DEVICE" --data "$WORK/data/test" --out "$WORK/cache-test" \
   --views 1 --templates "$TEMPLATES" --descriptions "$DESC" --batch-size "$BATCH" --no-progress
 
+stage info-cache "[[ -s '$RESULTS/transcript/info-cache.txt' && '$RESULTS/transcript/info-cache.txt' -nt '$WORK/cache-train/manifest.json' ]]" -- \
+  "${EDGEKD[@]}" info "$WORK/cache-train"
+stage students "[[ -s '$RESULTS/transcript/students.txt' ]]" -- "${EDGEKD[@]}" students --img-size 224
+
 # --- 5. distill -----------------------------------------------------------------------------------------------
 RUN="$WORK/run-$STUDENT-$IMG_SIZE"
 distill() {
@@ -134,7 +147,8 @@ distill() {
   [[ -f "$RUN/train_state.pt" ]] && resume=(--resume)
   "${EDGEKD[@]}" distill --cache "$WORK/cache-train" --student "$STUDENT" --img-size "$IMG_SIZE" --epochs "$EPOCHS" \
     --batch-size 64 --lr 2e-3 --device "$DEVICE" --out "$RUN" --no-progress --log-every 20 "${resume[@]}" \
-    && touch "$RUN/DONE"
+    && touch "$RUN/DONE" && echo "\$ head -2 RUN/metrics.csv; tail -1 RUN/metrics.csv" \
+    && head -2 "$RUN/metrics.csv" && tail -1 "$RUN/metrics.csv"
 }
 stage distill "[[ -f '$RUN/model.safetensors' && -f '$RUN/DONE' ]]" -- distill
 
@@ -197,8 +211,10 @@ BENCH_BACKENDS=torch,onnxruntime,openvino
 MODELS_LIST="$(printf '%s\n' "$RUN" "${EXISTING[@]}" "${BENCH_TEACHER[@]}")"
 bench() {
   rm -f "$WORK/bench/models.txt"
+  # the teacher in every precision its backends offer here (INT8 calibrated on training images): the speed-ups
+  # against the fastest of them are the ones a user gets
   "${EDGEKD[@]}" bench "$RUN" "${EXISTING[@]}" "${BENCH_TEACHER[@]}" --backend "$BENCH_BACKENDS" --device "$DEVICE" \
-    --batch 1,32 --threads 2 --warmup-s 1 --min-time-s 3 --min-iters 5 --out "$WORK/bench" \
+    --batch 1,32 --threads 2 --warmup-s 1 --min-time-s 3 --min-iters 5 --calib "$WORK/data/train" --out "$WORK/bench" \
     && printf '%s\n' "$MODELS_LIST" > "$WORK/bench/models.txt"
 }
 stage bench "[[ -f '$WORK/bench/results.json' && \"\$(cat '$WORK/bench/models.txt' 2>/dev/null)\" == \"\$MODELS_LIST\" ]]" \
@@ -219,6 +235,10 @@ classify() {
 }
 stage classify "[[ -s '$WORK/classify.jsonl' && \"\$(cat '$WORK/classify.bundle' 2>/dev/null)\" == '$CLS_BUNDLE' ]]" \
   -- classify
+stage classify-table "[[ -s '$RESULTS/transcript/classify-table.txt' && '$RESULTS/transcript/classify-table.txt' -nt '$WORK/classify.jsonl' ]]" \
+  -- "${EDGEKD[@]}" classify "$CLS_BUNDLE" "$WORK/data/demo" --top-k 3 --threads 2
+stage info-bundle "[[ -s '$RESULTS/transcript/info-bundle.txt' && '$RESULTS/transcript/info-bundle.txt' -nt '$CLS_BUNDLE/edgekd.json' ]]" \
+  -- "${EDGEKD[@]}" info "$CLS_BUNDLE"
 
 # --- 11. summary ---------------------------------------------------------------------------------------------
 "$PY" "$REPO/benchmarks/cifar10_summary.py" --work "$WORK" --out "$RESULTS" --classify-bundle "$CLS_BUNDLE"

@@ -9,8 +9,13 @@ EDGEKD=${EDGEKD:-.venv/bin/edgekd}
 WORK=${1:-/tmp/edgekd-export-matrix}
 OUT=${OUT:-benchmarks/results/export_matrix}
 ARCHS=(mobilenetv4_conv_small efficientvit_b0)
-DATA=$(/work/shared/assets/unpack-cifar10.sh /tmp/edgekd-data 2>/dev/null || true)
-CALIB=${CALIB:-$DATA/test}
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# calibration images: $CALIB, else CIFAR-10 test JPEGs unpacked from ../shared/assets (beside the repository)
+if [[ -z "${CALIB:-}" ]]; then
+  DATA=$("$REPO/../shared/assets/unpack-cifar10.sh" /tmp/edgekd-data | tail -n 1) || {
+    echo "Error: set CALIB=DIR (calibration images); ../shared/assets/unpack-cifar10.sh is not there" >&2; exit 2; }
+  CALIB=$DATA/test
+fi
 mkdir -p "$WORK"
 $PY benchmarks/make_random_runs.py "$WORK/runs" "${ARCHS[@]}"
 MODELS=()
@@ -27,7 +32,7 @@ for arch in "${ARCHS[@]}"; do
   done
 done
 $EDGEKD bench "${MODELS[@]}" --backend torch,onnxruntime,openvino --batch 1 --threads 2 --warmup-s 1 --min-time-s 4 \
-  --min-iters 50 --out "$WORK/bench"
+  --min-iters 50 --allow-ungated --out "$WORK/bench"
 mkdir -p "$OUT"
 cp "$WORK/bench"/results.{json,md} "$OUT/"
 echo "table: $OUT/results.md"

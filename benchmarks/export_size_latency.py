@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from edgekd.cpu import cpu_facts
+from edgekd.cpu import describe as describe_cpu
 
 
 def time_fn(fn, warmup: int = 10, iters: int = 50, min_s: float = 2.0) -> dict[str, float]:
@@ -132,7 +134,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps({k: row[k] for k in ("model", "variant", "size_mb", "cosine_mean")}),
                   f"p50 {row['latency_ms']['p50']:.2f} ms", flush=True)
-    env = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
+    env = {"cpu": describe_cpu(cpu_facts()), "cpu_facts": cpu_facts(), "threads": args.threads,
            "versions": backend_versions(), "img_size": args.img_size, "batch": 1}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({"environment": env, "rows": rows}, indent=2) + "\n")

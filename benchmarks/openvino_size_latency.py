@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgekd.cpu import cpu_facts
+from edgekd.cpu import describe as describe_cpu
 from edgekd.export.onnx import export_onnx
 from edgekd.export.targets import ExportRequest, get_target
 from edgekd.runtime.backends import create_backend
@@ -102,7 +103,8 @@ def main() -> None:
                 print(json.dumps(rows[-1]), flush=True)
     import openvino
 
-    env = {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "torch": torch.__version__,
+    env = {"cpu": describe_cpu(cpu_facts()), "cpu_facts": cpu_facts(), "threads": args.threads,
+           "torch": torch.__version__,
            "openvino": openvino.__version__, "img_size": args.img_size, "batch": 1,
            "calibration": "cifar10 test" if CIFAR.is_dir() else "synthetic", "weights": "random init"}
     args.out.parent.mkdir(parents=True, exist_ok=True)

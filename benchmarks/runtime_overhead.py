@@ -27,6 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekd.cpu import cpu_facts
+from edgekd.cpu import describe as describe_cpu
+
 # mode -> (table label, max overhead): the targets with / without in-graph preprocessing
 MODES = {"full": ("in graph: crop + resize + normalise", 0.15), "normalize": ("in graph: normalise only", 0.15),
          "numpy": ("numpy + Pillow (pixels)", 0.50)}
@@ -213,7 +216,7 @@ def main() -> None:
     res = {"arch": args.arch, "img_size": args.img_size, "interpolation": args.interpolation,
            "precision": "int8" if args.calib else "fp32", "full_unsupported": _full_unsupported(args.interpolation),
            "threads": args.threads, "iters": args.iters,
-           "environment": {"cpu": platform.processor() or platform.machine(), "cores": _cores(),
+           "environment": {"cpu": describe_cpu(cpu_facts()), "cpu_facts": cpu_facts(), "cores": _cores(),
                            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__},
            "rows": rows, "torch": _subprocess(["--torch-rss", "--arch", args.arch, "--img-size", str(args.img_size)])}
     args.out.parent.mkdir(parents=True, exist_ok=True)

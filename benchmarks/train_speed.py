@@ -23,6 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgekd.cpu import cpu_facts
+from edgekd.cpu import describe as describe_cpu
+
 
 def run_one(args: argparse.Namespace) -> dict:
     """One configuration, in this process: train for warm-up + steps and time the steps after warm-up."""
@@ -97,7 +100,7 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             rows.append(row)
     env = {"python": platform.python_version(), "torch": torch.__version__, "edgekd": __version__,
-           "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "cache": args.cache,
+           "cpu": describe_cpu(cpu_facts()), "cpu_facts": cpu_facts(), "cpu_count": os.cpu_count(), "cache": args.cache,
            "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

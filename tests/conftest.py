@@ -19,6 +19,17 @@ TINY_STUDENT = "test_vit"  # timm's own tiny test model
 CLASSES = ("red", "green", "blue")
 
 
+def load_benchmark(name: str, folder: str = "benchmarks"):
+    """Import a script of benchmarks/ (not a package) as a module, for the tests of its pieces."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / folder / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def make_image(path: Path, rgb: tuple[int, int, int], size: tuple[int, int] = (40, 48), seed: int = 0) -> Path:
     """A noisy image dominated by one colour, so tiny students can learn something from it."""
     rng = np.random.default_rng(seed)

@@ -131,21 +131,42 @@ def test_torch_eager_timm_student(tmp_path):
 
 
 @pytest.mark.slow
-def test_torch_teacher_and_timm_student(tmp_path):
-    """torch eager and ONNX exports of the teacher's image tower and a bare timm name, with speed-ups."""
+def test_teacher_in_every_precision_and_timm_student(tmp_path, image_folder):
+    """The teacher's image tower in each precision its backends offer here (INT8 through edgekd's own export path),
+    a bare timm student, and speed-ups against the fp32 teacher and the fastest teacher."""
     out = tmp_path / "out"
     res = invoke("test_vit", "--teacher", "edgekd-test-tiny", "--random-teacher", "--img-size", "32",
-                 "--embed-dim", "16", "--backend", "torch,onnxruntime", "--batch", "2", "--threads", "1",
-                 "--out", str(out), "--no-plots", *FAST)
+                 "--embed-dim", "16", "--backend", "onnxruntime", "--batch", "2", "--threads", "1",
+                 "--teacher-precisions", "fp32,fp16,int8", "--calib", str(image_folder), "--out", str(out),
+                 "--no-plots", *FAST)
     assert res.exit_code == 0, res.output
     rows = json.loads((out / "results.json").read_text())["rows"]
-    assert [(r["model"], r["backend"], r["status"]) for r in rows] == [
-        ("teacher:edgekd-test-tiny", "torch", "ok"), ("teacher:edgekd-test-tiny", "onnxruntime", "ok"),
-        ("test_vit", "torch", "ok"), ("test_vit", "onnxruntime", "ok")], [r["reason"] for r in rows]
-    student = rows[3]
-    assert student["speedup_vs_teacher"] > 0 and student["speedup_vs_teacher_eager"] > 0
-    assert Path(student["file"]).suffix == ".onnx" and student["model_mb"] > 0
-    assert rows[2]["params_m"] > 0 and rows[0]["teacher"] is True
+    teacher = {(r["backend"], r["precision"]): r for r in rows if r["teacher"]}
+    assert set(teacher) == {("onnxruntime", p) for p in ("fp32", "fp16", "int8")}
+    ok = {k for k, r in teacher.items() if r["status"] == "ok"}
+    assert ok == {("onnxruntime", "fp32"), ("onnxruntime", "int8")}, {k: r["reason"] for k, r in teacher.items()}
+    assert "has no fp16 CPU kernels" in teacher[("onnxruntime", "fp16")]["reason"]
+    student = next(r for r in rows if r["model"] == "test_vit" and r["backend"] == "onnxruntime")
+    assert student["status"] == "ok" and Path(student["file"]).suffix == ".onnx" and student["model_mb"] > 0
+    assert 0 < student["speedup_vs_best_teacher"] <= student["speedup_vs_teacher"]  # best <= fp32, same backend
+    backend, precision = student["best_teacher"].split()
+    best = teacher[(backend, precision)]["latency_ms"]["p50"]
+    assert best == min(r["latency_ms"]["p50"] for r in teacher.values() if r["status"] == "ok")
+    assert "vs best teacher" in (out / "results.md").read_text()
+
+
+def test_openvino_teacher_precisions_follow_the_cpu_plugin(monkeypatch):
+    import edgekd.bench.teacher_precisions as tp
+
+    monkeypatch.setattr(tp, "openvino_capabilities", lambda: ("FP32", "BF16", "INT8"))
+    monkeypatch.setattr(tp, "_native_bf16", lambda: True)
+    assert tp.precision_reason("openvino", "bf16", None) is None
+    assert "offers FP32, BF16, INT8 here, not FP16" in tp.precision_reason("openvino", "fp16", None)
+    assert "needs calibration images: pass --calib DIR" in tp.precision_reason("openvino", "int8", None)
+    assert tp.precision_reason("openvino", "int8", "calib/") is None
+    monkeypatch.setattr(tp, "_native_bf16", lambda: False)
+    assert "no native bf16" in tp.precision_reason("openvino", "bf16", None)
+    assert "no native bf16" in tp.precision_reason("torch", "bf16", None, device="cpu")
 
 
 # --- bad input ----------------------------------------------------------------------------------------------------

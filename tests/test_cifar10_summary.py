@@ -1,20 +1,17 @@
 """benchmarks/cifar10_summary.py: assembles results.md/json from the stages' JSON outputs (synthetic work dir)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _summary_module():
-    spec = importlib.util.spec_from_file_location("cifar10_summary", REPO / "benchmarks" / "cifar10_summary.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("cifar10_summary")
 
 
 def _row(model, backend, batch, p50, teacher=False, status="ok"):
@@ -63,10 +60,11 @@ def test_summary_tables(work: Path, tmp_path: Path) -> None:
     assert mod.main(["--work", str(work), "--out", str(out)]) == 0
     md = (out / "results.md").read_text()
     s = json.loads((out / "results.json").read_text())
-    # speed-up = teacher p50 on the same backend / model p50, and vs teacher torch
+    # speed-up = teacher p50 on the same backend / model p50, vs the fastest teacher (openvino), and vs teacher torch
     row = next(r for r in s["bench"]["rows"] if r["model"] == "onnx-int8" and r["status"] == "ok")
     assert row["speedup_same_backend"] == pytest.approx(30.0) and row["speedup_vs_teacher_torch"] == pytest.approx(60.0)
-    assert "| onnx-int8 | openvino | fp32 | 1 | 1.0 | 2.00 | 500.0 | 30.0x | 60.0x |" in md
+    assert row["speedup_vs_best_teacher"] == pytest.approx(30.0) and row["best_teacher"] == "openvino fp32"
+    assert "| onnx-int8 | openvino | fp32 | 1 | 1.0 | 2.00 | 500.0 | 30.0x | 30.0x | 60.0x |" in md
     assert "**FAILED**" in md and "top-1 agreement 90.00%" in md  # a failed gate is shown, with its reason
     assert "0.8765" in md and "| 75.0 |" in md  # fidelity from eval --out
     assert s["timings"]["cache-train"] == {"seconds": 12.5, "status": "ok", "rc": 0, "skipped_later": True}

@@ -250,6 +250,31 @@ def test_auto_mixed_keeps_sensitive_nodes(tmp_path, run_dir, data, monkeypatch):
     assert q["quantized_nodes"] == q["quantizable_nodes"] - len(q["kept_fp32_auto"])
 
 
+def test_int8_that_fails_its_gate_is_exported_again_with_auto_mixed(tmp_path, run_dir, data, monkeypatch):
+    """The INT8 default: full INT8 first; a failed gate (faked here for the first try) re-exports with --auto-mixed,
+    and the report keeps both tries. --no-auto-mixed never retries."""
+    import edgekd.export.parity as parity
+
+    real, calls = parity.check_parity, []
+
+    def first_fails(*args, **kwargs):
+        report = real(*args, **kwargs)
+        calls.append(kwargs.get("reparameterized") is not None)
+        if len(calls) == 1:
+            report.update(passed=False, reasons=["top-1 agreement 90.00% < 98.00% (faked)"])
+        return report
+
+    monkeypatch.setattr(parity, "check_parity", first_fails)
+    m = load_bundle_manifest(export_bundle(run_dir, "onnx", "int8", tmp_path / "retry", calib_dir=data))
+    assert len(calls) == 2 and m["parity"]["passed"] is True
+    [first] = m["parity"]["int8_attempts"]
+    assert first["auto_mixed"] is False and "faked" in first["reasons"][0] and first["metrics"]["cosine_mean"] > 0
+    calls.clear()
+    with pytest.raises(GateFailedError, match="faked"):
+        export_bundle(run_dir, "onnx", "int8", tmp_path / "never", calib_dir=data, auto_mixed=False)
+    assert len(calls) == 1
+
+
 def test_split_is_disjoint_and_bad_images_skipped(tmp_path, data):
     import shutil
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import load_benchmark
 from test_runtime_support import make_bundle
 
 from edgekd import EdgekdError
@@ -125,10 +125,7 @@ def test_crashing_canary_is_a_clear_error_not_a_dead_app(bundle, tmp_path, monke
 # --- OpenVINO on AMX ----------------------------------------------------------------------------------------------
 
 def _repro():
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "openvino_amx"))
-    import repro
-
-    return repro
+    return load_benchmark("repro", "benchmarks/openvino_amx")
 
 
 @pytest.mark.openvino

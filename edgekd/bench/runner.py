@@ -22,6 +22,7 @@ from edgekd import EdgekdError
 from edgekd._io import atomic_write_json, read_json, sha256_json
 from edgekd.bench.env import collect_environment, usable_cores
 from edgekd.bench.models import ALL_BACKENDS, ModelSpec
+from edgekd.bench.teacher_precisions import TEACHER_PRECISIONS, precision_reason, teacher_variants
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ class BenchConfig:
     # Only torch uses OpenMP here (onnxruntime and OpenVINO have their own thread pools). The caller's own
     # OMP_WAIT_POLICY environment variable wins.
     omp_wait_policy: str = "PASSIVE"
+    teacher_precisions: tuple[str, ...] = TEACHER_PRECISIONS  # each one the backend offers here (teacher_precisions)
+    calib: str | None = None  # images that calibrate the INT8 teacher
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -76,6 +79,11 @@ class BenchConfig:
             raise EdgekdError(f"--omp-wait-policy {self.omp_wait_policy!r}: use PASSIVE or ACTIVE")
         if self.min_iters < 1:
             raise EdgekdError(f"--min-iters {self.min_iters}: must be >= 1")
+        bad = [p for p in self.teacher_precisions if p not in TEACHER_PRECISIONS]
+        if bad or not self.teacher_precisions:
+            raise EdgekdError(f"--teacher-precisions {','.join(bad)}: use some of {', '.join(TEACHER_PRECISIONS)}")
+        if self.calib is not None and not Path(self.calib).is_dir():
+            raise EdgekdError(f"--calib {self.calib}: no such folder of calibration images")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,18 +117,26 @@ def backend_reason(model: ModelSpec, backend: str) -> str | None:
 
 
 def plan(models: list[ModelSpec], cfg: BenchConfig) -> list[Job]:
-    """Every (model, backend, threads, batch) to run, plus one skipped job per unusable (model, backend)."""
+    """Every (model, backend, threads, batch) to run, plus one skipped job per unusable (model, backend). A teacher
+    is planned in every precision of cfg.teacher_precisions that the backend offers on this machine."""
     jobs = []
     for model in models:
+        variants = teacher_variants(model, cfg.teacher_precisions) if model.is_teacher else [model]
         for backend in cfg.backends or model.backends():
             reason = backend_reason(model, backend)
-            if reason:
-                jobs.append(Job(model, backend, None, None, skip=reason))
+            if reason:  # the backend cannot run the model at all: one skipped row, not one per precision
+                jobs.append(Job(variants[0], backend, None, None, skip=reason))
                 continue
-            for threads in cfg.threads:
-                jobs += [Job(model, backend, b, threads) for b in cfg.batches]
-                if cfg.e2e and backend != "torch":  # the runtime is numpy + an engine, never torch
-                    jobs.append(Job(model, backend, 1, threads, mode="e2e"))
+            for variant in variants:
+                why = precision_reason(backend, variant.precision, cfg.calib, cfg.device) if variant.is_teacher \
+                    else None
+                if why:
+                    jobs.append(Job(variant, backend, None, None, skip=why))
+                    continue
+                for threads in cfg.threads:
+                    jobs += [Job(variant, backend, b, threads) for b in cfg.batches]
+                    if cfg.e2e and backend != "torch" and not variant.is_teacher:  # the runtime: numpy + an engine
+                        jobs.append(Job(variant, backend, 1, threads, mode="e2e"))
     return jobs
 
 
@@ -149,6 +165,14 @@ def run_bench(models: list[ModelSpec], cfg: BenchConfig, work_dir: str | os.Path
                     continue
                 extra["onnx"] = exp["onnx"]
                 row["file"] = exp["onnx"]
+                if job.model.is_teacher and job.model.precision == "int8":
+                    q = ensure_teacher_int8(job.model, job.backend, exp["onnx"], Path(work_dir) / "onnx", onnx_files,
+                                            cfg)
+                    if q["status"] != "ok":
+                        row.update(status="failed", reason=f"INT8 teacher export failed: {q['reason']}")
+                        rows.append(row)
+                        continue
+                    extra["engine_file"] = row["file"] = q["file"]
             spec = {"task": "measure", "model": job.model.to_dict(), "backend": job.backend, "batch": job.batch,
                     "threads": job.threads, "warmup_s": cfg.warmup_s, "min_time_s": cfg.min_time_s,
                     "min_iters": cfg.min_iters, "throughput_s": cfg.throughput_s, "device": cfg.device,
@@ -166,7 +190,7 @@ def run_bench(models: list[ModelSpec], cfg: BenchConfig, work_dir: str | os.Path
 
 def base_row(job: Job) -> dict[str, Any]:
     m = job.model
-    precision = m.precision if not m.is_torch else "fp32"
+    precision = m.precision if not m.is_torch or m.is_teacher else "fp32"
     return {"model": m.name, "kind": m.kind, "teacher": m.is_teacher, "arch": m.extra.get("arch"),
             "backend": job.backend, "precision": precision, "batch": job.batch, "threads": job.threads,
             "img_size": list(m.img_size), "frame_size": list(m.frame_size) if m.frame_size else None,
@@ -191,6 +215,28 @@ def ensure_onnx(model: ModelSpec, out_dir: Path, memo: dict[str, dict[str, Any]]
     result = run_worker({"task": "export", "model": model.to_dict(), "onnx": str(path)}, None, timeout_s)
     if result["status"] == "ok":
         atomic_write_json(stamp, {**result, "model": model.to_dict()})
+    memo[key] = result
+    return result
+
+
+def ensure_teacher_int8(model: ModelSpec, backend: str, onnx: str, out_dir: Path,
+                        memo: dict[str, dict[str, Any]], cfg: BenchConfig) -> dict[str, Any]:
+    """The teacher's INT8 model for `backend` through edgekd's own export path (in a subprocess), once per run."""
+    key = f"int8-{backend}-" + sha256_json({"model": model.to_dict(), "calib": cfg.calib})[:12]
+    if key in memo:
+        return memo[key]
+    target = {"onnxruntime": "onnx", "openvino": "openvino"}[backend]
+    folder = out_dir / key
+    stamp = folder / "quantized.json"
+    if stamp.is_file():
+        memo[key] = read_json(stamp)
+        return memo[key]
+    folder.mkdir(parents=True, exist_ok=True)
+    log.info("quantising %s to INT8 for %s (calibration: %s)", model.name, backend, cfg.calib)
+    result = run_worker({"task": "quantize", "model": model.to_dict(), "onnx": onnx, "target": target,
+                         "calib": cfg.calib, "out_dir": str(folder)}, None, cfg.timeout_s)
+    if result["status"] == "ok":
+        atomic_write_json(stamp, result)
     memo[key] = result
     return result
 

@@ -25,6 +25,7 @@ import numpy as np
 from edgekd import EdgekdError
 from edgekd._io import atomic_write_json, read_json
 from edgekd.bench.models import CAMERA_FRAME, ModelSpec, model_file_mb
+from edgekd.bench.teacher_precisions import OPENVINO_HINTS
 from edgekd.bench.timer import Timer
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     spec_path, out_path = argv
     spec = read_json(spec_path)
     try:
-        result = export(spec) if spec.get("task") == "export" else measure(spec)
+        task = {"export": export, "quantize": quantize_teacher}.get(spec.get("task"), measure)
+        result = task(spec)
     except Exception as e:  # the reporting boundary: every failure becomes a 'failed' row with its message
         msg = " ".join(str(e).split()) or repr(e)
         result = {"status": "failed", "reason": f"{type(e).__name__}: {msg[:500]}",
@@ -132,6 +134,27 @@ def export(spec: dict[str, Any]) -> dict[str, Any]:
             "params_m": sum(p.numel() for p in module.parameters()) / 1e6}
 
 
+def quantize_teacher(spec: dict[str, Any]) -> dict[str, Any]:
+    """The teacher's fp32 ONNX -> INT8 for spec["target"] (onnx | openvino) with edgekd's export targets, calibrated
+    on spec["calib"] images rendered with the teacher's own preprocessing; written into spec["out_dir"]."""
+    from edgekd.export.calibration import load_image_set
+    from edgekd.export.targets import ExportRequest, get_target
+    from edgekd.teacher.clip import load_teacher
+
+    model = ModelSpec.from_dict(spec["model"])
+    t = model.teacher or {}
+    pp = load_teacher(t["name"], pretrained=t.get("pretrained"), weights=t.get("weights"),
+                      random_init=bool(t.get("random_init")), device="cpu").preprocess
+    t0 = time.perf_counter()
+    images = load_image_set(spec["calib"], pp, 128, "--calib")
+    req = ExportRequest(student=None, preprocess=pp, out_dir=Path(spec["out_dir"]), precision="int8",
+                        onnx_path=Path(spec["onnx"]), calib=pp.normalize(images.frames),
+                        options={"model_type": "transformer"})
+    result = get_target(spec["target"]).build(req)
+    return {"status": "ok", "file": str(Path(spec["out_dir"]) / result.files["model"]),
+            "calibration_images": len(images), "quantize_s": time.perf_counter() - t0, "metadata": result.metadata}
+
+
 # --- measuring ----------------------------------------------------------------------------------------------------
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
@@ -169,23 +192,28 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             torch.cuda.reset_peak_memory_stats(device)
         x_t = torch.from_numpy(_input(model, batch)).to(device)
 
+        # a bf16 teacher: autocast, as a user would run it (edgekd.bench.teacher_precisions checked it is native)
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=model.precision == "bf16")
+
         def infer() -> Any:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast:
                 return module(x_t)
 
         def infer_array(x: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast:
                 return module(torch.from_numpy(x).to(device)).float().cpu().numpy()
     else:
         from edgekd.runtime.backends import create_backend
 
-        file = spec.get("onnx") or model.file
+        file = spec.get("engine_file") or spec.get("onnx") or model.file
         clf = None
         if mode == "e2e" and model.kind == "bundle":  # the runtime's own classifier, as an app would load it
             clf = _load_classifier(model, backend, threads, spec.get("device_engine"))
             be = clf.backend
         else:
-            be = create_backend(file, backend, threads=threads, device=spec.get("device_engine"))
+            hint = OPENVINO_HINTS.get(model.precision) if model.is_teacher else None
+            be = create_backend(file, backend, threads=threads, device=spec.get("device_engine"),
+                                inference_precision=hint)
         x_np = _input(model, batch, be.input_dtype)
         out_name = "embedding" if "embedding" in be.output_names else be.output_names[0]
 
@@ -229,6 +257,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "peak_gpu_mb": _peak_gpu_mb(torch_cuda),
         "model_mb": model_file_mb(model, spec.get("onnx")) if backend != "torch" or model.kind == "run" else None,
         "params_m": params_m,
+        "runtime_precision": getattr(be, "inference_precision", None) if backend != "torch" else None,
         "power": power,
         "pid": os.getpid(),
         **extra,

@@ -56,13 +56,19 @@ def _str_list(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
               help="Output directory (results.json, results.md, latency.png, throughput.png).")
 @click.option("--plots/--no-plots", default=True, help="Write the PNG plots (needs matplotlib).")
 @click.option("--allow-ungated", is_flag=True, help="Bench bundles whose parity gate failed or was skipped.")
+@click.option("--teacher-precisions", multiple=True, default=("fp32,bf16,fp16,int8",), callback=_str_list,
+              show_default=True,
+              help="Teacher precisions to time, each on the backends that offer it on this machine (int8 needs "
+                   "--calib): the report compares students with the fastest ('vs best teacher').")
+@click.option("--calib", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Calibration images for the INT8 teacher (edgekd's own INT8 export path).")
 @click.option("--compare", nargs=2, default=None, type=click.Path(exists=True), metavar="A.json B.json",
               help="Show two result files side by side (no benchmarking).")
 def bench(models: tuple[str, ...], teacher: str | None, random_teacher: bool, backends: tuple[str, ...],
           threads: tuple[int, ...], batches: tuple[int, ...], img_sizes: tuple[int, ...], embed_dim: int,
           warmup_s: float, min_time_s: float, min_iters: int, throughput_s: float | None, device: str, e2e: bool,
           power: bool, omp_wait_policy: str, timeout_s: float, out_dir: str, plots: bool, allow_ungated: bool,
-          compare: tuple[str, str] | None) -> None:
+          teacher_precisions: tuple[str, ...], calib: str | None, compare: tuple[str, str] | None) -> None:
     """Benchmark MODELs: export bundles, run directories, ONNX/IR/engine files or bare timm model names.
 
     Each measurement runs in its own subprocess with its thread count pinned; rows that cannot run are listed as
@@ -86,7 +92,8 @@ def bench(models: tuple[str, ...], teacher: str | None, random_teacher: bool, ba
 
     cfg = BenchConfig(backends=backends or None, threads=threads, batches=batches, warmup_s=warmup_s,
                       min_time_s=min_time_s, min_iters=min_iters, throughput_s=throughput_s, device=device, e2e=e2e,
-                      power=power, timeout_s=timeout_s, omp_wait_policy=omp_wait_policy)
+                      power=power, timeout_s=timeout_s, omp_wait_policy=omp_wait_policy,
+                      teacher_precisions=tuple(teacher_precisions), calib=calib)
     specs = []
     if teacher or random_teacher:
         specs.append(resolve_teacher(teacher or "ViT-B-32", random_init=random_teacher))

@@ -62,9 +62,10 @@ def _kv(values: tuple[str, ...]) -> dict[str, Any]:
               help="Accept a parity gate on fewer than 200 held-out images (its verdict says how many).")
 @click.option("--keep-fp32", multiple=True, help="onnx INT8: node names to leave unquantised (repeat or comma-list).")
 @click.option("--keep-fp16", multiple=True, help="openvino/tensorrt INT8: layers to keep in higher precision.")
-@click.option("--auto-mixed", is_flag=True,
+@click.option("--auto-mixed/--no-auto-mixed", default=None,
               help="INT8: keep the most sensitive layers in float until parity passes (onnx: per-node sensitivity "
-                   "search; openvino: NNCF accuracy control).")
+                   "search; openvino: NNCF accuracy control). Default: full INT8 first, and only if it fails the gate "
+                   "exported again with this on; --auto-mixed: from the start; --no-auto-mixed: never.")
 @click.option("--quant-format", type=click.Choice(("qdq", "qoperator")), default="qdq",
               help="onnx INT8: QDQ (portable, TensorRT/OpenVINO read it) or QOperator (QLinearConv etc.).")
 @click.option("--activation-type", type=click.Choice(("uint8", "int8")), default="uint8",
@@ -87,7 +88,7 @@ def export(run: Path, target: str, precision: str, out: Path | None, calib: Path
            labels: Path | None, calib_images: int, val_images: int, calib_method: str | None,
            static_batch: int | None, preprocess_in_graph: str | None, with_labels: bool, opset: int, gate: bool,
            max_drop: float | None, tie_margin: float | None, small_gate_ok: bool, keep_fp32: tuple[str, ...],
-           keep_fp16: tuple[str, ...], auto_mixed: bool,
+           keep_fp16: tuple[str, ...], auto_mixed: bool | None,
            quant_format: str, activation_type: str, reduce_range: bool, threads: int | None, overwrite: bool,
            min_batch: int | None, opt_batch: int | None, max_batch: int | None, workspace_gb: float | None,
            dla_core: int | None, timing_cache: Path | None, from_onnx: Path | None, eval_file: Path | None,

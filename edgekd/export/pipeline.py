@@ -108,9 +108,9 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
     Raises EdgekdError for bad input, GateFailedError (exit 3) when parity fails (bundle + parity.json kept),
     NeedsDeviceError (exit 4) when a target prepared work for another machine.
     """
-    from edgekd.export.calibration import OriginalFrames, as_model_input
+    from edgekd.export.calibration import as_model_input
     from edgekd.export.onnx import export_student_onnx
-    from edgekd.export.parity import GateCriteria, check_parity, failure_advice
+    from edgekd.export.parity import GateCriteria, failure_advice
     from edgekd.students.io import load_student, load_student_config
     from edgekd.students.model import reparameterize
 
@@ -163,7 +163,8 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
               "eval": eval_results, "calib": calib.describe(options.get("calib_method") or (
                   "minmax" if target == "onnx" else "default")) if calib is not None and precision == "int8" else None}
     try:
-        result = spec.build(req)
+        result, files, report = _build_and_gate(spec, req, source, gate, val, val_dir, trained, student, criteria,
+                                                threads)
     except NeedsDeviceError as e:  # e.g. TensorRT without tensorrt: record everything known, the device finishes it
         if e.result is not None:
             files = {**e.result.files, "labels": _save_labels(out, pack)}
@@ -171,35 +172,66 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
                 "passed": None, "skipped": True, "reasons": [f"engine pending; {_first_line(e)}"]}))
             (out / IN_PROGRESS).unlink(missing_ok=True)
         raise
-    if (out / ONNX_FILE).exists() and ONNX_FILE not in result.files.values():
-        (out / ONNX_FILE).unlink()
-    files = {**result.files, "labels": _save_labels(out, pack)}
-    if in_graph == "full":  # added after quantisation: the crop + resize head stays float32 at any precision
-        from edgekd.export.frame_head import add_frame_head
-
-        io["input"] = add_frame_head(out / files["model"], pp)
-
-    if gate:
-        val_input = OriginalFrames(val) if in_graph == "full" else req.val
-        report = check_parity(trained, out / files["model"], result.backend, val_input, pp.normalize(val.frames),
-                              criteria, pack, _val_labels(val, pack), threads, reparameterized=student)
-        report["images"] = val.describe()
-        report["held_out"] = "--val" if val_dir is not None else "split of --calib (never used for calibration)"
-    else:
-        report = {"passed": None, "skipped": True, "reasons": ["--no-gate"]}
-    if not report.get("passed", True) and result.metadata.get("quantization", {}).get("sensitivity"):
-        report["most_sensitive_nodes"] = [r["node"] for r in result.metadata["quantization"]["sensitivity"][:10]]
+    if _retry_with_auto_mixed(precision, report, options.get("auto_mixed")):
+        # the default for INT8: full INT8 first (fast, and fastest at run time); when it fails the gate, the most
+        # sensitive layers go back to float until the criteria hold (--auto-mixed), and the report keeps both
+        log.warning("full INT8 failed the parity gate (%s); exporting again with --auto-mixed (--no-auto-mixed: "
+                    "never)", "; ".join(report["reasons"]))
+        first = {"auto_mixed": False, "reasons": report["reasons"],
+                 "metrics": {k: report["metrics"].get(k) for k in ("cosine_mean", "cosine_p01", "cosine_min",
+                                                                   "top1_agreement", "top1_agreement_strict")}}
+        source["io"] = export_student_onnx(student, out / ONNX_FILE, pp, bool(in_graph), pack if with_labels else None,
+                                           static_batch, opset)  # the first build replaced or removed it
+        req.options["auto_mixed"] = True
+        result, files, report = _build_and_gate(spec, req, source, gate, val, val_dir, trained, student, criteria,
+                                                threads)
+        report["int8_attempts"] = [first]
     atomic_write_json(out / PARITY_FILE, report)
     manifest = _manifest(source, result, files, report)
     write_manifest(out, manifest)
     (out / IN_PROGRESS).unlink(missing_ok=True)
     if report.get("passed") is False:
         model_faults = [r for r in report["reasons"] if not r.startswith("the gate ran on")]  # not a too-small set
-        advice = f"; {failure_advice(precision, target, bool(options.get('auto_mixed')))}" if model_faults else ""
+        advice = f"; {failure_advice(precision, target, bool(req.options.get('auto_mixed')))}" if model_faults else ""
         raise GateFailedError(f"parity gate failed for {target} {precision} ({'; '.join(report['reasons'])}); report "
                               f"in {out / PARITY_FILE}{advice}", out, report)
     log.info("exported %s %s bundle to %s in %.1f s", target, precision, out, manifest["build_seconds"])
     return out
+
+
+def _build_and_gate(spec: Any, req: ExportRequest, source: dict[str, Any], gate: bool, val: Any, val_dir: Any,
+                    trained: Any, student: Any, criteria: Any, threads: int | None
+                    ) -> tuple[ExportResult, dict[str, str | None], dict[str, Any]]:
+    """Build the target's artifact from req.onnx_path (+ the in-graph frame head) and run the parity gate on it."""
+    from edgekd.export.calibration import OriginalFrames
+    from edgekd.export.parity import check_parity
+
+    out, pp, pack = req.out_dir, source["pp"], source["pack"]
+    result = spec.build(req)
+    if (out / ONNX_FILE).exists() and ONNX_FILE not in result.files.values():
+        (out / ONNX_FILE).unlink()
+    files = {**result.files, "labels": _save_labels(out, pack)}
+    if source["in_graph"] == "full":  # added after quantisation: the crop + resize head stays float32 at any precision
+        from edgekd.export.frame_head import add_frame_head
+
+        source["io"]["input"] = add_frame_head(out / files["model"], pp)
+    if not gate:
+        return result, files, {"passed": None, "skipped": True, "reasons": ["--no-gate"]}
+    val_input = OriginalFrames(val) if source["in_graph"] == "full" else req.val
+    report = check_parity(trained, out / files["model"], result.backend, val_input, pp.normalize(val.frames), criteria,
+                          pack, _val_labels(val, pack), threads, reparameterized=student)
+    report["images"] = val.describe()
+    report["held_out"] = "--val" if val_dir is not None else "split of --calib (never used for calibration)"
+    if not report["passed"] and result.metadata.get("quantization", {}).get("sensitivity"):
+        report["most_sensitive_nodes"] = [r["node"] for r in result.metadata["quantization"]["sensitivity"][:10]]
+    return result, files, report
+
+
+def _retry_with_auto_mixed(precision: str, report: dict[str, Any], auto_mixed: bool | None) -> bool:
+    """INT8 with --auto-mixed left at its default (None) whose gate failed on the model, not on a too-small set."""
+    if precision != "int8" or auto_mixed is not None or report.get("passed") is not False:
+        return False
+    return any(not r.startswith("the gate ran on") for r in report["reasons"])
 
 
 def _image_sets(calib_dir: str | os.PathLike | None, val_dir: str | os.PathLike | None, pp: Any, calib_images: int,
@@ -264,7 +296,8 @@ def _manifest(src: dict[str, Any], result: ExportResult, files: dict[str, str | 
         "source_run": {"path": str(src["run_dir"].resolve()), "weights_sha256": weights_hash(src["run_dir"])},
         "labels_source": src["pack_path"], "opset": src["opset"], "versions": backend_versions(),
         "calibration": src["calib"],
-        "parity": {k: report.get(k) for k in ("passed", "skipped", "reasons", "criteria", "metrics", "validated_on")},
+        "parity": {k: report.get(k) for k in ("passed", "skipped", "reasons", "criteria", "metrics", "validated_on",
+                                              "reparameterization", "int8_attempts") if k in report},
         "eval": src["eval"], "target_metadata": result.metadata,
         "build_seconds": round(time.perf_counter() - src["t0"], 3),
     }

@@ -45,7 +45,6 @@ VAL_REFERENCE = "val_reference.npy"
 TIMING_CACHE = "timing.cache"
 ENGINE_FORMAT = "edgekd.engine"
 # defaults of the on-device parity check (the export gate's thresholds; int8 judged by cosine without labels)
-MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98}
 
 
 class EnginePendingError(NeedsDeviceError):
@@ -428,12 +427,15 @@ def build_from_onnx(bundle: str | Path, onnx_path: str | Path, **options: Any) -
 
 
 def device_parity(bundle: Path, precision: str, min_cosine: float | None = None) -> dict[str, Any] | None:
-    """Engine vs the torch student's reference embeddings stored at export time (None when not stored)."""
+    """Engine vs the torch student's reference embeddings stored at export time (None when not stored), judged by the
+    parity gate's own criteria (edgekd.export.parity: cosine mean / p1 / worst, and top-1 agreement over the bundle's
+    label pack for INT8). min_cosine overrides the mean-cosine floor."""
     if not (bundle / VAL_FILE).is_file() or not (bundle / VAL_REFERENCE).is_file():
         log.warning("%s: no held-out inputs stored; skipping the parity check", bundle)
         return None
-    from edgekd.export.parity import compare
+    from edgekd.export.parity import MIN_GATE_IMAGES, GateCriteria, compare, judge
     from edgekd.runtime.backends import create_backend
+    from edgekd.runtime.canary import host_record
 
     backend = create_backend(bundle / ENGINE_FILE, backend="tensorrt")
     val, ref = load_inputs(bundle / VAL_FILE), np.load(bundle / VAL_REFERENCE)
@@ -441,12 +443,21 @@ def device_parity(bundle: Path, precision: str, min_cosine: float | None = None)
     bs = int(backend.input_shape[0]) if isinstance(backend.input_shape[0], int) else 8
     for i in range(0, len(val), bs):
         outs.append(backend.run(np.ascontiguousarray(val[i:i + bs], dtype=backend.input_dtype))["embedding"])
-    metrics = compare(ref, np.concatenate(outs))
-    threshold = MIN_COSINE[precision] if min_cosine is None else float(min_cosine)
-    passed = metrics["cosine_mean"] >= threshold
-    reasons = [] if passed else [f"mean embedding cosine {metrics['cosine_mean']:.6f} < {threshold}"]
-    return {"passed": passed, "skipped": False, "reasons": reasons, "criteria": f"cosine_mean >= {threshold}",
-            "backend": "tensorrt", "precision": precision, "metrics": metrics, "where": "device (--from-onnx)"}
+    pack = None
+    if (bundle / "labels.npz").is_file():
+        from edgekd.labelpack import load_label_pack
+
+        pack = load_label_pack(bundle / "labels.npz")
+    # the held-out set was sized at export time (its minimum enforced there, or waived with --small-gate-ok)
+    overrides: dict[str, Any] = {"min_images": min(MIN_GATE_IMAGES, len(val))}
+    if min_cosine is not None:
+        overrides["min_mean_cosine"] = float(min_cosine)
+    criteria = GateCriteria.default(precision, **overrides)
+    metrics = compare(ref, np.concatenate(outs), pack, tie_margin=criteria.tie_margin)
+    passed, reasons, described = judge(metrics, criteria)
+    return {"passed": passed, "skipped": False, "reasons": reasons, "criteria": described, "backend": "tensorrt",
+            "precision": precision, "metrics": metrics, "where": "device (--from-onnx)",
+            "validated_on": host_record("tensorrt")}
 
 
 def update_bundle_manifest(bundle: Path, onnx_name: str, facts: dict[str, Any], parity: dict[str, Any] | None) -> None:

@@ -108,11 +108,14 @@ def resolve_backend(path: str | os.PathLike, backend: str = "auto") -> str:
 
 
 def create_backend(path: str | os.PathLike, backend: str = "auto", threads: int | None = None,
-                   device: str | None = None, spin: bool | None = None) -> Backend:
+                   device: str | None = None, spin: bool | None = None,
+                   inference_precision: str | None = None) -> Backend:
     """Load `path` (.onnx, .xml, .engine) with `backend` ('auto' = the first usable one for that file type).
 
     spin: onnxruntime only: let worker threads busy-wait between runs (None = onnxruntime's default, on). Off suits
     apps that do other CPU work between inferences (preprocessing, decoding): spinning threads steal those cores.
+    inference_precision: openvino only: its INFERENCE_PRECISION_HINT (f32 by default: the precision the model was
+    exported in; bf16 / f16 let the CPU plugin compute float layers in that precision where the CPU has it).
     """
     path = Path(path)
     if not path.is_file():
@@ -120,7 +123,10 @@ def create_backend(path: str | os.PathLike, backend: str = "auto", threads: int 
     if threads is not None and threads < 1:
         raise EdgekdError(f"threads must be >= 1, got {threads}")
     backend = resolve_backend(path, backend)
-    options = {"spin": spin} if spin is not None and BACKEND_MODULES.get(backend) == "onnxruntime" else {}
+    options: dict[str, Any] = {"spin": spin} if spin is not None and BACKEND_MODULES.get(backend) == "onnxruntime" \
+        else {}
+    if inference_precision and backend == "openvino":
+        options["inference_precision"] = inference_precision
     return BACKENDS[backend](path, threads=threads, device=device, **options)
 
 
@@ -187,12 +193,13 @@ class OpenVinoBackend(Backend):
 
     name = "openvino"
 
-    def __init__(self, path: Path, threads: int | None = None, device: str | None = None):
+    def __init__(self, path: Path, threads: int | None = None, device: str | None = None,
+                 inference_precision: str = "f32"):
         ov = require("openvino", purpose="OpenVINO inference")
         core = ov.Core()
         # OpenVINO silently runs fp32 models in bf16 on CPUs that have it; keep the precision the model was exported in
-        # (INT8 layers still run in INT8 under this hint).
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        # unless asked otherwise (INT8 layers still run in INT8 under this hint).
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": inference_precision}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         try:
@@ -200,6 +207,8 @@ class OpenVinoBackend(Backend):
             self.compiled = core.compile_model(model, (device or "CPU").upper(), config)
         except RuntimeError as e:
             raise EdgekdError(f"{path}: OpenVINO cannot load it ({str(e).splitlines()[0][:300]})") from e
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # what it runs float layers in: an ov.Type
+        self.inference_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
         inp = self.compiled.inputs[0]
         self.input_name = inp.get_any_name()
         self.input_shape = [d.get_length() if d.is_static else "batch" for d in inp.get_partial_shape()]

@@ -1,0 +1,319 @@
+"""Write the measured figures of README.md and docs/*.md from the files under benchmarks/results/.
+
+    python benchmarks/readme_tables.py            # rewrite every generated block in place
+    python benchmarks/readme_tables.py --check    # exit 1 and name the blocks that differ (tests/test_readme.py)
+
+A generated block sits between `<!-- generated: KIND ARGS -->` and `<!-- /generated -->`; KIND names one of the
+functions in BLOCKS, which reads its results file(s) and returns the Markdown. Every block names its source file and
+the CPU it was measured on, so a figure never outlives its measurement: re-running a benchmark and this script
+updates the prose, and a hand-edited number fails the check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+DOCUMENTS = ("README.md", "docs/export.md", "docs/bench.md", "docs/runtime.md", "docs/pipeline.md")
+PROGRESS = re.compile(r"\d+%\||━")  # progress bars in a transcript
+BLOCK = re.compile(r"(<!-- generated: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- /generated -->)", re.S)
+
+Block = Callable[..., str]
+BLOCKS: dict[str, Block] = {}
+
+
+def block(name: str) -> Callable[[Block], Block]:
+    def deco(fn: Block) -> Block:
+        BLOCKS[name] = fn
+        return fn
+
+    return deco
+
+
+def load(rel: str) -> Any:
+    path = RESULTS / rel
+    if not path.is_file():
+        raise SystemExit(f"{path}: missing; run the benchmark that writes it (see its README block)")
+    return json.loads(path.read_text())
+
+
+CURRENT = {"document": "README.md"}  # the document being rewritten: links are relative to it
+
+
+def link(rel: str) -> str:
+    """A Markdown link to benchmarks/results/REL from the document being rewritten."""
+    depth = CURRENT["document"].count("/")
+    return f"[{rel}]({'../' * depth}benchmarks/results/{rel})"
+
+
+def cpu_of(env: dict[str, Any] | None) -> str:
+    """The CPU a results file records, in the words of edgekd.cpu.describe (older files: their model string)."""
+    from edgekd.cpu import describe
+
+    env = env or {}
+    facts = env.get("cpu_facts") or (env.get("cpu") if isinstance(env.get("cpu"), dict) and "onednn_isa" in env.get(
+        "cpu", {}) else None)
+    if isinstance(facts, dict) and facts.get("onednn_isa_levels") is not None:
+        return describe(facts)
+    cpu = env.get("cpu")
+    if isinstance(cpu, dict):
+        isa = cpu.get("onednn_isa")
+        return f"{cpu.get('model')}" + (f" ({isa})" if isa and isa != "unknown" else "")
+    return str(cpu or "unknown CPU")
+
+
+def bench_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    from edgekd.bench.report import add_speedups
+
+    return add_speedups([r for r in doc["rows"] if r.get("mode", "model") == "model"])
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f} ms"
+
+
+# --- blocks -------------------------------------------------------------------------------------------------------
+
+@block("demo")
+def demo_block() -> str:
+    meta = load("demo/demo.json")
+    summary = (RESULTS / "demo" / "summary.txt").read_text().rstrip("\n")
+    minutes, seconds = divmod(int(round(meta["seconds"])), 60)
+    return (f"On {meta['cpu']} ({meta['cores']} cores), `{meta['command']}` took {minutes} min {seconds:02d} s from "
+            f"scratch with `.venv` already built ({meta['created']}; {link('demo/summary.txt')}). Its closing "
+            f"summary:\n\n```text\n{summary}\n```\n")
+
+
+@block("transcript")
+def transcript_block(stage: str, lines: str = "8") -> str:
+    """The command and the last lines of one stage of benchmarks/cifar10_pipeline.sh, as it printed them."""
+    path = RESULTS / "cifar10" / "transcript" / f"{stage}.txt"
+    if not path.is_file():
+        raise SystemExit(f"{path}: missing; run benchmarks/cifar10_pipeline.sh")
+    text = [ln for ln in path.read_text().splitlines()
+            if ln.strip() and not ln.startswith(("WARNING", "NOTE")) and not PROGRESS.search(ln)]
+    n = int(lines)
+    first = next((i for i, ln in enumerate(text) if ln.startswith("$ ")), 0)
+    command, rest = text[first:first + 1], text[first + 1:]
+    shown = rest if len(rest) <= n else ["...", *rest[-n:]]
+    return "```text\n" + "\n".join([*command, *shown]) + "\n```\n"
+
+
+@block("cifar10")
+def cifar10_block() -> str:
+    """The CIFAR-10 pipeline's summary table (benchmarks/cifar10_summary.py renders it; one implementation)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import cifar10_summary
+
+    s = load("cifar10/results.json")
+    env = s["bench"].get("environment") or {}
+    lines = cifar10_summary.headline(s)[2:]  # without its own heading
+    return (f"Measured on {cpu_of(env)}, 2 threads, one `edgekd bench` run "
+            f"({link('cifar10/results.md')}):\n\n" + "\n".join(lines).strip() + "\n")
+
+
+@block("headline")
+def headline_block(arch: str = "mobilenetv4_conv_small") -> str:
+    """The student against the teacher at its best on this CPU, at the same 224 px, batch 1, 2 threads."""
+    doc = load("cpu-b1-t2/results.json")
+    rows = bench_rows(doc)
+    student = [r for r in rows if r["status"] == "ok" and arch in r["model"] and r["precision"] == "int8"
+               and r["batch"] == 1 and r["threads"] == 2]
+    if not student:
+        raise SystemExit(f"cpu-b1-t2/results.json has no INT8 {arch} row at batch 1, 2 threads")
+    r = min(student, key=lambda x: x["latency_ms"]["p50"])
+    teachers = [t for t in rows if t.get("teacher") and t["status"] == "ok" and t["batch"] == 1 and t["threads"] == 2]
+    best = min(teachers, key=lambda t: t["latency_ms"]["p50"])
+    fp32 = next(t for t in teachers if t["backend"] == r["backend"] and t["precision"] == "fp32")
+    return (f"**{arch} INT8 on {r['backend']}: {_ms(r['latency_ms']['p50'])} per image, "
+            f"{r['speedup_vs_best_teacher']:.0f}x faster than its ViT-B-32 teacher at its best on the same CPU** "
+            f"({best['backend']} {best['precision']}, {_ms(best['latency_ms']['p50'])}; {r['speedup_vs_teacher']:.0f}x "
+            f"against the fp32 teacher on {r['backend']}, {_ms(fp32['latency_ms']['p50'])}). Both at 224 px, batch 1, "
+            f"2 threads, p50 of one run on {cpu_of(doc.get('environment'))} ({link('cpu-b1-t2/results.md')}).\n")
+
+
+@block("teacher-vs-students")
+def teacher_vs_students_block(setting: str = "cpu-b1-t2") -> str:
+    """Every INT8 student bundle against the teacher, fp32 on the same backend and at its best, one bench run."""
+    doc = load(f"{setting}/results.json")
+    rows = [r for r in bench_rows(doc) if r["status"] == "ok"]
+    teachers = sorted((r for r in rows if r.get("teacher")), key=lambda r: (r["backend"], r["precision"]))
+    batch, threads = rows[0]["batch"], rows[0]["threads"]
+    out = [f"{cpu_of(doc.get('environment'))}, 224 px, batch {batch}, {threads} thread(s), p50 of one "
+           f"`edgekd bench` run ({link(f'{setting}/results.md')}). Teacher ViT-B-32 (random weights) in every "
+           "precision its backends offer here:", "",
+           "| teacher | backend | precision | p50 | img/s |", "|---|---|---|---|---|"]
+    out += [f"| {t['model']} | {t['backend']} | {t['precision']} | {_ms(t['latency_ms']['p50'])} | "
+            f"{t['throughput_ips']:.1f} |" for t in teachers]
+    out += ["", "| student (INT8 bundle) | backend | p50 | vs teacher fp32 (same backend) | vs best teacher |",
+            "|---|---|---|---|---|"]
+    for r in sorted((r for r in rows if r["precision"] == "int8" and not r.get("teacher")),
+                    key=lambda r: r["latency_ms"]["p50"]):
+        out.append(f"| {r['model']} | {r['backend']} | {_ms(r['latency_ms']['p50'])} | "
+                   f"{r['speedup_vs_teacher']:.1f}x | **{r['speedup_vs_best_teacher']:.1f}x** ({r['best_teacher']}) |")
+    return "\n".join(out) + "\n"
+
+
+@block("int8-isa")
+def int8_isa_block() -> str:
+    """INT8 bundles under each oneDNN ISA level of one host: the gate's metrics and latency."""
+    doc = load("int8_isa/results.json")
+    out = [f"{doc['cpu_described']}, {doc['threads']} threads, {doc['test_images']} CIFAR-10 test images, students "
+           f"distilled {doc['epochs']} epochs at {doc['img_size']} px; `python benchmarks/int8_isa.py` "
+           f"({link('int8_isa/results.md')}; fp32/fp16 rows there too).", "",
+           "| student | bundle | ISA | cosine mean / p1 / worst | top-1 agreement (strict) | gate | p50 | x fp32 |",
+           "|---|---|---|---|---|---|---|---|"]
+    fp32 = {(r["student"], r["backend"], r["isa"]): r.get("p50_ms") for r in doc["rows"]
+            if r["precision"] == "fp32" and r.get("status") == "ok"}
+    for r in doc["rows"]:
+        if r["precision"] != "int8":
+            continue
+        if r.get("status") != "ok":
+            out.append(f"| {r['student']} | {r['bundle']} | {r['isa']} | **{r['status']}** | | | | |")
+            continue
+        base = fp32.get((r["student"], r["backend"], r["isa"]))
+        same = "" if r["backend"] != "onnxruntime" else (" =" if r["identical_to_host_isa"] else " ≠")
+        speed = f"{base / r['p50_ms']:.2f}x" if base else "-"
+        out.append(f"| {r['student']} | {r['bundle']} | {r['isa']}{same} | {r['cosine_mean']:.5f} / "
+                   f"{r['cosine_p01']:.5f} / {r['cosine_min']:.4f} | {r['top1_agreement']:.1%} "
+                   f"({r['top1_agreement_strict']:.1%}) | {'pass' if r['gate_passed'] else 'FAIL'} | "
+                   f"{r['p50_ms']:.3f} ms | {speed} |")
+    out += ["", "`=`: onnxruntime's output is bit-identical to the uncapped run (it takes no ISA cap)."]
+    return "\n".join(out) + "\n"
+
+
+@block("gate-floors")
+def gate_floors_block() -> str:
+    """The measured per-image cosine distributions behind the gate's floors (edgekd.export.parity.COSINE_FLOORS)."""
+    from edgekd.export.parity import COSINE_FLOORS
+
+    doc = load("int8_isa/results.json")
+    out = [f"Good exports measured by `benchmarks/int8_isa.py` on {doc['cpu_described']} (every bundle, every ISA "
+           f"level; {link('int8_isa/results.md')}) and the floors set below them:", "",
+           "| precision | rows | lowest mean | lowest p1 | lowest worst image | floor: mean / p1 / worst |",
+           "|---|---|---|---|---|---|"]
+    for precision in ("fp32", "fp16", "int8"):
+        ok = [r for r in doc["rows"] if r["precision"] == precision and r.get("status") == "ok"]
+        if ok:
+            floor = " / ".join(f"{v:g}" for v in COSINE_FLOORS[precision])
+            out.append(f"| {precision} | {len(ok)} | {min(r['cosine_mean'] for r in ok):.5f} | "
+                       f"{min(r['cosine_p01'] for r in ok):.5f} | {min(r['cosine_min'] for r in ok):.5f} | {floor} |")
+    return "\n".join(out) + "\n"
+
+
+@block("export-matrix")
+def export_matrix_block() -> str:
+    """Each student on every backend and precision at 224 px, batch 1, 2 threads: one bench run."""
+    doc = load("export_matrix/results.json")
+    rows = [r for r in doc["rows"] if r["status"] == "ok"]
+    archs = list(dict.fromkeys(r["model"].split("-")[0] for r in rows))
+    columns = [("torch", "fp32", None), ("onnxruntime", "fp32", None), ("onnxruntime", "int8", "onnx"),
+               ("openvino", "fp32", "openvino"), ("openvino", "int8", "openvino")]
+
+    def cell(arch: str, backend: str, precision: str, target: str | None) -> str:
+        names = [arch] if target is None else [f"{arch}-{target}-{precision}"]
+        r = next((r for r in rows if r["model"] in names and r["backend"] == backend and r["precision"] == precision),
+                 None)
+        return "-" if r is None else f"{r['latency_ms']['p50']:.2f} ms, {r['model_mb']:.1f} MB"
+
+    out = [f"{cpu_of(doc.get('environment'))}, 224 px, batch 1, 2 threads, p50 of one `edgekd bench` run "
+           f"(`benchmarks/export_matrix.sh` -> {link('export_matrix/results.md')}):", "",
+           "| student | PyTorch eager | onnxruntime fp32 | onnxruntime int8 | OpenVINO fp32 | OpenVINO int8 |",
+           "|---|---|---|---|---|---|"]
+    out += [f"| {arch} | " + " | ".join(cell(arch, *c) for c in columns) + " |" for arch in archs]
+    return "\n".join(out) + "\n"
+
+
+@block("measured")
+def measured_block() -> str:
+    """The other measurements: teacher cache and training speed, runtime overhead and memory."""
+    cache = load("cache_speed_cpu.json")
+    train = load("train_speed.json")
+    speeds = {(r["mode"], r["img_size"]): r for r in train["rows"] if r.get("status") == "ok"}
+    overhead = {name: load(f"runtime_overhead{name}.json") for name in ("", "_int8", "_mnv4m")}
+
+    def over(doc: dict[str, Any], mode: str) -> str:
+        row = next(r for r in doc["rows"] if r["mode"] == mode and not r["spin"])
+        return f"+{row['overhead']:.0%} ({row['classify_ms']['p50']:.2f} vs {row['model_ms']['p50']:.2f} ms)"
+
+    fp32, int8, medium = overhead[""], overhead["_int8"], overhead["_mnv4m"]
+    full = next(r for r in fp32["rows"] if r["mode"] == "full" and not r["spin"])
+    training = "; ".join(
+        f"{size} px: {speeds[('cache', size)]['images_per_s']:.0f} img/s from the cache, "
+        f"{speeds[('online', size)]['images_per_s']:.1f} img/s with `--online-teacher` "
+        f"({speeds[('cache', size)]['images_per_s'] / speeds[('online', size)]['images_per_s']:.1f}x slower)"
+        for size in sorted({s for _, s in speeds}) if ("cache", size) in speeds and ("online", size) in speeds)
+    rows = [
+        ("teacher cache, ViT-B-32", f"{cache['cache_images_per_s']:.1f} images/s ({cache['views']} view, batch "
+         f"{cache['batch_size']}, {cache['workers']} workers); the teacher forward alone "
+         f"{cache['teacher_forward_views_per_s']:.1f} views/s, decoding + rendering alone "
+         f"{cache['decode_render_images_per_s_1proc']:.0f} images/s", cpu_of(cache["environment"]),
+         link("cache_speed_cpu.json")),
+        (f"student training, {train['rows'][0]['student']}", training, cpu_of(train["environment"]),
+         link("train_speed.md")),
+        ("runtime: `classify()` on a 640x480 frame vs the model alone, 224 px",
+         f"whole-frame bundle (`--preprocess-in-graph full`): {over(fp32, 'full')} fp32, {over(int8, 'full')} INT8 "
+         f"for {fp32['arch']}, {over(medium, 'full')} for {medium['arch']}; numpy + Pillow preprocessing "
+         f"(Pillow's bicubic resize alone {full['resize_ms']['p50']:.2f} ms): {over(fp32, 'numpy')} and "
+         f"{over(medium, 'numpy')}", cpu_of(fp32["environment"]), link("runtime_overhead.md")),
+        ("runtime memory", f"a process with the runtime loaded and one classify: {full['rss_mb']:.0f} MB RSS; "
+         f"`import torch` alone: {fp32['torch']['torch_import_rss_mb']:.0f} MB", cpu_of(fp32["environment"]),
+         link("runtime_overhead.md")),
+    ]
+    out = ["| what | measured | CPU | source |", "|---|---|---|---|"]
+    out += [f"| {what} | {value} | {cpu} | {src} |" for what, value, cpu, src in rows]
+    return "\n".join(out) + "\n"
+
+
+# --- the rewrite --------------------------------------------------------------------------------------------------
+
+def render(spec: str) -> str:
+    kind, *args = spec.split()
+    if kind not in BLOCKS:
+        raise SystemExit(f"unknown generated block {kind!r}; known: {', '.join(sorted(BLOCKS))}")
+    return BLOCKS[kind](*args)
+
+
+def rewrite(text: str, document: str = "README.md") -> tuple[str, list[str]]:
+    """(text with every generated block re-rendered, the specs of the blocks that changed); `document` is the path
+    of the text relative to the repository (links are made relative to it)."""
+    CURRENT["document"] = document
+    changed: list[str] = []
+
+    def sub(m: re.Match) -> str:
+        body = render(m.group("spec"))
+        if body != m.group("body"):
+            changed.append(m.group("spec"))
+        return m.group(1) + body + m.group(4)
+
+    return BLOCK.sub(sub, text), changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block is out of date")
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    stale = []
+    for rel in DOCUMENTS:
+        path = REPO / rel
+        if not path.is_file():
+            continue
+        new, changed = rewrite(path.read_text(), rel)
+        stale += [f"{rel}: {spec}" for spec in changed]
+        if changed and not args.check:
+            path.write_text(new)
+    for line in stale:
+        print(("out of date: " if args.check else "rewrote: ") + line)
+    return 1 if stale and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
