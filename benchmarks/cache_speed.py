@@ -3,7 +3,7 @@
 Also measures the two halves alone (decode+render only; teacher forward only on random pixels) so the bottleneck
 is visible. Prints a JSON result and writes it to --json.
 
-    /work/shared/assets/unpack-cifar10.sh /tmp/edgekd-data
+    ../shared/assets/unpack-cifar10.sh /tmp/edgekd-data   # from the repository root
     python benchmarks/cache_speed.py --data /tmp/edgekd-data/cifar10-images/test --images 500 \
         --teacher ViT-B-32 --random-teacher --json benchmarks/results/cache_speed_cpu.json
 """

@@ -6,10 +6,11 @@ CIFAR-10 (from ../shared/assets, unpacked into --work, or --data pointing at cif
 ViT-B-32 cache (random weights) of 1,000 training images x 2 views -> mobilenetv4_conv_small and efficientvit_b0
 distilled 3 epochs at 224 px -> bundles: ONNX fp32/fp16/INT8 (onnxruntime), OpenVINO fp32/fp16/INT8; INT8 as
 `edgekd export` makes it by default (full INT8, exported again with --auto-mixed when that fails the gate) and as
-full INT8 (--no-auto-mixed; OpenVINO with NNCF's "performance" preset, the default, and "mixed"). Then, for every ISA level of this CPU (ONEDNN_MAX_CPU_ISA, one
-process each), every bundle runs 500 held-out CIFAR-10 test images (50 per class) and is compared with the PyTorch
-student as trained through the parity gate's own compare/judge: embedding cosine mean/p1/worst, top-1 agreement
-(strict and tie-aware), accuracy drop, the gate's verdict, and batch-1 latency at 2 threads (median of 300 runs).
+full INT8 (--no-auto-mixed; OpenVINO with NNCF's "performance" preset, the default, and "mixed"). Then, for every
+ISA level of this CPU (ONEDNN_MAX_CPU_ISA, one process each), every bundle runs 500 held-out CIFAR-10 test images
+(50 per class) and is compared with the PyTorch student as trained through the parity gate's own compare/judge:
+embedding cosine mean/p1/worst, top-1 agreement (strict and tie-aware), accuracy drop, the gate's verdict, and
+batch-1 latency at 2 threads (median of 300 runs).
 
 onnxruntime takes no ISA cap (MLAS dispatches on CPUID); its rows are run under every cap anyway, and the table says
 whether their outputs are bit-identical to the uncapped run (they should be). Every stage is resumable.

@@ -66,7 +66,9 @@ def cpu_of(env: dict[str, Any] | None) -> str:
     if isinstance(cpu, dict):
         isa = cpu.get("onednn_isa")
         return f"{cpu.get('model')}" + (f" ({isa})" if isa and isa != "unknown" else "")
-    return str(cpu or "unknown CPU")
+    if not cpu or cpu in ("x86_64", "aarch64", "AMD64", "arm64"):
+        return f"CPU model not recorded ({cpu or 'unknown'})"
+    return str(cpu)
 
 
 def bench_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -92,8 +94,9 @@ def demo_block() -> str:
 
 
 @block("transcript")
-def transcript_block(stage: str, lines: str = "8") -> str:
-    """The command and the last lines of one stage of benchmarks/cifar10_pipeline.sh, as it printed them."""
+def transcript_block(stage: str, lines: str = "8", end: str = "tail") -> str:
+    """The command and the last (end="tail") or first ("head") lines of one stage of benchmarks/cifar10_pipeline.sh,
+    as it printed them."""
     path = RESULTS / "cifar10" / "transcript" / f"{stage}.txt"
     if not path.is_file():
         raise SystemExit(f"{path}: missing; run benchmarks/cifar10_pipeline.sh")
@@ -102,7 +105,7 @@ def transcript_block(stage: str, lines: str = "8") -> str:
     n = int(lines)
     first = next((i for i, ln in enumerate(text) if ln.startswith("$ ")), 0)
     command, rest = text[first:first + 1], text[first + 1:]
-    shown = rest if len(rest) <= n else ["...", *rest[-n:]]
+    shown = rest if len(rest) <= n else ["...", *rest[-n:]] if end == "tail" else [*rest[:n], "..."]
     return "```text\n" + "\n".join([*command, *shown]) + "\n```\n"
 
 
@@ -195,12 +198,12 @@ def gate_floors_block() -> str:
     from edgekd.export.parity import COSINE_FLOORS
 
     doc = load("int8_isa/results.json")
-    out = [f"Good exports measured by `benchmarks/int8_isa.py` on {doc['cpu_described']} (every bundle, every ISA "
-           f"level; {link('int8_isa/results.md')}) and the floors set below them:", "",
-           "| precision | rows | lowest mean | lowest p1 | lowest worst image | floor: mean / p1 / worst |",
+    out = [f"Good exports (those that passed the gate) measured by `benchmarks/int8_isa.py` on {doc['cpu_described']} "
+           f"(every bundle under every ISA level; {link('int8_isa/results.md')}) and the floors set below them:", "",
+           "| precision | good rows | lowest mean | lowest p1 | lowest worst image | floor: mean / p1 / worst |",
            "|---|---|---|---|---|---|"]
     for precision in ("fp32", "fp16", "int8"):
-        ok = [r for r in doc["rows"] if r["precision"] == precision and r.get("status") == "ok"]
+        ok = [r for r in doc["rows"] if r["precision"] == precision and r.get("status") == "ok" and r["gate_passed"]]
         if ok:
             floor = " / ".join(f"{v:g}" for v in COSINE_FLOORS[precision])
             out.append(f"| {precision} | {len(ok)} | {min(r['cosine_mean'] for r in ok):.5f} | "
@@ -228,6 +231,28 @@ def export_matrix_block() -> str:
            "| student | PyTorch eager | onnxruntime fp32 | onnxruntime int8 | OpenVINO fp32 | OpenVINO int8 |",
            "|---|---|---|---|---|---|"]
     out += [f"| {arch} | " + " | ".join(cell(arch, *c) for c in columns) + " |" for arch in archs]
+    return "\n".join(out) + "\n"
+
+
+@block("runtime-overhead")
+def runtime_overhead_block() -> str:
+    """classify() on a 640x480 frame against the model alone, per student and preprocessing path."""
+    names = {"": "fp32", "_int8": "INT8", "_mnv4m": "fp32", "_box": "fp32, box filter"}
+    modes = {"full": "in graph: crop + resize + normalise", "normalize": "in graph: normalise only",
+             "numpy": "numpy + Pillow"}
+    out = ["| student @ 224 | preprocessing | model ms | classify() ms | overhead | resize alone (Pillow) | CPU | "
+           "source |", "|---|---|---|---|---|---|---|---|"]
+    for suffix, label in names.items():
+        rel = f"runtime_overhead{suffix}.json"
+        if not (RESULTS / rel).is_file():
+            continue
+        doc = load(rel)
+        for r in doc["rows"]:
+            if r["spin"]:
+                continue
+            out.append(f"| {doc['arch']} {label} | {modes.get(r['mode'], r['mode'])} | {r['model_ms']['p50']:.2f} | "
+                       f"{r['classify_ms']['p50']:.2f} | {r['overhead']:.0%} | {r['resize_ms']['p50']:.2f} ms | "
+                       f"{cpu_of(doc['environment'])} | {link(rel.replace('.json', '.md'))} |")
     return "\n".join(out) + "\n"
 
 

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any]:
     if args.every < 1:
         raise EdgekdError("--every must be >= 1")
     clf = OpenVocabClassifier.load(args.bundle, backend=args.backend, threads=args.threads,
-                                   text_encoder=args.text_encoder)
+                                   text_encoder=args.text_encoder, allow_ungated=args.allow_ungated)
     packs: list[tuple[str, Any]] = [(p, p) for p in args.labels]
     if args.label:
         packs.append(("custom", list(args.label)))
@@ -167,6 +167,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--top-k", type=int, default=3)
     ap.add_argument("--backend", default="auto", help="auto | onnxruntime | openvino | tensorrt | ort-cuda | ort-trt")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--allow-ungated", action="store_true", help="use a bundle whose parity gate failed or was skipped")
     ap.add_argument("--headless", action="store_true", help="no window: JSON lines on stdout")
     ap.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     ap.add_argument("--reconnect", type=int, default=5, help="reopen attempts for dropped live streams")

@@ -66,11 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--labels", default=None, help="label pack .npz (default: the bundle's)")
     ap.add_argument("--text-encoder", default=None, help="edgekd export-text directory")
     ap.add_argument("--top", type=int, default=5)
+    ap.add_argument("--allow-ungated", action="store_true", help="use a bundle whose parity gate failed or was skipped")
     ap.add_argument("--no-cache", action="store_true")
     ap.add_argument("--json", action="store_true", help="print JSON lines")
     args = ap.parse_args(argv)
     try:
-        clf = OpenVocabClassifier.load(args.bundle, labels=args.labels, text_encoder=args.text_encoder)
+        clf = OpenVocabClassifier.load(args.bundle, labels=args.labels, text_encoder=args.text_encoder,
+                                       allow_ungated=args.allow_ungated)
         if not args.images.is_dir():
             raise EdgekdError(f"{args.images}: not a directory")
         cache = None if args.no_cache else args.images.parent / f"{args.images.name}-embeddings.npz"

@@ -25,7 +25,7 @@ def test_demo_runs_and_reruns(image_folder, tmp_path, monkeypatch, capsys):
         f"{i:03d}.jpg" for i in range(2, 6)]
     for stage in ("distill", "eval", "export", "bench"):
         assert stage in state, stage
-    assert "$ edgekd distill --cache" in out and "edgekd demo summary" in out and "faster than the teacher" in out
+    assert "$ edgekd distill --cache" in out and "edgekd demo summary" in out and "vs the fastest teacher" in out
     assert "parity   INT8 vs PyTorch" in out and "fidelity student vs teacher" in out
     assert demo_mod.main([*args, "--random-teacher"]) == 0
     out = capsys.readouterr().out

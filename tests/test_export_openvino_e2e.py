@@ -46,6 +46,12 @@ def test_cli_openvino_bundle(run_dir, image_folder, tmp_path, precision):
     assert not (out / "model.onnx").exists()  # the intermediate ONNX is not part of an OpenVINO bundle
     if precision == "int8":
         assert m["target_metadata"]["openvino"]["quantization"]["fake_quantize_nodes"] > 0
+    from edgekd.export.parity import gate_isa_levels
+
+    levels = [lvl for lvl in gate_isa_levels("openvino") if lvl]
+    assert m["parity"]["validated_on"]["onednn_isa_levels"] == levels
+    if len(levels) > 1:  # the verdict holds for the kernels of every ISA level this CPU has
+        assert set(m["parity"]["per_isa"]) == set(levels) and all(v["passed"] for v in m["parity"]["per_isa"].values())
 
 
 def test_cli_tensorrt_without_tensorrt_exits_4(run_dir, image_folder, tmp_path, monkeypatch):

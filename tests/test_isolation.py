@@ -97,7 +97,9 @@ def test_validated_bundle_skips_the_canary(tmp_path, image_folder, monkeypatch):
 
     gated = make_bundle(tmp_path / "gated", val_dir=image_folder)
     meta = read_bundle(gated).meta
-    assert meta["parity"]["validated_on"] == json.loads(json.dumps(host_record("onnxruntime")))
+    host = json.loads(json.dumps(host_record("onnxruntime")))
+    assert {k: meta["parity"]["validated_on"][k] for k in host} == host
+    assert meta["parity"]["validated_on"]["onednn_isa_levels"] == []  # onnxruntime: no cap reaches its kernels
     monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr("edgekd.runtime.canary.CANARY_JOB", "os:abort")  # would crash if it ran
     assert check_runs_here(read_bundle(gated), "onnxruntime") == "validated here"
@@ -153,3 +155,19 @@ def test_ungated_bundles_are_refused_unless_allowed(bundle, tmp_path):
     assert res.exit_code == 1 and "parity gate was skipped" in res.output and len(res.output.splitlines()) == 1
     info = CliRunner().invoke(cli, ["info", str(bundle)])
     assert info.exit_code == 0 and "parity_gate: skipped (--no-gate)" in info.output
+
+
+def test_openvino_gate_runs_under_every_isa_level_up_to_the_one_in_force(monkeypatch):
+    from edgekd.export.parity import gate_isa_levels
+
+    monkeypatch.setattr("edgekd.cpu.read_cpuinfo", lambda: AMX_CPUINFO)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert gate_isa_levels("openvino") == ["AVX2", "AVX512_CORE_VNNI", "AVX512_CORE_AMX"]
+    assert gate_isa_levels("openvino", "host") == [None] and gate_isa_levels("onnxruntime") == [None]
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")  # a cap: nothing above it, and the cap itself
+    assert gate_isa_levels("openvino") == ["AVX2", "AVX512_CORE_VNNI", "AVX512_CORE_BF16"]
+    monkeypatch.setattr("edgekd.cpu.read_cpuinfo", lambda: AVX2_CPUINFO)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert gate_isa_levels("openvino") == ["AVX2"]
+    with pytest.raises(EdgekdError, match="--gate-isa"):
+        gate_isa_levels("openvino", "some")

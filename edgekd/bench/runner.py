@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -272,8 +271,11 @@ def _crash_reason(rc: int, stderr: str) -> str:
     lines = [ln for ln in (stderr or "").strip().splitlines() if ln.strip()]
     tail = lines[-1].strip()[:300] if lines else "no output"
     if rc < 0:
-        sig = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
-        hint = " (out of memory?)" if sig == "SIGKILL" else ""
+        from edgekd.runtime.isolated import signal_name
+
+        sig = signal_name(rc)
+        hint = {"SIGKILL": " (out of memory?)", "SIGSEGV": " (the engine crashed on this CPU; docs/export.md, 'INT8 "
+                "and the CPU')", "SIGABRT": " (the engine aborted)"}.get(sig, "")
         return f"worker killed by {sig}{hint}: {tail}"
     return f"worker exited with status {rc}: {tail}"
 

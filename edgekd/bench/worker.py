@@ -255,7 +255,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mb": _peak_rss_mb(),
         "rss_before_load_mb": rss_start,
         "peak_gpu_mb": _peak_gpu_mb(torch_cuda),
-        "model_mb": model_file_mb(model, spec.get("onnx")) if backend != "torch" or model.kind == "run" else None,
+        "model_mb": model_file_mb(model, spec.get("engine_file") or spec.get("onnx"))
+        if backend != "torch" or model.kind == "run" else None,
         "params_m": params_m,
         "runtime_precision": getattr(be, "inference_precision", None) if backend != "torch" else None,
         "power": power,

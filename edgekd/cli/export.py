@@ -58,6 +58,9 @@ def _kv(values: tuple[str, ...]) -> dict[str, Any]:
               help="INT8 gate: a top-1 flip is a tie, not a disagreement, when the PyTorch student's embedding lies "
                    "within this distance of the two classes' decision boundary [default: 0.005; 0 = every flip "
                    "counts].")
+@click.option("--gate-isa", type=click.Choice(("all", "host")), default="all", show_default=True,
+              help="OpenVINO: run the parity gate under every oneDNN ISA level of this CPU (AVX2, AVX-512 VNNI, AMX; "
+                   "a verdict for the kernels other CPUs take) or only under the one in force.")
 @click.option("--small-gate-ok", is_flag=True,
               help="Accept a parity gate on fewer than 200 held-out images (its verdict says how many).")
 @click.option("--keep-fp32", multiple=True, help="onnx INT8: node names to leave unquantised (repeat or comma-list).")
@@ -87,7 +90,8 @@ def _kv(values: tuple[str, ...]) -> dict[str, Any]:
 def export(run: Path, target: str, precision: str, out: Path | None, calib: Path | None, val: Path | None,
            labels: Path | None, calib_images: int, val_images: int, calib_method: str | None,
            static_batch: int | None, preprocess_in_graph: str | None, with_labels: bool, opset: int, gate: bool,
-           max_drop: float | None, tie_margin: float | None, small_gate_ok: bool, keep_fp32: tuple[str, ...],
+           max_drop: float | None, tie_margin: float | None, gate_isa: str, small_gate_ok: bool,
+           keep_fp32: tuple[str, ...],
            keep_fp16: tuple[str, ...], auto_mixed: bool | None,
            quant_format: str, activation_type: str, reduce_range: bool, threads: int | None, overwrite: bool,
            min_batch: int | None, opt_batch: int | None, max_batch: int | None, workspace_gb: float | None,
@@ -118,7 +122,8 @@ def export(run: Path, target: str, precision: str, out: Path | None, calib: Path
     kwargs = dict(calib_dir=calib, val_dir=val, labels=labels, preprocess_in_graph=preprocess_in_graph,
                   with_labels=with_labels, static_batch=static_batch, opset=opset, gate=gate,
                   calib_images=calib_images, eval_file=eval_file, val_images=val_images, max_drop=max_drop,
-                  tie_margin=tie_margin, small_gate_ok=small_gate_ok, threads=threads, overwrite=overwrite,
+                  tie_margin=tie_margin, gate_isa=gate_isa, small_gate_ok=small_gate_ok, threads=threads,
+                  overwrite=overwrite,
                   keep_fp32=_split(keep_fp32), auto_mixed=auto_mixed, quant_format=quant_format,
                   activation_type=activation_type, reduce_range=reduce_range, **options)
     if precision == "auto":

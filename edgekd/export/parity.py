@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgekd import EdgekdError
+from edgekd.cpu import ONEDNN_ISA_ENV
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -33,12 +34,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # embedding-cosine floors per precision: (mean, 1st percentile, worst image); docs/export.md says where they come from
-COSINE_FLOORS = {"fp32": (0.9999, 0.9995, 0.999), "fp16": (0.999, 0.995, 0.99), "int8": (0.99, 0.97, 0.90)}
+COSINE_FLOORS = {"fp32": (0.9999, 0.9995, 0.999), "fp16": (0.999, 0.995, 0.99), "int8": (0.995, 0.98, 0.95)}
 INT8_MIN_AGREEMENT = 0.98
 INT8_MAX_DROP = 1.0  # accuracy points
 INT8_TIE_MARGIN = 0.005  # distance of the reference embedding to the two classes' decision boundary
 MIN_GATE_IMAGES = 200  # 98 % agreement on 200 images is +-2 points (95 % interval)
 REPARAM_MIN_COSINE = 0.99999  # the reparameterised student against the student as trained, every image
+# oneDNN ISA levels whose kernels differ (edgekd.cpu.ISA_LEVELS names): an OpenVINO verdict holds for each of them
+GATE_ISA_LEVELS = ("AVX2", "AVX512_CORE_VNNI", "AVX512_CORE_AMX")
+PER_ISA_METRICS = ("cosine_mean", "cosine_p01", "cosine_min", "top1_agreement", "top1_agreement_strict",
+                   "accuracy_drop")
 CRASH_ADVICE = ("the exported model crashes the engine on this CPU (the bundle is left unfinished); export with the "
                 "default INT8 settings, --precision fp32 or another --target, and report it with the log above")
 
@@ -192,15 +197,32 @@ def check_reparameterization(trained: nn.Module, reparameterized: nn.Module, pix
     return {"cosine_min": worst, "passed": bool(worst >= REPARAM_MIN_COSINE), "min_cosine": REPARAM_MIN_COSINE}
 
 
+def gate_isa_levels(backend: str, gate_isa: str = "all") -> list[str | None]:
+    """The oneDNN ISA levels the gate runs the model under: for OpenVINO on a CPU, every level of GATE_ISA_LEVELS this
+    CPU has up to the one in force (plus that one), so a verdict covers the kernel paths other CPUs take; one run
+    (None: no cap) for other backends, whose kernels no cap reaches, or with gate_isa="host"."""
+    from edgekd.cpu import cpu_facts
+
+    if gate_isa not in ("all", "host"):
+        raise EdgekdError(f"--gate-isa {gate_isa!r}: use all (every ISA level of this CPU) or host")
+    facts = cpu_facts()
+    levels, current = facts["onednn_isa_levels"], facts["onednn_isa"]
+    if backend != "openvino" or gate_isa == "host" or current not in levels:
+        return [None]
+    top = levels.index(current)
+    return [lvl for lvl in levels[:top + 1] if lvl in GATE_ISA_LEVELS or lvl == current]
+
+
 def check_parity(student: nn.Module, model_path: str | os.PathLike, backend: str,
                  val_input: np.ndarray | Sequence[np.ndarray],
                  val_pixels: np.ndarray, criteria: GateCriteria, label_pack: LabelPack | None = None,
                  labels: np.ndarray | None = None, threads: int | None = None,
-                 reparameterized: nn.Module | None = None) -> dict[str, Any]:
+                 reparameterized: nn.Module | None = None, gate_isa: str = "all") -> dict[str, Any]:
     """Run the gate against `student` as trained. val_input: the model's input format [N,...] (or whole frames, see
     edgekd.runtime.isolated.run_model); val_pixels: the same images as float32 [N,3,H,W] for the torch student;
-    reparameterized: the fused student that was exported, checked against `student` too.
-    Returns the parity report {"passed", "reasons", "criteria", "metrics", "validated_on", ...}."""
+    reparameterized: the fused student that was exported, checked against `student` too; gate_isa: "all" judges an
+    OpenVINO model under every ISA level of this CPU (gate_isa_levels) and passes it only if every level passes.
+    Returns the parity report {"passed", "reasons", "criteria", "metrics", "per_isa", "validated_on", ...}."""
     from edgekd.runtime.backends import resolve_backend
     from edgekd.runtime.canary import host_record
     from edgekd.runtime.isolated import infer_isolated
@@ -208,16 +230,27 @@ def check_parity(student: nn.Module, model_path: str | os.PathLike, backend: str
     if len(val_input) == 0:
         raise EdgekdError("parity gate: no held-out images")
     name = resolve_backend(model_path, backend)
-    # in a child process: a freshly quantised graph may crash the engine on this CPU, which must not end the export
-    outs = infer_isolated(model_path, name, val_input, threads, what=f"the parity gate's {name} inference of "
-                          f"{model_path}", advice=CRASH_ADVICE)
-    if "embedding" not in outs:
-        raise EdgekdError(f"{model_path}: the exported model has no 'embedding' output (outputs: {list(outs)})")
     ref = torch_embeddings(student, val_pixels)
-    metrics = compare(ref, outs["embedding"], label_pack, labels, outs.get("scores"), criteria.tie_margin)
-    passed, reasons, crit = judge(metrics, criteria)
-    report = {"passed": passed, "skipped": False, "reasons": reasons, "criteria": crit, "backend": name,
-              "precision": criteria.precision, "metrics": metrics, "validated_on": host_record(name)}
+    levels = gate_isa_levels(name, gate_isa)
+    per_isa: dict[str, dict[str, Any]] = {}
+    for level in levels:
+        # in a child process: a freshly quantised graph may crash the engine on this CPU, which must not end the export
+        outs = infer_isolated(model_path, name, val_input, threads, env={ONEDNN_ISA_ENV: level} if level else None,
+                              what=f"the parity gate's {name} inference of {model_path}"
+                                   + (f" under {ONEDNN_ISA_ENV}={level}" if level else ""), advice=CRASH_ADVICE)
+        if "embedding" not in outs:
+            raise EdgekdError(f"{model_path}: the exported model has no 'embedding' output (outputs: {list(outs)})")
+        metrics = compare(ref, outs["embedding"], label_pack, labels, outs.get("scores"), criteria.tie_margin)
+        passed, reasons, crit = judge(metrics, criteria)
+        per_isa[level or "host"] = {"passed": passed, "reasons": reasons, "metrics": metrics}
+    host = per_isa[levels[-1] or "host"]  # the level in force: what this machine runs
+    reasons = [f"[{lvl}] {r}" if len(per_isa) > 1 else r for lvl, v in per_isa.items() for r in v["reasons"]]
+    report = {"passed": all(v["passed"] for v in per_isa.values()), "skipped": False, "reasons": reasons,
+              "criteria": crit, "backend": name, "precision": criteria.precision, "metrics": host["metrics"],
+              "validated_on": {**host_record(name), "onednn_isa_levels": [lvl for lvl in levels if lvl]}}
+    if len(per_isa) > 1:
+        report["per_isa"] = {lvl: {"passed": v["passed"], **{k: v["metrics"].get(k) for k in PER_ISA_METRICS}}
+                             for lvl, v in per_isa.items()}
     if reparameterized is not None and reparameterized is not student:
         report["reparameterization"] = check_reparameterization(student, reparameterized, val_pixels)
         if not report["reparameterization"]["passed"]:
@@ -227,7 +260,7 @@ def check_parity(student: nn.Module, model_path: str | os.PathLike, backend: str
                                  f"{REPARAM_MIN_COSINE}; export of this architecture's fused blocks is broken, "
                                  "report it", *reasons]
     log.info("parity %s: %s", "passed" if report["passed"] else "FAILED",
-             {k: metrics[k] for k in ("cosine_mean", "cosine_p01", "cosine_min")})
+             {k: report["metrics"][k] for k in ("cosine_mean", "cosine_p01", "cosine_min")})
     return report
 
 

@@ -199,6 +199,9 @@ def gate_summary(meta: dict[str, Any]) -> str:
         from edgekd.cpu import describe
 
         line += f", on {describe(host.get('cpu') or {})} with {host.get('backend')} {host.get('backend_version')}"
+        levels = host.get("onednn_isa_levels") or []
+        if len(levels) > 1:
+            line += f", judged under each of {', '.join(levels)}"
     if status == "failed":
         line += f"; failed: {'; '.join(parity.get('reasons') or [])}"
     return line

@@ -50,28 +50,28 @@ def signal_name(returncode: int) -> str:
 
 
 def call_isolated(target: str, kwargs: dict[str, Any], what: str, advice: str = "",
-                  timeout_s: float | None = None) -> Any:
+                  timeout_s: float | None = None, env: dict[str, str] | None = None) -> Any:
     """Call `module:function(**kwargs)` in `python -m edgekd.runtime.isolated` and return its (JSON) result.
 
     A child killed by a signal raises NativeCrashError("<what> crashed (SIGSEGV) on <cpu> ...; <advice>"); an
     EdgekdError in the child is raised here with its message; any other failure names the exit status (the child's
-    traceback is on stderr above).
+    traceback is on stderr above). `env`: extra environment variables of the child (e.g. ONEDNN_MAX_CPU_ISA).
     """
     from edgekd.cpu import cpu_facts, describe
 
     with tempfile.TemporaryDirectory(prefix="edgekd-isolated-") as tmp:
         job, result = Path(tmp) / "job.json", Path(tmp) / "result.json"
         job.write_text(json.dumps({"target": target, "kwargs": kwargs, "result": str(result)}))
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_PARENT,
-                                                                          os.environ.get("PYTHONPATH")]))}
+        child_env = {**os.environ, **(env or {}),
+                     "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_PARENT, os.environ.get("PYTHONPATH")]))}
         try:
-            rc = subprocess.run([sys.executable, "-m", "edgekd.runtime.isolated", str(job)], env=env,
+            rc = subprocess.run([sys.executable, "-m", "edgekd.runtime.isolated", str(job)], env=child_env,
                                 timeout=timeout_s, check=False).returncode
         except subprocess.TimeoutExpired as e:
             raise EdgekdError(f"{what}: no answer within {timeout_s:.0f} s (the child process was stopped)") from e
         if rc < 0:
             sig = signal_name(rc)
-            raise NativeCrashError(f"{what} crashed ({sig}) on this CPU, {describe(cpu_facts())}"
+            raise NativeCrashError(f"{what} crashed ({sig}) on this CPU, {describe(cpu_facts(env=child_env))}"
                                    f"{'; ' + advice if advice else ''}", sig)
         answer = json.loads(result.read_text()) if result.is_file() else None
         if rc != 0 or answer is None:
@@ -114,15 +114,17 @@ def infer_job(model: str, backend: str, threads: int | None, inputs: str, output
 
 
 def infer_isolated(model: str | os.PathLike, backend: str, x: np.ndarray | Sequence[np.ndarray],
-                   threads: int | None = None, what: str | None = None, advice: str = "") -> dict[str, np.ndarray]:
-    """run_model(create_backend(model, backend), x) in a child process -> {output name: [N, ...]}."""
+                   threads: int | None = None, what: str | None = None, advice: str = "",
+                   env: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """run_model(create_backend(model, backend), x) in a child process (with `env` added to its environment) ->
+    {output name: [N, ...]}."""
     with tempfile.TemporaryDirectory(prefix="edgekd-infer-") as tmp:
         inputs, outputs = Path(tmp) / "inputs.npz", Path(tmp) / "outputs.npz"
         arrays = [x] if isinstance(x, np.ndarray) else [x[i] for i in range(len(x))]
         np.savez(inputs, **{f"arr_{i}": a for i, a in enumerate(arrays)})
         call_isolated("edgekd.runtime.isolated:infer_job",
                       {"model": str(model), "backend": backend, "threads": threads, "inputs": str(inputs),
-                       "outputs": str(outputs)}, what or f"{backend} inference of {model}", advice)
+                       "outputs": str(outputs)}, what or f"{backend} inference of {model}", advice, env=env)
         with np.load(outputs) as data:
             return {k: data[k] for k in data.files}
 
