@@ -21,7 +21,8 @@ import click
 @click.option("--backend", default="auto", show_default=True,
               help="auto | onnxruntime | openvino | tensorrt | ort-cuda | ort-trt.")
 @click.option("--threads", type=click.IntRange(1, None), default=None, help="Inference threads (default: backend's).")
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1, None))
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1, None),
+              help="Images decoded per step, and the preferred model batch (the model gets batches it accepts).")
 @click.option("--recursive/--no-recursive", default=True, show_default=True, help="Descend into sub-folders.")
 @click.option("--allow-ungated", is_flag=True, help="Use a bundle whose parity gate failed or was skipped.")
 def classify(bundle, images, labels_path, label_strings, text_encoder, top_k, threshold, as_json, backend, threads,
@@ -66,7 +67,7 @@ def classify(bundle, images, labels_path, label_strings, text_encoder, top_k, th
             continue
         import numpy as np
 
-        results = clf.label_set.predict(clf.embed_inputs(np.stack(inputs)), top_k)
+        results = clf.label_set.predict(clf.embed_inputs(np.stack(inputs), batch_size=batch_size), top_k)
         for p, preds in zip(chunk, results):
             done += 1
             if as_json:

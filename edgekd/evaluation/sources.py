@@ -110,32 +110,19 @@ def source_encoder(src: Source, device: Any, backend: str = "auto", threads: int
 def _bundle_encoder(src: Source, backend: str, threads: int | None) -> Encoder:
     """Run the bundle's model file with a runtime backend; rendered uint8 views in, [B, D] embeddings out."""
     from edgekd.runtime.backends import create_backend
+    from edgekd.runtime.batching import run_batched
 
     info = src.info["bundle"]
     be = create_backend(info.model_path, backend=backend, threads=threads)
     frames = info.input_layout == "NHWC"
-    batch_dim = (getattr(be, "input_shape", None) or ["batch"])[0]
-    fixed = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
     pp = src.preprocess
-
-    def run(x: np.ndarray) -> np.ndarray:
-        res = be.run(x)
-        if info.output_name not in res:
-            raise EdgekdError(f"{info.model_path}: no output {info.output_name!r} (outputs: {', '.join(res)})")
-        return res[info.output_name]
 
     def fn(pixels: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(pixels) if frames else pp.normalize(pixels)
-        if fixed is None:
-            return run(x)
-        chunks = []
-        for i in range(0, len(x), fixed):  # static-batch engines: pad the last chunk
-            part = x[i : i + fixed]
-            pad = fixed - len(part)
-            if pad:
-                part = np.concatenate([part, np.repeat(part[-1:], pad, 0)])
-            chunks.append(run(part)[: fixed - pad])
-        return np.concatenate(chunks)
+        res = run_batched(be, x, batch_size=len(x))  # one call, or batches the model accepts
+        if info.output_name not in res:
+            raise EdgekdError(f"{info.model_path}: no output {info.output_name!r} (outputs: {', '.join(res)})")
+        return res[info.output_name]
 
     return Encoder("student", pp, fn, {"backend": be.name})
 

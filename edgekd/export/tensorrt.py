@@ -435,14 +435,12 @@ def device_parity(bundle: Path, precision: str, min_cosine: float | None = None)
         return None
     from edgekd.export.parity import MIN_GATE_IMAGES, GateCriteria, compare, judge
     from edgekd.runtime.backends import create_backend
+    from edgekd.runtime.batching import run_batched
     from edgekd.runtime.canary import host_record
 
     backend = create_backend(bundle / ENGINE_FILE, backend="tensorrt")
     val, ref = load_inputs(bundle / VAL_FILE), np.load(bundle / VAL_REFERENCE)
-    outs = []
-    bs = int(backend.input_shape[0]) if isinstance(backend.input_shape[0], int) else 8
-    for i in range(0, len(val), bs):
-        outs.append(backend.run(np.ascontiguousarray(val[i:i + bs], dtype=backend.input_dtype))["embedding"])
+    emb = run_batched(backend, val)["embedding"]  # in batches the engine's profile accepts, the last one padded
     pack = None
     if (bundle / "labels.npz").is_file():
         from edgekd.labelpack import load_label_pack
@@ -453,7 +451,7 @@ def device_parity(bundle: Path, precision: str, min_cosine: float | None = None)
     if min_cosine is not None:
         overrides["min_mean_cosine"] = float(min_cosine)
     criteria = GateCriteria.default(precision, **overrides)
-    metrics = compare(ref, np.concatenate(outs), pack, tie_margin=criteria.tie_margin)
+    metrics = compare(ref, emb, pack, tie_margin=criteria.tie_margin)
     passed, reasons, described = judge(metrics, criteria)
     return {"passed": passed, "skipped": False, "reasons": reasons, "criteria": described, "backend": "tensorrt",
             "precision": precision, "metrics": metrics, "where": "device (--from-onnx)",

@@ -30,6 +30,7 @@ from PIL import Image
 from edgekd import EdgekdError
 from edgekd.data.images import frame_to_image, is_image_file, load_rgb, to_rgb
 from edgekd.labelpack import LabelPack, load_label_pack
+from edgekd.runtime.batching import accepted_batch, run_batched
 from edgekd.runtime.bundle import BundleInfo, read_bundle, require_gate
 from edgekd.runtime.labels import LabelSet, Prediction, mean_embedding
 
@@ -63,9 +64,13 @@ class OpenVocabClassifier:
         self.in_graph = info.preprocess_in_graph
         self.resize_in_graph = info.resize_in_graph
         self.input_dtype = np.dtype(getattr(backend, "input_dtype", np.uint8 if self.in_graph else np.float32))
-        shape0 = backend.input_shape[0] if getattr(backend, "input_shape", None) else None
-        self.static_batch = shape0 if isinstance(shape0, int) and shape0 > 0 else None
         self._output = info.output_name
+
+    @property
+    def static_batch(self) -> int | None:
+        """The model's fixed batch size, or None when it takes a range of batches."""
+        lo, hi = accepted_batch(self.backend)
+        return lo if lo == hi else None
 
     # --- loading --------------------------------------------------------------------------------------------------
 
@@ -229,24 +234,13 @@ class OpenVocabClassifier:
             return np.ascontiguousarray(image), color
         return np.asarray(_to_image(image, color)), "rgb"
 
-    def embed_inputs(self, x: np.ndarray, color: str = "rgb") -> np.ndarray:
-        """Prepared inputs [B, ...] -> unit embeddings float32 [B, D] (runs the backend, honouring a static batch).
-        color: the channel order of whole frames given to a model that resizes in-graph."""
+    def embed_inputs(self, x: np.ndarray, color: str = "rgb", batch_size: int | None = None) -> np.ndarray:
+        """Prepared inputs [B, ...] -> unit embeddings float32 [B, D], run in batches the model accepts
+        (edgekd.runtime.batching; batch_size: preferred batch). color: the channel order of whole frames given to a
+        model that resizes in-graph."""
         x = np.ascontiguousarray(x, dtype=self.input_dtype)
         feeds = {CHANNEL_ORDER_INPUT: channel_order_feed(color)} if self.resize_in_graph else None
-        bs = self.static_batch
-        if bs is None:
-            out = self.backend.run(x, feeds)[self._output]
-        else:
-            parts = []
-            for i in range(0, len(x), bs):
-                chunk = x[i: i + bs]
-                n = len(chunk)
-                if n < bs:
-                    chunk = np.concatenate([chunk, np.zeros((bs - n, *chunk.shape[1:]), chunk.dtype)])
-                parts.append(self.backend.run(chunk, feeds)[self._output][:n])
-            out = np.concatenate(parts)
-        out = np.asarray(out, np.float32)
+        out = np.asarray(run_batched(self.backend, x, feeds, batch_size)[self._output], np.float32)
         if out.ndim != 2 or out.shape[1] != self.embed_dim:
             raise EdgekdError(f"{self.info.model_path}: output shape {out.shape}, expected [B, {self.embed_dim}]")
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
@@ -259,14 +253,15 @@ class OpenVocabClassifier:
         return self.embed_inputs(self.prepare(image, color)[None])[0]
 
     def embed_batch(self, images: Sequence[ImageLike], color: str = "rgb", batch_size: int = 32) -> np.ndarray:
-        """N images -> float32 [N, D], unit rows."""
+        """N images -> float32 [N, D], unit rows. batch_size: images prepared per step and the preferred model
+        batch (clamped to what the model accepts)."""
         images = _as_list(images)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if self.resize_in_graph:
             return self._embed_frames(images, color, batch_size)
-        out = [self.embed_inputs(np.stack([self.prepare(im, color) for im in images[i: i + batch_size]]))
-               for i in range(0, len(images), batch_size)]
+        out = [self.embed_inputs(np.stack([self.prepare(im, color) for im in images[i: i + batch_size]]),
+                                 batch_size=batch_size) for i in range(0, len(images), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
 
     def _embed_frames(self, images: list[ImageLike], color: str, batch_size: int) -> np.ndarray:
@@ -275,7 +270,7 @@ class OpenVocabClassifier:
         for i in range(0, len(images), batch_size):
             frames = [self._frame(im, color) for im in images[i: i + batch_size]]
             for (_, order), group in itertools.groupby(frames, key=lambda f: (f[0].shape, f[1])):
-                out.append(self.embed_inputs(np.stack([f for f, _ in group]), order))
+                out.append(self.embed_inputs(np.stack([f for f, _ in group]), order, batch_size))
         return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
 
     def classify(self, image: ImageLike, top_k: int = 5, color: str = "rgb") -> list[Prediction]:

@@ -81,23 +81,17 @@ def call_isolated(target: str, kwargs: dict[str, Any], what: str, advice: str = 
         return answer["value"]
 
 
-def run_model(backend: Any, x: np.ndarray | Sequence[np.ndarray], batch_size: int = 32) -> dict[str, np.ndarray]:
-    """Run an edgekd.runtime Backend over `x` [N, ...] in batches (static-batch models get their fixed batch), or
-    over a sequence of [1, ...] inputs of different sizes (whole frames for in-graph resizing), one at a time."""
+def run_model(backend: Any, x: np.ndarray | Sequence[np.ndarray], batch_size: int | None = None
+              ) -> dict[str, np.ndarray]:
+    """Run an edgekd.runtime Backend over `x` [N, ...] in batches it accepts (edgekd.runtime.batching), or over a
+    sequence of [1, ...] inputs of different sizes (whole frames for in-graph resizing), one at a time.
+    -> {output name: float32 [N, ...]}."""
+    from edgekd.runtime.batching import run_batched
+
     if not isinstance(x, np.ndarray):
         parts = [run_model(backend, x[i], batch_size) for i in range(len(x))]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    fixed = backend.input_shape[0] if isinstance(backend.input_shape[0], int) else None
-    bs = fixed or batch_size
-    outs: dict[str, list[np.ndarray]] = {}
-    for i in range(0, len(x), bs):
-        chunk = x[i:i + bs]
-        n = len(chunk)
-        if fixed and n < fixed:  # pad the last chunk of a static-batch model
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - n, axis=0)])
-        for k, v in backend.run(np.ascontiguousarray(chunk, dtype=backend.input_dtype)).items():
-            outs.setdefault(k, []).append(np.asarray(v, np.float32)[:n])
-    return {k: np.concatenate(v) for k, v in outs.items()}
+    return {k: np.asarray(v, np.float32) for k, v in run_batched(backend, x, batch_size=batch_size).items()}
 
 
 def infer_job(model: str, backend: str, threads: int | None, inputs: str, outputs: str) -> dict[str, Any]:

@@ -196,7 +196,6 @@ class TextEncoder:
         self.embed_dim = int(meta["embed_dim"])
         self.logit_scale = float(meta.get("logit_scale") or 100.0)
         self.teacher_id = str(meta.get("teacher_id") or "")
-        self._static_batch = backend.input_shape[0] if isinstance(backend.input_shape[0], int) else None
 
     @classmethod
     def load(cls, path: str | os.PathLike, backend: str = "auto", threads: int | None = None,
@@ -228,21 +227,16 @@ class TextEncoder:
         return cls(root, meta, tokenizer, create_backend(root / files["model"], backend, threads, device, spin=False))
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """N strings -> float32 [N, D] unit embeddings (the teacher's, without torch)."""
+        """N strings -> float32 [N, D] unit embeddings (the teacher's, without torch); batch_size: preferred model
+        batch (clamped to what the model accepts, edgekd.runtime.batching)."""
+        from edgekd.runtime.batching import run_batched
+
         if isinstance(texts, str):
             texts = [texts]
         if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
             raise ValueError("give one or more non-empty label strings")
-        tokens = self.tokenizer(list(texts))
-        bs = self._static_batch or batch_size
-        out = []
-        for i in range(0, len(tokens), bs):
-            chunk = tokens[i: i + bs]
-            n = len(chunk)
-            if self._static_batch and n < bs:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - n, axis=0)])
-            out.append(next(iter(self.backend.run(chunk).values()))[:n])
-        emb = np.concatenate(out).astype(np.float32)
+        outs = run_batched(self.backend, self.tokenizer(list(texts)), batch_size=batch_size)
+        emb = next(iter(outs.values())).astype(np.float32)
         return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
 
     def build_label_pack(self, names: Sequence[str], templates: Sequence[str] | None = DEFAULT_TEMPLATES
