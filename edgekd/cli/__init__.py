@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export-text": ("edgekd.cli.export_text:export_text", "Export the teacher text tower to ONNX (on-device labels)."),
     "bench": ("edgekd.cli.bench:bench", "Latency, throughput and memory of teacher and students."),
     "classify": ("edgekd.cli.classify:classify", "Classify images with an exported bundle and a label pack."),
+    "captions": ("edgekd.cli.captions:captions", "Caption every image with a VLM (transformers or an endpoint)."),
+    "describe": ("edgekd.cli.describe:describe", "Per-class attribute descriptions from an LLM for --descriptions."),
 }
 
 # Exit statuses beyond click's (0 ok, 1 error, 2 usage).
