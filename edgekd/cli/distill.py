@@ -30,6 +30,9 @@ def _weight_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.command("distill")
 @click.option("--cache", required=True, type=click.Path(), help="Teacher cache directory (`edgekd cache`).")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None,
+              help="Folder that holds the cached dataset's images now, if they moved since `edgekd cache` "
+                   "(paths in the cache are relative to it) [default: the root the cache recorded].")
 @click.option("--student", required=True, help="Student preset (`edgekd students`) or any timm model name.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
 @click.option("--img-size", type=click.IntRange(16, 2048), default=224, help="Student input resolution.")

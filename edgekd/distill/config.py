@@ -73,6 +73,7 @@ class DistillConfig:
     cache: str
     student: str
     out: str
+    data_root: str | None = None  # where the cached dataset's images are now (None = the root the cache recorded)
     img_size: int = 224
     interpolation: str | None = None  # the student's resize filter; None = the teacher's (from the cache)
     head: str = "linear"

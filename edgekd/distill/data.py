@@ -9,6 +9,7 @@ on the number of workers, or on the number of DDP ranks.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,55 +31,64 @@ class CachedViewDataset(torch.utils.data.Dataset):
     Cached mode: view k ~ U{0..K-1} from rng([seed, epoch, row]); the student renders view k's stored box and the
     target is the cached teacher embedding of that exact view. Online mode (`teacher_preprocess` given): a fresh
     RandomResizedCrop+flip box from the same rng (with the cache's view settings), rendered for both models.
-    Memmaps are opened lazily per process (they do not pickle into DataLoader workers cheaply).
+    `cache` is an opened TeacherCache (or its path): index.json is parsed once, in the main process; DataLoader
+    workers receive the relative paths and labels with the dataset and open only the memmaps they read (lazily:
+    memmaps do not pickle into workers cheaply).
     """
 
-    def __init__(self, cache_path: str | Path, preprocess: Preprocess, seed: int = 0,
+    def __init__(self, cache: Any, preprocess: Preprocess, seed: int = 0,
                  teacher_preprocess: Preprocess | None = None, data_root: str | Path | None = None):
         from edgekd.teacher.cache import TeacherCache
 
-        self.cache_path = Path(cache_path)
-        self.data_root = data_root
+        if not isinstance(cache, TeacherCache):
+            cache = TeacherCache.open(cache, data_root)
+        self.cache_path = Path(cache.path)
+        self.root = str(cache.root)
+        self.rel_paths = list(cache.rel_paths)
         self.preprocess = preprocess
         self.teacher_preprocess = teacher_preprocess
         self.seed = int(seed)
-        cache = TeacherCache.open(self.cache_path, data_root)
-        self.paths = [str(p) for p in cache.paths]
         self.labels = np.asarray(cache.labels, dtype=np.int64)
         self.num_views = cache.num_views
         self.has_captions = cache.caption_embeds is not None
         vc = cache.view_config
         self.view_cfg = (tuple(vc.get("scale", (0.35, 1.0))), tuple(vc.get("ratio", (3 / 4, 4 / 3))),
                          float(vc.get("flip_p", 0.5)))
-        self._cache: Any = None
+        self._arrays: dict[str, np.ndarray] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_cache": None}
+        return {**self.__dict__, "_arrays": None}
 
     @property
-    def cache(self) -> Any:
-        if self._cache is None:
-            from edgekd.teacher.cache import TeacherCache
+    def arrays(self) -> dict[str, np.ndarray]:
+        """image_embeds, views (+ caption_embeds, caption_mask) memmaps, opened once per process."""
+        if self._arrays is None:
+            from edgekd.teacher.cache import open_cache_arrays
 
-            self._cache = TeacherCache.open(self.cache_path, self.data_root)
-        return self._cache
+            self._arrays = open_cache_arrays(self.cache_path, self.has_captions)
+        return self._arrays
+
+    @property
+    def paths(self) -> list[str]:
+        """Absolute image paths (built on demand; items join root and relative path themselves)."""
+        return [os.path.join(self.root, p) for p in self.rel_paths]
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.rel_paths)
 
     def __getitem__(self, item: tuple[int, int]) -> dict[str, Any]:
         row, epoch = int(item[0]), int(item[1])
         rng = np.random.default_rng([self.seed, epoch, row])
         try:
-            img = load_rgb(self.paths[row])
+            img = load_rgb(os.path.join(self.root, self.rel_paths[row]))
         except EdgekdError as e:
             raise EdgekdError(f"{e} (image changed since the cache was built? rebuild it with `edgekd cache`)") from e
         out: dict[str, Any] = {"labels": torch.tensor(self.labels[row]), "index": torch.tensor(row)}
-        pp = self.preprocess
+        pp, arr = self.preprocess, self.arrays
         if self.teacher_preprocess is None:
             k = int(rng.integers(self.num_views))
-            view = tuple(float(v) for v in self.cache.views[row, k])
-            out["teacher"] = torch.from_numpy(np.asarray(self.cache.image_embeds[row, k], dtype=np.float32))
+            view = tuple(float(v) for v in arr["views"][row, k])
+            out["teacher"] = torch.from_numpy(np.asarray(arr["image_embeds"][row, k], dtype=np.float32))
             out["view"] = torch.tensor(k)
         else:
             view = sample_train_view(rng, img.width, img.height, *self.view_cfg)
@@ -87,11 +97,11 @@ class CachedViewDataset(torch.utils.data.Dataset):
                                                                               tp.fill)))
         out["pixels"] = torch.from_numpy(pp.normalize(render_view(img, view, pp.size, pp.interpolation, pp.fill)))
         if self.has_captions:
-            mask = np.asarray(self.cache.caption_mask[row])
+            mask = np.asarray(arr["caption_mask"][row])
             choices = np.flatnonzero(mask)
             has = choices.size > 0
             m = int(choices[rng.integers(choices.size)]) if has else 0
-            out["caption"] = torch.from_numpy(np.asarray(self.cache.caption_embeds[row, m], dtype=np.float32))
+            out["caption"] = torch.from_numpy(np.asarray(arr["caption_embeds"][row, m], dtype=np.float32))
             out["has_caption"] = torch.tensor(bool(has))
         return out
 

@@ -177,7 +177,8 @@ def train(
         device = torch.device("cuda", env.local_rank)
         torch.cuda.set_device(device)
     out = Path(cfg.out)
-    cache = TeacherCache.open(cfg.cache)
+    cache = TeacherCache.open(cfg.cache, cfg.data_root)
+    cache.check_images("--data-root")
     if (out / TRAIN_STATE).is_file() and not resume:
         raise EdgekdError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
     if resume and not (out / TRAIN_STATE).is_file():
@@ -217,7 +218,7 @@ def train(
     if channels_last:
         student.to(memory_format=torch.channels_last)
 
-    dataset = CachedViewDataset(cfg.cache, student.cfg.get_preprocess(), cfg.seed,
+    dataset = CachedViewDataset(cache, student.cfg.get_preprocess(), cfg.seed,
                                 teacher.preprocess if teacher is not None else None)
     rows = valid_rows
     batch = cfg.batch_size

@@ -161,6 +161,24 @@ class TeacherCache:
         """labels_simple.npz: single template "a photo of a {}.", or None."""
         return self._pack("labels_simple.npz")
 
+    def check_images(self, option: str = "--data-root") -> None:
+        """Raise CacheError unless the images are where this cache looks for them (recorded root or `data_root`).
+
+        Checks the first, middle and last usable image (a stat each): a cache copied to another machine without
+        its images, or with them under another folder, fails here in one line instead of in a DataLoader worker.
+        """
+        rows = np.flatnonzero(self.valid)
+        if rows.size == 0:
+            return
+        for row in dict.fromkeys((int(rows[0]), int(rows[rows.size // 2]), int(rows[-1]))):
+            if not (self.root / self.rel_paths[row]).is_file():
+                recorded = self.manifest["dataset"]["root"]
+                where = ("the dataset root recorded when it was built" if str(self.root) == recorded
+                         else f"{option} {self.root}")
+                raise CacheError(f"{self.path}: images not found at {where} ({self.root / self.rel_paths[row]} is "
+                                 f"missing); pass {option} DIR naming the folder that now holds the cached dataset's "
+                                 f"images (recorded root: {recorded})")
+
     def check_teacher(self, teacher_id: str) -> None:
         """Raise CacheMismatchError unless this cache was made by `teacher_id`."""
         if teacher_id != self.teacher_id:
@@ -173,6 +191,14 @@ class TeacherCache:
     def __repr__(self) -> str:
         return (f"TeacherCache({str(self.path)!r}, images={self.num_images}, views={self.num_views}, "
                 f"dim={self.embed_dim}, teacher={self.teacher_id})")
+
+
+def open_cache_arrays(path: str | os.PathLike, captions: bool) -> dict[str, np.ndarray]:
+    """The memmaps a training worker reads (image_embeds, views [+ caption_embeds, caption_mask]), without
+    parsing index.json or the manifest: what each DataLoader worker opens instead of a whole TeacherCache."""
+    path = Path(path)
+    names = ["image_embeds", "views"] + (["caption_embeds", "caption_mask"] if captions else [])
+    return {n: _load_array(path, f"{n}.npy") for n in names}
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
@@ -490,10 +516,12 @@ def build_cache(
     if batch_size < 1:
         raise EdgekdError(f"--batch-size {batch_size}: must be >= 1")
     out = Path(out)
-    index = data if isinstance(data, DatasetIndex) else build_index(data)
     shard_t = parse_shard(shard)
+    index = data if isinstance(data, DatasetIndex) else build_index(data, hash_files=False)
     n_total = len(index)
     start, stop = shard_bounds(n_total, *shard_t) if shard_t else (0, n_total)
+    if not index.hashed:
+        _hash_or_adopt(index, out, start, overwrite)
     part = index.slice(start, stop)
     vcfg = ViewConfig(views, seed, tuple(scale), tuple(ratio), flip_p)
 
@@ -591,6 +619,25 @@ def build_cache(
         log.warning("%d of %d images skipped (listed in %s): %s", len(skipped), n, out / MANIFEST,
                     "; ".join(f"{s['path']} ({s['reason']})" for s in skipped[:5]))
     return TeacherCache.open(out)
+
+
+def _hash_or_adopt(index: DatasetIndex, out: Path, start: int, overwrite: bool) -> None:
+    """Content-hash `index`, unless `out` holds a build of the very same listing: when its manifest's
+    `stat_sha256` equals the index's (same paths, labels, sizes, mtimes, ctimes, inodes), that build's hashes are
+    taken as they are, so a resume or re-run stats every file but reads none. Anything else hashes afresh (and a
+    changed dataset is then refused by the identity check, as before)."""
+    if not overwrite and (out / MANIFEST).is_file() and (out / INDEX).is_file():
+        try:
+            old, part = read_manifest(out), read_json(out / INDEX)
+        except (CacheError, OSError, ValueError):
+            old, part = None, None
+        ds = (old or {}).get("dataset") or {}
+        if (ds.get("stat_sha256") and ds.get("stat_sha256") == index.stat_sha256 and ds.get("index_sha256")
+                and isinstance(part, list) and index.adopt(str(ds["index_sha256"]), part, start)):
+            log.info("%s: dataset unchanged since the last run (stat fingerprint); not re-hashing %d files", out,
+                     len(index))
+            return
+    index.hash_files()
 
 
 def _write_label_packs(out: Path, teacher: Teacher, classes: list[str], templates: str,

@@ -21,6 +21,9 @@ from edgekd.teacher import tiny  # noqa: F401  (registers the tiny test configs 
 log = logging.getLogger(__name__)
 
 RANDOM_SEED = 0  # random teachers are seeded so that two processes build the same "random" teacher
+# create_model(load_weights=, weights_only=) first appear in open_clip 3.0.0 (2.x: load_weights_only=, and a
+# random init that cannot skip the text tower's default weights). Keep in sync with pyproject.toml.
+OPEN_CLIP_MIN = (3, 0)
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,18 @@ def state_dict_hash(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def check_open_clip_version(version: str) -> None:
+    """Raise EdgekdError when open_clip `version` predates the create_model() arguments load_teacher passes."""
+    parts = []
+    for p in version.split(".")[:2]:
+        digits = "".join(ch for ch in p if ch.isdigit()) if p else ""
+        parts.append(int(digits) if digits else 0)
+    if tuple(parts) < OPEN_CLIP_MIN:
+        need = ".".join(map(str, OPEN_CLIP_MIN))
+        raise EdgekdError(f"open_clip_torch {version} is too old for edgekd's teacher (needs >= {need}); "
+                          f"run: pip install 'open_clip_torch>={need}'")
+
+
 def load_teacher(
     name: str = "ViT-B-32",
     pretrained: str | None = "openai",
@@ -132,6 +147,7 @@ def load_teacher(
     loaded with weights_only=True), or random weights (seeded; for tests and smoke runs)."""
     import open_clip
 
+    check_open_clip_version(open_clip.__version__)
     dev = resolve_device(device)
     if name not in open_clip.list_models():
         raise EdgekdError(f"--teacher {name!r} is not an open_clip model; see open_clip.list_models()")
