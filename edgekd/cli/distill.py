@@ -56,6 +56,9 @@ def _weight_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--compile/--no-compile", "compile_", default=False, help="torch.compile the student.")
 @click.option("--channels-last/--no-channels-last", default=None,
               help="channels_last memory format (much faster conv backward on CPU too). [default: on]")
+@click.option("--sync-bn", is_flag=True, default=False,
+              help="Multi-GPU (torchrun, CUDA): BatchNorm layers use the global batch's statistics (SyncBatchNorm), "
+                   "so BatchNorm students train as in one process.")
 @click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N (AMP bf16 on CUDA, fp32 on CPU).")
 @click.option("--workers", type=click.IntRange(0), default=2, help="DataLoader decoding processes.")
 @click.option("--seed", type=int, default=0)
@@ -86,7 +89,8 @@ def distill(**kw: Any) -> None:
     """Train a student to imitate the teacher cached in CACHE.
 
     Multi-process: torchrun --nproc_per_node N $(which edgekd) distill ...  (same result as one process with the
-    same global --batch-size). Ctrl-C / SIGTERM saves a checkpoint; --resume continues it.
+    same global --batch-size for students without BatchNorm; BatchNorm students need --sync-bn on GPUs for that).
+    Ctrl-C / SIGTERM saves a checkpoint; --resume continues it.
     """
     from edgekd import EdgekdError
     from edgekd.distill.config import DistillConfig, recipe_loss_config

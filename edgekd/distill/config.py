@@ -91,6 +91,7 @@ class DistillConfig:
     ema_decay: float = 0.999
     compile: bool = False
     channels_last: bool | None = None  # None = on (CPU and CUDA)
+    sync_bn: bool = False  # DDP on CUDA: BatchNorm statistics over the global batch (SyncBatchNorm)
     device: str = "auto"
     workers: int = 2
     seed: int = 0

@@ -206,6 +206,7 @@ def train(
     student = create_student(preset.arch, cache.embed_dim, cfg.img_size, head, cfg.head_hidden,
                              preprocess=preprocess, teacher_id=cache.teacher_id,
                              trunk_weights=cfg.student_weights)
+    student = ddp.prepare_batchnorm(student, env, device, cfg.sync_bn)
     class_counts = None
     label_embeds = None
     if pack is not None:
