@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 # torch is pinned only on machines whose pip is capped (see README); elsewhere pip picks the user's own build.
 TORCH_SPEC ?= $(shell test -f /etc/xdg/pip/constraints.txt && echo "torch==2.14.1 torchvision==0.29.1" || echo "torch torchvision")
 
-.PHONY: demo test test-isa venv lint clean
+.PHONY: demo test test-isa venv lint clean gst
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: venv
 # the levels below its own)
 test-isa: venv
 	EDGEKD_ISA_ALL=1 $(PY) -m pytest -q -m isa --timeout=1800
+
+# the edgekdclassify GStreamer element: system packages (apt, as root or with sudo) and `gi` in the venv
+gst: venv
+	examples/gstreamer/setup.sh $(PY)
 
 lint: venv
 	$(VENV)/bin/ruff check edgekd tests benchmarks examples

@@ -101,3 +101,37 @@ def test_cli(bundle, tmp_path):
     assert "src-crop=80:0:480:480" in res.output
     res = runner.invoke(cli, ["deepstream-config", str(bundle), "--frame-size", "wide"])
     assert res.exit_code == 2 and "WIDTHxHEIGHT" in res.output
+
+
+def test_probe_example_scores_the_tensor_meta(bundle):
+    """examples/gstreamer/deepstream_probe.py's meta walk and scoring, on stand-ins for pyds' objects (the real
+    bindings need DeepStream)."""
+    from types import SimpleNamespace as NS
+
+    from conftest import load_benchmark
+
+    from edgekd.labelpack import load_label_pack
+    from edgekd.runtime.labels import LabelSet
+
+    probe = load_benchmark("deepstream_probe", "examples/gstreamer")
+    labels = LabelSet.from_pack(load_label_pack(bundle / "labels.npz"))
+    rng = np.random.default_rng(0)
+    outs = [rng.normal(size=labels.pack.embed_dim).astype(np.float32) for _ in range(2)]
+
+    def linked(items):
+        node = None
+        for item in reversed(items):
+            node = NS(data=item, next=node)
+        return node
+
+    tensor = "tensor-output"
+    frames = [NS(frame_num=i, frame_user_meta_list=linked([NS(base_meta=NS(meta_type="other"), user_meta_data=None),
+                                                           NS(base_meta=NS(meta_type=tensor), user_meta_data=out)]))
+              for i, out in enumerate(outs)]
+    pyds = NS(NvDsFrameMeta=NS(cast=lambda x: x), NvDsUserMeta=NS(cast=lambda x: x),
+              NvDsInferTensorMeta=NS(cast=lambda x: x), NvDsMetaType=NS(NVDSINFER_TENSOR_OUTPUT_META=tensor),
+              get_nvds_LayerInfo=lambda meta, i: NS(buffer=meta), get_ptr=lambda arr: arr.ctypes.data)
+    got = list(probe.embeddings(NS(frame_meta_list=linked(frames)), pyds, labels.pack.embed_dim))
+    assert [n for n, _ in got] == [0, 1]
+    for (_, emb), out in zip(got, outs):
+        np.testing.assert_allclose(emb, out / np.linalg.norm(out), rtol=1e-6)

@@ -276,3 +276,32 @@ def test_gst_launch_through_the_python_plugin_loader(bundle, tmp_path):
                     "(Debian/Ubuntu: gstreamer1.0-python3-plugin-loader)")
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert out.stdout.count("edgekd-classification") == 5 and "edgekd-stats" in out.stdout
+
+
+def test_labels_through_the_text_encoder(gst, bundle, tmp_path):
+    """Label texts that are not in the bundle's pack are embedded on the device, also when changed while playing."""
+    from click.testing import CliRunner
+
+    from edgekd.cli import cli
+    from edgekd.runtime.classifier import OpenVocabClassifier
+
+    text = tmp_path / "text"
+    res = CliRunner().invoke(cli, ["export-text", "--teacher", "edgekd-test-tiny", "--random-teacher", "--out",
+                                   str(text)])
+    assert res.exit_code == 0, res.output
+
+    def change(pipe, n):
+        if n == 3:
+            pipe.get_by_name("c").set_property("labels", "a pallet,a forklift,green")
+
+    r = run(gst, f"{src(n=6)} ! identity name=tap ! edgekdclassify name=c bundle={bundle} text-encoder={text} "
+                 "labels=person,forklift block=true ! fakesink name=sink", on_tap=change)
+    assert not r.errors and not r.warnings and len(r.messages) == 6
+    assert all(sorted(m["labels"]) == ["forklift", "person"] for m in r.messages[:3])
+    assert all(sorted(m["labels"]) == ["a forklift", "a pallet", "green"] for m in r.messages[3:])
+    clf = OpenVocabClassifier.load(bundle, labels=["a pallet", "a forklift", "green"], text_encoder=text)
+    stride = gst[2].VideoInfo.new_from_caps(r.caps).stride[0]
+    for m in r.messages[3:]:
+        ref = clf.classify(rgb_frame(r.frames[m["frame"]], stride), top_k=3)
+        assert m["labels"] == [p.label for p in ref]
+        np.testing.assert_allclose(m["scores"], [p.score for p in ref], atol=1e-5)

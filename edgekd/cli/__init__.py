@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export-text": ("edgekd.cli.export_text:export_text", "Export the teacher text tower to ONNX (on-device labels)."),
     "bench": ("edgekd.cli.bench:bench", "Latency, throughput and memory of teacher and students."),
     "classify": ("edgekd.cli.classify:classify", "Classify images with an exported bundle and a label pack."),
+    "gst-path": ("edgekd.cli.gst:gst_path", "Print the GST_PLUGIN_PATH entry of the edgekdclassify GStreamer element."),
+    "deepstream-config": ("edgekd.cli.deepstream:deepstream_config", "Write a DeepStream nvinfer config for a bundle."),
     "captions": ("edgekd.cli.captions:captions", "Caption every image with a VLM (transformers or an endpoint)."),
     "describe": ("edgekd.cli.describe:describe", "Per-class attribute descriptions from an LLM for --descriptions."),
 }
