@@ -305,3 +305,15 @@ def test_labels_through_the_text_encoder(gst, bundle, tmp_path):
         ref = clf.classify(rgb_frame(r.frames[m["frame"]], stride), top_k=3)
         assert m["labels"] == [p.label for p in ref]
         np.testing.assert_allclose(m["scores"], [p.score for p in ref], atol=1e-5)
+
+
+def test_element_is_torch_free(bundle):
+    code = ("import sys\nfrom edgekd.gst import import_gst, register\nGst = import_gst()[0]\nregister()\n"
+            f"p = Gst.parse_launch('{src(n=3)} ! edgekdclassify bundle={bundle} block=true ! fakesink')\n"
+            "p.set_state(Gst.State.PLAYING)\n"
+            "m = p.get_bus().timed_pop_filtered(20 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)\n"
+            "p.set_state(Gst.State.NULL)\nassert m.type == Gst.MessageType.EOS, m.type\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'timm', 'open_clip', 'torchvision')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -143,6 +143,8 @@ class EdgekdClassify(GstBase.BaseTransform):
         """Resolve the `labels`/`threshold` properties into the classifier and publish the new LabelSet snapshot."""
         with self._config_lock:
             clf = self._clf
+            if clf is None:  # stopped meanwhile: the properties apply at the next start
+                return
             if resolve:
                 value = self._props["labels"] or ""
                 try:
@@ -320,7 +322,11 @@ class EdgekdClassify(GstBase.BaseTransform):
 
     def _attach_meta(self, buf: Gst.Buffer, preds: list) -> None:
         """GstAnalytics classification meta (GStreamer >= 1.24): confidence = softmax prob, class = label quark."""
-        if not self._analytics or not buf.is_writable():
+        if not self._analytics:
+            return
+        if not buf.is_writable():  # e.g. a python reference to the buffer: adding meta would be refused
+            log.warning("%s: buffer not writable, GstAnalytics meta left out", ELEMENT_NAME)
+            self._analytics = False
             return
         from gi.repository import GstAnalytics
 
