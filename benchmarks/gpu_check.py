@@ -132,7 +132,7 @@ class GpuSampler:
             self.source = "nvidia-smi -lms"
             self._proc = subprocess.Popen(
                 ["nvidia-smi", "-i", str(self.index), "--query-gpu=utilization.gpu,memory.used",
-                 "--format=csv,noheader,nounits", f"-lms={max(100, int(self.period * 1000))}"],
+                 "--format=csv,noheader,nounits", "-lms", str(max(100, int(self.period * 1000)))],
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             self._thread = threading.Thread(target=self._read_smi, daemon=True)
         self._thread.start()

@@ -90,6 +90,45 @@ def test_sampler_summary_averages_the_window(gc):
     assert s.summary(10, 11) == {"source": "test", "samples": 0, "period_s": 0.1}
 
 
+def test_sampler_reads_nvml_when_importable(gc, monkeypatch):
+    """nvidia-ml-py's calls as the sampler makes them, through a stand-in module."""
+    import types
+
+    fake = types.ModuleType("pynvml")
+    fake.NVMLError = type("NVMLError", (Exception,), {})
+    fake.nvmlInit = lambda: None
+    fake.nvmlDeviceGetHandleByIndex = lambda i: f"gpu{i}"
+    fake.nvmlDeviceGetUtilizationRates = lambda h: types.SimpleNamespace(gpu=87, memory=20)
+    fake.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(used=3 * 2**30, total=140 * 2**30)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    import time
+
+    with gc.GpuSampler(1, period=0.01) as s:
+        time.sleep(0.1)
+    w = s.summary()
+    assert w["source"] == "nvml (nvidia-ml-py)" and w["samples"] >= 2 and w["util_mean"] == 87.0
+    assert w["memory_used_max_mib"] == 3072 and "note" not in w
+
+
+def test_sampler_falls_back_to_nvidia_smi(gc, monkeypatch, tmp_path):
+    """No nvidia-ml-py: a background `nvidia-smi --query-gpu=utilization.gpu,memory.used ... -lms N` is read."""
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho \"$@\" > \"$(dirname \"$0\")/args\"\n"
+                    "while true; do echo '42, 1000'; sleep 0.02; done\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails
+    import time
+
+    with gc.GpuSampler(0, period=0.1) as s:
+        time.sleep(0.3)
+    w = s.summary()
+    assert w["source"] == "nvidia-smi -lms" and w["samples"] >= 2 and w["util_mean"] == 42.0
+    assert "nvidia-ml-py is not installed" in w["note"]
+    assert (tmp_path / "args").read_text().split() == ["-i", "0", "--query-gpu=utilization.gpu,memory.used",
+                                                       "--format=csv,noheader,nounits", "-lms", "100"]
+
+
 def _stages(util: float, train_ips: float, loader_ips: float) -> dict:
     return {"distill": {"status": "ok", "images_per_s": train_ips, "gpu": {"util_mean": util}, "steps_per_epoch": 15,
                         "batch_size": 128},
