@@ -64,14 +64,49 @@ def test_cli_tensorrt_without_tensorrt_exits_4(run_dir, image_folder, tmp_path, 
                                    "--calib", str(image_folder), "--out", str(out), "--max-batch", "4",
                                    "--small-gate-ok"])
     assert res.exit_code == EXIT_NEEDS_DEVICE == 4, res.output
-    assert "trtexec --onnx=model.onnx" in res.output and "--from-onnx" in res.output
+    assert "trtexec --onnx=model.qdq.onnx" in res.output and "--from-onnx" in res.output
     m = json.loads((out / "edgekd.json").read_text())
     assert m["target_metadata"]["tensorrt"]["engine"] == "pending" and "model" not in m["files"]
     assert m["parity"]["skipped"] and m["input"]["shape"] == ["batch", 3, *m["preprocess"]["size"]]
+    # the Q/DQ ONNX the engine will be built from passed the gate here, on onnxruntime
+    assert m["parity"]["onnx_gate"]["passed"] and "model.qdq.onnx" in m["parity"]["onnx_gate"]["where"]
     assert m["source_run"]["weights_sha256"] and "onnx" in m["versions"] and m["precision"] == "int8"
-    for name in ("model.onnx", "calib.npy", "val.npy", "val_reference.npy", "tensorrt_build.json"):
+    for name in ("model.onnx", "model.qdq.onnx", "val.npy", "val_reference.npy", "tensorrt_build.json"):
         assert (out / name).is_file(), name
+    assert not (out / "calib.npy").exists()  # the legacy calibrator's input only with --trt-calibrator
     # on a machine without TensorRT, --from-onnx says what is missing (exit 4 again)
     res = CliRunner().invoke(cli, ["export", str(out), "--target", "tensorrt", "--precision", "int8",
-                                   "--from-onnx", str(out / "model.onnx")])
+                                   "--from-onnx"])
     assert res.exit_code == 4 and "tensorrt is not installed" in res.output
+
+
+def test_cli_tensorrt_onnx_that_fails_the_gate_exits_3(run_dir, image_folder, tmp_path, monkeypatch):
+    """A broken fp16 conversion is caught before any engine exists: exit 3, parity.json says where."""
+    import edgekd._optional as optional
+    import edgekd.export.onnx as onnx_export
+
+    real_available, real_convert = optional.is_available, onnx_export.convert_fp16
+
+    def broken_convert(src, dst):
+        import onnx
+        from onnx import numpy_helper
+
+        meta = real_convert(src, dst)
+        model = onnx.load(str(dst))
+        weight = [i for i in model.graph.initializer if len(i.dims) == 2][-1]  # the projection head
+        weight.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(weight), weight.name))
+        onnx.save(model, str(dst))
+        return meta
+
+    monkeypatch.setattr("edgekd.export.tensorrt.is_available",
+                        lambda m: False if m == "tensorrt" else real_available(m))
+    monkeypatch.setattr(onnx_export, "convert_fp16", broken_convert)
+    out = tmp_path / "trt16"
+    res = CliRunner().invoke(cli, ["export", str(run_dir), "--target", "tensorrt", "--precision", "fp16",
+                                   "--val", str(image_folder), "--out", str(out), "--small-gate-ok"])
+    assert res.exit_code == 3, res.output
+    assert "model.fp16.onnx failed the parity gate" in res.output or "parity gate failed" in res.output
+    report = json.loads((out / "parity.json").read_text())
+    assert report["passed"] is False and report["where"].startswith("model.fp16.onnx on onnxruntime")
+    assert json.loads((out / "edgekd.json").read_text())["parity"]["passed"] is False
+    assert not (out / "model.engine").exists()

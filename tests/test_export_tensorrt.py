@@ -1,10 +1,12 @@
-"""TensorRT target: device-ready bundle + exit 4 without tensorrt; builder arguments against a FAKE tensorrt module
-(only what we control: flags, profile shapes, DLA, calibrator batches, timing cache, engine.json); engine checks."""
+"""TensorRT target: device-ready bundle (fp16 / Q/DQ ONNX, gated) + exit 4 without tensorrt; the builder against
+fake tensorrt modules of 8.6, 10.3 and 11.4 (tests/fake_tensorrt.py: each version's documented API, present and
+absent); trtexec commands and build_engine.sh per version; engine checks."""
 
 from __future__ import annotations
 
-import importlib.machinery
 import json
+import os
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -12,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fake_tensorrt import make_fake_trt
 
 from edgekd import EdgekdError
 
@@ -19,146 +22,7 @@ IMG = 32
 DIM = 16
 
 
-# --- a fake tensorrt (records what the builder was asked to do) -----------------------------------------------------
-
-def make_fake_trt(version: str = "10.3.0", dla_cores: int = 2) -> types.ModuleType:
-    import onnx
-
-    trt = types.ModuleType("tensorrt")
-    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
-    trt.__version__ = version
-    trt.calls = {}
-    trt.float16 = "float16"
-    enum = types.SimpleNamespace
-    trt.NetworkDefinitionCreationFlag = enum(EXPLICIT_BATCH=0)
-    trt.MemoryPoolType = enum(WORKSPACE="WORKSPACE")
-    trt.BuilderFlag = enum(FP16="FP16", INT8="INT8", GPU_FALLBACK="GPU_FALLBACK",
-                           OBEY_PRECISION_CONSTRAINTS="OBEY_PRECISION_CONSTRAINTS")
-    trt.DeviceType = enum(GPU="GPU", DLA="DLA")
-    trt.LayerType = enum(QUANTIZE="QUANTIZE", DEQUANTIZE="DEQUANTIZE", OTHER="OTHER")
-
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, level):
-            self.level = level
-
-    class Tensor:
-        def __init__(self, name):
-            self.name = name
-
-    class Layer:
-        def __init__(self, node):
-            self.name = node.name
-            self.type = {"QuantizeLinear": "QUANTIZE", "DequantizeLinear": "DEQUANTIZE"}.get(node.op_type, "OTHER")
-            self.precision = None
-
-    class Network:
-        def __init__(self, flags):
-            trt.calls["network_flags"] = flags
-            self.inputs, self.layers = [], []
-
-        num_inputs = property(lambda self: len(self.inputs))
-        num_layers = property(lambda self: len(self.layers))
-
-        def get_input(self, i):
-            return self.inputs[i]
-
-        def get_layer(self, i):
-            return self.layers[i]
-
-    class OnnxParser:
-        def __init__(self, network, logger):
-            self.network, self.num_errors = network, 0
-
-        def parse_from_file(self, path):
-            model = onnx.load(path, load_external_data=False)
-            self.network.inputs = [Tensor(i.name) for i in model.graph.input]
-            self.network.layers = [Layer(n) for n in model.graph.node]
-            trt.calls["parsed"] = path
-            return True
-
-    class Profile:
-        def set_shape(self, name, mn, opt, mx):
-            self.shapes = (name, tuple(mn), tuple(opt), tuple(mx))
-
-    class TimingCache:
-        def __init__(self, data):
-            self.data = bytes(data)
-
-        def serialize(self):
-            return self.data + b"|tactics"
-
-    class Config:
-        def __init__(self):
-            self.flags, self.profiles, self.int8_calibrator, self.pool = set(), [], None, {}
-            self.default_device_type, self.DLA_core, self.calibration_profile = "GPU", -1, None
-
-        def set_memory_pool_limit(self, pool, size):
-            self.pool[pool] = size
-
-        def set_flag(self, flag):
-            self.flags.add(flag)
-
-        def add_optimization_profile(self, p):
-            self.profiles.append(p)
-
-        def set_calibration_profile(self, p):
-            self.calibration_profile = p
-
-        def create_timing_cache(self, data):
-            trt.calls.setdefault("timing_cache_in", []).append(bytes(data))
-            return TimingCache(data)
-
-        def set_timing_cache(self, cache, ignore_mismatch):
-            self.timing = cache
-            return True
-
-        def get_timing_cache(self):
-            return self.timing
-
-    class Builder:
-        platform_has_fast_fp16 = True
-        num_DLA_cores = dla_cores
-
-        def __init__(self, logger):
-            pass
-
-        def create_network(self, flags):
-            return Network(flags)
-
-        def create_optimization_profile(self):
-            return Profile()
-
-        def create_builder_config(self):
-            return Config()
-
-        def build_serialized_network(self, network, config):
-            trt.calls["config"] = config
-            cal = config.int8_calibrator
-            if cal is not None:  # what TensorRT does: read the cache, else pull batches and write the cache
-                cached = cal.read_calibration_cache()
-                trt.calls["calib_cache_read"] = cached
-                if cached is None:
-                    batches = 0
-                    while cal.get_batch([network.get_input(0).name]) is not None:
-                        batches += 1
-                    trt.calls["calib_batches"] = batches
-                    cal.write_calibration_cache(b"TRT-10300-EntropyCalibration2\n")
-            return b"serialized-engine"
-
-    class IInt8EntropyCalibrator2:
-        def __init__(self):
-            trt.calls["calibrator_base"] = "entropy"
-
-    class IInt8MinMaxCalibrator:
-        def __init__(self):
-            trt.calls["calibrator_base"] = "minmax"
-
-    for obj in (Logger, OnnxParser, Builder, IInt8EntropyCalibrator2, IInt8MinMaxCalibrator):
-        setattr(trt, obj.__name__, obj)
-    return trt
-
+# --- fakes (tests/fake_tensorrt.py: one module per TensorRT family) -------------------------------------------
 
 def make_fake_cudart(name: bytes = b"Orin", cc: tuple[int, int] = (8, 7)) -> types.SimpleNamespace:
     copies: list[int] = []
@@ -239,125 +103,305 @@ def test_settings_validation():
         TrtBuildSettings("fp32", "pixels", (3, 8, 8), dla_core=0)
     with pytest.raises(EdgekdError, match="--calib-method"):
         TrtBuildSettings("int8", "pixels", (3, 8, 8), calib_method="percentile")
+    with pytest.raises(EdgekdError, match="--trt-calibrator is for --precision int8"):
+        TrtBuildSettings("fp16", "pixels", (3, 8, 8), trt_calibrator=True)
     s = TrtBuildSettings("fp16", "pixels", (3, 8, 8)).with_options({"max_batch": "16", "keep_fp16": "a, b",
                                                                      "dla_core": None})
     assert s.max_batch == 16 and s.keep_fp16 == ("a", "b") and s.dla_core is None
     assert TrtBuildSettings.from_dict(s.to_dict()) == s
+    dla = TrtBuildSettings("fp16", "pixels", (3, 8, 8), min_batch=1, opt_batch=4, max_batch=8, dla_core=0)
+    assert (dla.min_batch, dla.opt_batch, dla.max_batch) == (4, 4, 4)  # DLA: a static shape
 
 
-def test_trtexec_command_matches_settings():
-    from edgekd.export.tensorrt import TrtBuildSettings, trtexec_command
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0", "11.4.0"])
+def test_capabilities_read_from_the_module_match_the_documented_ones(version):
+    from edgekd.export.tensorrt_plan import TrtCapabilities
 
-    s = TrtBuildSettings("int8", "pixels", (3, 224, 224), min_batch=1, opt_batch=4, max_batch=8, workspace_gb=1.5,
-                         dla_core=1)
-    cmd = trtexec_command(s, "model.onnx", calib_cache="calib.cache")
-    assert cmd[:3] == ["trtexec", "--onnx=model.onnx", "--saveEngine=model.engine"]
-    for flag in ("--minShapes=pixels:1x3x224x224", "--optShapes=pixels:4x3x224x224",
-                 "--maxShapes=pixels:8x3x224x224", "--memPoolSize=workspace:1536", "--fp16", "--int8",
-                 "--calib=calib.cache", "--useDLACore=1", "--allowGPUFallback", "--timingCacheFile=timing.cache"):
-        assert flag in cmd, flag
-    fp32 = trtexec_command(TrtBuildSettings("fp32", "frames", (224, 224, 3)), "m.onnx")
-    assert "--minShapes=frames:1x224x224x3" in fp32
-    assert not {"--fp16", "--int8", "--allowGPUFallback"} & set(fp32)
+    assert TrtCapabilities.detect(make_fake_trt(version)) == TrtCapabilities.documented(version)
 
 
-# --- without tensorrt: device-ready files + exit 4 ------------------------------------------------------------------
+@pytest.mark.parametrize("version, precision, onnx, strong, flags", [
+    ("8.6.1", "fp32", "onnx", False, ()), ("8.6.1", "fp16", "onnx", False, ("FP16",)),
+    ("8.6.1", "int8", "onnx_qdq", False, ("FP16", "INT8")),
+    ("10.3.0", "fp16", "onnx_fp16", True, ()), ("10.3.0", "int8", "onnx_qdq", True, ()),
+    ("11.4.0", "fp16", "onnx_fp16", True, ()), ("11.4.0", "int8", "onnx_qdq", True, ())])
+def test_plan_per_version(version, precision, onnx, strong, flags):
+    from edgekd.export.tensorrt_plan import TrtCapabilities, plan_build
 
-def test_without_tensorrt_writes_device_files_and_exits_4(student_onnx, tmp_path, no_trt):
+    plan = plan_build(TrtCapabilities.documented(version), precision)
+    assert (plan.onnx_role, plan.strongly_typed, plan.flags) == (onnx, strong, flags)
+    assert plan.quantization == ("explicit_qdq" if precision == "int8" else None)
+
+
+def test_plan_refuses_what_a_version_lacks():
+    from edgekd.export.tensorrt_plan import TrtCapabilities, plan_build
+
+    v8, v10, v11 = (TrtCapabilities.documented(v) for v in ("8.6", "10.3", "11.4"))
+    legacy = plan_build(v8, "int8", trt_calibrator=True)
+    assert legacy.quantization == "implicit_calibration" and legacy.onnx_role == "onnx"
+    for caps in (v10, v11):
+        with pytest.raises(EdgekdError, match="--trt-calibrator: TensorRT 1[01].* Q/DQ ONNX"):
+            plan_build(caps, "int8", trt_calibrator=True)
+        with pytest.raises(EdgekdError, match="--keep-fp16: .* strongly typed .* --keep-fp32"):
+            plan_build(caps, "int8", keep_fp16=("conv",))
+    assert "OBEY_PRECISION_CONSTRAINTS" in plan_build(v8, "int8", keep_fp16=("conv",)).flags
+    # DLA before 11.x keeps the precision flags (JetPack 6); 11.x DLA is strongly typed
+    dla10 = plan_build(v10, "fp16", dla_core=0)
+    assert not dla10.strongly_typed and dla10.flags == ("FP16", "GPU_FALLBACK")
+    assert plan_build(v11, "fp16", dla_core=0).strongly_typed
+
+
+def test_trtexec_commands_follow_each_versions_migration_notes():
+    from edgekd.export.tensorrt import TrtBuildSettings
+    from edgekd.export.tensorrt_plan import TrtCapabilities
+    from edgekd.export.trtexec import trtexec_command
+
+    files = {"onnx": "model.onnx", "onnx_fp16": "model.fp16.onnx", "onnx_qdq": "model.qdq.onnx"}
+    s = TrtBuildSettings("int8", "pixels", (3, 224, 224), min_batch=1, opt_batch=4, max_batch=8, workspace_gb=1.5)
+    common = ["--minShapes=pixels:1x3x224x224", "--optShapes=pixels:4x3x224x224", "--maxShapes=pixels:8x3x224x224",
+              "--memPoolSize=workspace:1536", "--timingCacheFile=timing.cache", "--saveEngine=model.engine"]
+    cmd = {v: trtexec_command(s, TrtCapabilities.documented(v), files) for v in ("8.6", "10.3", "11.4")}
+    for c in cmd.values():
+        assert set(common) <= set(c) and "--onnx=model.qdq.onnx" in c and not any("--calib" in a for a in c)
+    assert {"--fp16", "--int8"} <= set(cmd["8.6"]) and "--stronglyTyped" not in cmd["8.6"]
+    assert "--stronglyTyped" in cmd["10.3"] and not {"--fp16", "--int8"} & set(cmd["10.3"])
+    assert not {"--fp16", "--int8", "--stronglyTyped", "--best"} & set(cmd["11.4"])
+    fp16 = replace_settings(s, precision="fp16")
+    assert "--onnx=model.fp16.onnx" in trtexec_command(fp16, TrtCapabilities.documented("11.4"), files)
+    assert {"--onnx=model.onnx", "--fp16"} <= set(trtexec_command(fp16, TrtCapabilities.documented("8.6"), files))
+    legacy = replace_settings(s, trt_calibrator=True, dla_core=1)
+    c = trtexec_command(legacy, TrtCapabilities.documented("8.6"), files, calib_cache="calib-x.cache")
+    assert {"--onnx=model.onnx", "--int8", "--calib=calib-x.cache", "--useDLACore=1", "--allowGPUFallback",
+            "--maxShapes=pixels:4x3x224x224"} <= set(c)
+
+
+def replace_settings(settings, **changes):
+    from dataclasses import replace
+
+    return replace(settings, **changes)
+
+
+# --- without tensorrt: device-ready files (gated ONNX) + exit 4 -----------------------------------------------------
+
+def _passing_gate(calls):
+    def gate(path, backend):
+        calls.append((Path(path).name, backend))
+        return {"passed": True, "reasons": [], "backend": backend, "metrics": {"cosine_mean": 1.0}}
+
+    return gate
+
+
+def test_without_tensorrt_writes_gated_onnx_files_and_exits_4(student_onnx, tmp_path, no_trt):
     from edgekd.export.tensorrt import EnginePendingError
 
-    req = _request(student_onnx, tmp_path, "int8", max_batch=4, calib_batch=8)
+    req = _request(student_onnx, tmp_path, "int8", max_batch=4)
+    req.gate_model = _passing_gate(gated := [])
     with pytest.raises(EnginePendingError) as info:
         _target().build(req)
     err = info.value
-    assert err.exit_code == 4
+    assert err.exit_code == 4 and gated == [("model.qdq.onnx", "onnxruntime")]
     msg = str(err)
-    assert "tensorrt is not installed" in msg and "trtexec --onnx=model.onnx" in msg
-    assert f"edgekd export {tmp_path} --target tensorrt --precision int8 --from-onnx {tmp_path / 'model.onnx'}" in msg
-    files = err.result.files
-    assert "model" not in files and files["onnx"] == "model.onnx"
-    assert err.result.metadata["tensorrt"]["engine"] == "pending"
-    for role in ("calib", "val", "val_reference", "build"):
-        assert (tmp_path / files[role]).is_file(), role
-    calib = np.load(tmp_path / files["calib"])
-    assert calib.shape == (20, 3, IMG, IMG) and calib.dtype == np.float16
+    assert "tensorrt is not installed" in msg and "--onnx=model.qdq.onnx" in msg and "--stronglyTyped" in msg
+    assert f"edgekd export {tmp_path} --target tensorrt --precision int8 --from-onnx" in msg
+    files, meta = err.result.files, err.result.metadata["tensorrt"]
+    assert "model" not in files and files["onnx"] == "model.onnx" and files["onnx_qdq"] == "model.qdq.onnx"
+    assert meta["engine"] == "pending" and meta["onnx_gate"]["passed"]
+    q = meta["quantization"]
+    assert q["flavour"] == "tensorrt" and q["activation_type"] == "int8" and q["per_channel"]
+    assert "calib" not in files  # explicit quantization: the scales are in the Q/DQ ONNX
+    _assert_tensorrt_friendly_qdq(tmp_path / "model.qdq.onnx")
     ref = np.load(tmp_path / files["val_reference"])
     assert ref.shape == (6, DIM) and np.allclose(np.linalg.norm(ref, axis=1), 1, atol=1e-5)
     build = json.loads((tmp_path / files["build"]).read_text())
-    assert build["settings"]["max_batch"] == 4 and build["settings"]["input_shape"] == [3, IMG, IMG]
+    assert build["settings"]["max_batch"] == 4 and build["onnx_files"]["onnx_qdq"] == "model.qdq.onnx"
+    assert set(build["commands"]["trtexec"]) == {"TensorRT 11.x (x86_64 / SBSA GPUs)", "TensorRT 10.x (JetPack 6)",
+                                                 "TensorRT 8.6 (JetPack 5: 8.5)"}
     assert not (tmp_path / "model.engine").exists()
 
 
-def test_int8_needs_enough_calibration(student_onnx, tmp_path, no_trt):
-    req = _request(student_onnx, tmp_path, "int8", n_calib=4, calib_batch=8)
-    with pytest.raises(EdgekdError, match="fewer than --calib-batch 8"):
+def _assert_tensorrt_friendly_qdq(path: Path) -> None:
+    """Symmetric int8 (zero points 0), per-channel weight scales, weights kept float with a Q/DQ pair."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    qs = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert qs
+    for node in qs:
+        zp = inits.get(node.input[2]) if len(node.input) > 2 else None
+        assert zp is not None and zp.dtype == np.int8 and not zp.any(), node.name
+    weight_scales = [inits[n.input[1]] for n in qs if n.input[0] in inits and inits[n.input[0]].ndim == 4]
+    assert weight_scales and all(s.ndim == 1 and s.size > 1 for s in weight_scales)  # per output channel
+
+
+def test_fp16_onnx_keeps_float32_io_and_the_l2_norm(student_onnx, tmp_path, no_trt):
+    import onnx
+    import onnxruntime as ort
+
+    from edgekd.export.tensorrt import EnginePendingError
+
+    req = _request(student_onnx, tmp_path, "fp16")
+    with pytest.raises(EnginePendingError) as info:
         _target().build(req)
+    assert info.value.result.files["onnx_fp16"] == "model.fp16.onnx"
+    model = onnx.load(str(tmp_path / "model.fp16.onnx"))
+    assert {o.type.tensor_type.elem_type for o in [*model.graph.input, *model.graph.output]} == {1}  # float32
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    out = ort.InferenceSession(str(tmp_path / "model.fp16.onnx")).run(None, {"pixels": req.val})[0]
+    assert out.dtype == np.float32 and np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-3)
+    with torch.no_grad():
+        ref = req.student(torch.from_numpy(req.val)).numpy()
+    assert np.min(np.sum(out * ref, axis=1)) > 0.999
+
+
+def test_a_failing_onnx_gate_builds_nothing(student_onnx, tmp_path, fake_trt):
+    from edgekd.export.tensorrt import EngineOnnxGateError
+
+    req = _request(student_onnx, tmp_path, "fp16")
+    req.gate_model = lambda path, backend: {"passed": False, "reasons": ["cosine p1 0.9 < 0.999"],
+                                            "metrics": {"cosine_mean": 0.95}}
+    with pytest.raises(EngineOnnxGateError, match="model.fp16.onnx failed the parity gate") as info:
+        _target().build(req)
+    assert info.value.exit_code == 3 and info.value.report["where"].startswith("model.fp16.onnx on onnxruntime")
+    assert "config" not in fake_trt.calls and not (tmp_path / "model.engine").exists()
+
+
+def test_int8_needs_calibration_images(student_onnx, tmp_path, no_trt):
+    req = _request(student_onnx, tmp_path, "int8")
     req.calib = None
     with pytest.raises(EdgekdError, match="--calib DIR"):
         _target().build(req)
+    legacy = _request(student_onnx, tmp_path, "int8", n_calib=4, calib_batch=8, trt_calibrator=True)
+    with pytest.raises(EdgekdError, match="fewer than --calib-batch 8"):
+        _target().build(legacy)
 
 
-# --- the builder against a fake tensorrt ----------------------------------------------------------------------------
+# --- the builder against each version's fake tensorrt ---------------------------------------------------------------
 
-def test_fp16_build_flags_profile_dla_and_timing_cache(student_onnx, tmp_path, fake_trt):
-    req = _request(student_onnx, tmp_path, "fp16", min_batch=1, opt_batch=2, max_batch=8, workspace_gb=0.5,
-                   dla_core=1)
-    result = _target().build(req)
-    cfg = fake_trt.calls["config"]
-    assert cfg.flags == {"FP16", "GPU_FALLBACK"}
-    assert cfg.default_device_type == "DLA" and cfg.DLA_core == 1
+def _use(monkeypatch, version, **kwargs):
+    trt, cudart = make_fake_trt(version, **kwargs), make_fake_cudart()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr("edgekd.runtime.backends._import_cudart", lambda: cudart)
+    trt.cudart = cudart
+    return trt
+
+
+@pytest.mark.parametrize("version, precision, parsed, network_flags, flags", [
+    ("8.6.1", "fp32", "model.onnx", 1, set()), ("8.6.1", "fp16", "model.onnx", 1, {"FP16"}),
+    ("8.6.1", "int8", "model.qdq.onnx", 1, {"FP16", "INT8"}),
+    ("10.3.0", "fp32", "model.onnx", 2, set()), ("10.3.0", "fp16", "model.fp16.onnx", 2, set()),
+    ("10.3.0", "int8", "model.qdq.onnx", 2, set()),
+    ("11.4.0", "fp32", "model.onnx", 0, set()), ("11.4.0", "fp16", "model.fp16.onnx", 0, set()),
+    ("11.4.0", "int8", "model.qdq.onnx", 0, set())])
+def test_builder_takes_each_versions_path(student_onnx, tmp_path, monkeypatch, version, precision, parsed,
+                                          network_flags, flags):
+    trt = _use(monkeypatch, version)
+    result = _target().build(_request(student_onnx, tmp_path, precision, min_batch=1, opt_batch=2, max_batch=8,
+                                      workspace_gb=0.5))
+    cfg = trt.calls["config"]
+    assert Path(trt.calls["parsed"]).name == parsed and trt.calls["network_flags"] == network_flags
+    assert cfg.flags == flags and not hasattr(cfg, "calibration_profile")
     assert cfg.pool == {"WORKSPACE": 1 << 29}
     assert cfg.profiles[0].shapes == ("pixels", (1, 3, IMG, IMG), (2, 3, IMG, IMG), (8, 3, IMG, IMG))
-    assert fake_trt.calls["network_flags"] == 0  # TensorRT 10: explicit batch is implicit
     assert result.backend == "tensorrt" and result.files["model"] == "model.engine"
     assert (tmp_path / "model.engine").read_bytes() == b"serialized-engine"
     manifest = json.loads((tmp_path / "engine.json").read_text())
-    assert manifest["tensorrt_version"] == "10.3.0" and manifest["gpu_name"] == "Orin"
-    assert manifest["compute_capability"] == "8.7" and manifest["precision"] == "fp16"
-    assert manifest["onnx"] == "model.onnx" and len(manifest["onnx_sha256"]) == 64
-    assert manifest["profile"]["max"] == [8, 3, IMG, IMG] and manifest["dla_core"] == 1
-    # the timing cache is written and fed back into the next build
+    assert manifest["tensorrt_version"] == version and manifest["gpu_name"] == "Orin"
+    assert manifest["compute_capability"] == "8.7" and manifest["precision"] == precision
+    assert manifest["onnx"] == parsed and len(manifest["onnx_sha256"]) == 64
+    assert manifest["plan"]["strongly_typed"] == (version != "8.6.1")
+    assert manifest["built_by"] == "edgekd.export.tensorrt.build_engine"
+
+
+def test_timing_cache_is_written_and_reused(student_onnx, tmp_path, monkeypatch):
+    trt = _use(monkeypatch, "10.3.0")
+    req = _request(student_onnx, tmp_path, "fp32")
+    _target().build(req)
     assert (tmp_path / "timing.cache").read_bytes() == b"|tactics"
     _target().build(req)
-    assert fake_trt.calls["timing_cache_in"] == [b"", b"|tactics"]
+    assert trt.calls["timing_cache_in"] == [b"", b"|tactics"]
 
 
-def test_tensorrt8_uses_explicit_batch_and_dla_core_is_checked(student_onnx, tmp_path, monkeypatch):
-    trt = make_fake_trt(version="8.6.1", dla_cores=0)
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr("edgekd.runtime.backends._import_cudart", lambda: make_fake_cudart())
-    _target().build(_request(student_onnx, tmp_path, "fp32"))
-    assert trt.calls["network_flags"] == 1  # 1 << EXPLICIT_BATCH
-    assert trt.calls["config"].flags == set()
+def test_a_wrong_onnx_for_a_strongly_typed_build_is_refused(student_onnx, tmp_path, monkeypatch):
+    from edgekd.export.tensorrt import TrtBuildSettings, build_engine
+
+    _use(monkeypatch, "11.4.0")
+    settings = TrtBuildSettings("fp16", "pixels", (3, IMG, IMG))
+    onnx_path = student_onnx[1]
+    with pytest.raises(EdgekdError, match="no fp16 tensors, so a strongly typed build would run in fp32"):
+        build_engine({"onnx_fp16": onnx_path}, tmp_path / "model.engine", settings)
+    with pytest.raises(EdgekdError, match="no Q/DQ nodes"):
+        build_engine({"onnx_qdq": onnx_path}, tmp_path / "model.engine", replace_settings(settings, precision="int8"))
+
+
+def test_dla_forces_a_static_profile_and_reports_gpu_fallback(student_onnx, tmp_path, monkeypatch, caplog):
+    trt = _use(monkeypatch, "10.3.0")
+    result = _target().build(_request(student_onnx, tmp_path, "fp16", min_batch=1, opt_batch=2, max_batch=8,
+                                      dla_core=1))
+    cfg = trt.calls["config"]
+    assert cfg.profiles[0].shapes[1:] == ((2, 3, IMG, IMG),) * 3  # min = opt = max
+    assert cfg.default_device_type == "DLA" and cfg.DLA_core == 1 and cfg.flags == {"FP16", "GPU_FALLBACK"}
+    assert Path(trt.calls["parsed"]).name == "model.onnx"  # JetPack 6 DLA: weak typing from the fp32 ONNX
+    dla = result.metadata["tensorrt"]["dla"]
+    assert dla["core"] == 1 and dla["static_batch"] == 2 and "ReduceL2" in " ".join(dla["gpu_fallback_layers"])
+    assert 0 < len(dla["gpu_fallback_layers"]) < dla["layers"]
+    assert "fall back to the GPU" in caplog.text
+    _use(monkeypatch, "10.3.0", dla_ops=set())  # a network DLA runs none of
+    with pytest.raises(EdgekdError, match="none of the .* layers can run on DLA"):
+        _target().build(_request(student_onnx, tmp_path, "fp16", dla_core=0))
+    _use(monkeypatch, "8.6.1", dla_cores=0)
     with pytest.raises(EdgekdError, match="--dla-core 0: this device has 0 DLA core"):
         _target().build(_request(student_onnx, tmp_path, "fp16", dla_core=0))
 
 
-def test_int8_calibrator_feeds_batches_and_writes_cache(student_onnx, tmp_path, fake_trt):
-    req = _request(student_onnx, tmp_path, "int8", n_calib=20, calib_batch=8, calib_method="minmax")
+def test_legacy_calibrator_on_tensorrt8_with_a_cache_keyed_by_the_onnx(student_onnx, tmp_path, monkeypatch):
+    trt = _use(monkeypatch, "8.6.1")
+    req = _request(student_onnx, tmp_path, "int8", n_calib=20, calib_batch=8, calib_method="minmax",
+                   trt_calibrator=True)
     result = _target().build(req)
-    cfg = fake_trt.calls["config"]
-    assert {"INT8", "FP16"} <= cfg.flags
-    assert fake_trt.calls["calibrator_base"] == "minmax"
-    assert fake_trt.calls["calib_batches"] == 2  # 20 images -> 2 full batches of 8
-    assert fake_trt.cudart.copies == [8 * 3 * IMG * IMG * 4] * 2
+    cfg = trt.calls["config"]
+    assert {"INT8", "FP16"} <= cfg.flags and Path(trt.calls["parsed"]).name == "model.onnx"
+    assert trt.calls["calibrator_base"] == "minmax" and trt.calls["calib_batches"] == 2  # 20 images, batches of 8
+    assert trt.cudart.copies == [8 * 3 * IMG * IMG * 4] * 2
     assert cfg.calibration_profile.shapes[1] == (8, 3, IMG, IMG)
-    assert (tmp_path / "calib.cache").read_bytes().startswith(b"TRT-")
-    int8 = result.metadata["tensorrt"]["int8"]
-    assert int8["mode"] == "implicit_calibration" and int8["calibration_batches"] == 2
-    assert result.files["calib_cache"] == "calib.cache"
-    _target().build(req)  # second build reuses the cache instead of calibrating
-    assert fake_trt.calls["calib_cache_read"].startswith(b"TRT-")
+    cache = result.files["calib_cache"]
+    assert cache.startswith("calib-") and (tmp_path / cache).read_bytes().startswith(b"TRT-")
+    assert result.metadata["tensorrt"]["int8"]["mode"].startswith("implicit_calibration")
+    _target().build(req)  # the same ONNX: the cache is reused instead of calibrating
+    assert trt.calls["calib_cache_read"].startswith(b"TRT-")
 
-
-def test_int8_keep_fp16_layers(student_onnx, tmp_path, fake_trt):
+    # another model in the same folder never reads the old cache
+    other = _request(student_onnx, tmp_path, "int8", n_calib=20, calib_batch=8, trt_calibrator=True)
     import onnx
 
-    first = onnx.load(str(student_onnx[1])).graph.node[0].name
-    _target().build(_request(student_onnx, tmp_path, "int8", keep_fp16=[first]))
-    assert "OBEY_PRECISION_CONSTRAINTS" in fake_trt.calls["config"].flags
+    model = onnx.load(str(other.onnx_path))
+    model.doc_string = "another model"
+    onnx.save(model, str(other.onnx_path))
+    result2 = _target().build(other)
+    assert result2.files["calib_cache"] != cache and trt.calls["calib_cache_read"] is None
+
+    for version in ("10.3.0", "11.4.0"):
+        _use(monkeypatch, version)
+        with pytest.raises(EdgekdError, match=f"--trt-calibrator: TensorRT {version} has no implicit"):
+            _target().build(req)
+
+
+def test_keep_fp16_layers_only_on_weak_typing(student_onnx, tmp_path, monkeypatch):
+    import onnx
+
+    trt = _use(monkeypatch, "8.6.1")
+    req = _request(student_onnx, tmp_path, "int8")
+    _target().build(req)
+    qdq = onnx.load(str(tmp_path / "model.qdq.onnx"))
+    conv = next(n.name for n in qdq.graph.node if n.op_type == "Conv")
+    _target().build(_request(student_onnx, tmp_path, "int8", keep_fp16=[conv]))
+    assert "OBEY_PRECISION_CONSTRAINTS" in trt.calls["config"].flags
     with pytest.raises(EdgekdError, match="--keep-fp16 'nope': no such layer"):
         _target().build(_request(student_onnx, tmp_path, "int8", keep_fp16=["nope"]))
+    _use(monkeypatch, "11.4.0")
+    with pytest.raises(EdgekdError, match="strongly typed"):
+        _target().build(_request(student_onnx, tmp_path, "int8", keep_fp16=[conv]))
 
 
 def test_from_onnx_builds_checks_parity_and_updates_bundle(student_onnx, tmp_path, monkeypatch):
@@ -376,28 +420,65 @@ def test_from_onnx_builds_checks_parity_and_updates_bundle(student_onnx, tmp_pat
                             "parity": {"passed": None, "skipped": True}, "target_metadata": result.metadata})
     monkeypatch.undo()
 
-    # on "the device": fake tensorrt; the engine is stood in for by onnxruntime on the same ONNX
-    trt = make_fake_trt()
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr("edgekd.runtime.backends._import_cudart", lambda: make_fake_cudart())
+    # on "the device": TensorRT 10.3; the engine is stood in for by onnxruntime on the fp16 ONNX
+    trt = _use(monkeypatch, "10.3.0")
     monkeypatch.setitem(backends.BACKENDS, "tensorrt",
-                        lambda path, threads=None, device=None: backends.BACKENDS["onnxruntime"](
-                            Path(path).parent / "model.onnx", threads=1))
-    engine = build_from_onnx(bundle, bundle / "model.onnx", max_batch=16)
+                        lambda path, threads=None, device=None, **kw: backends.BACKENDS["onnxruntime"](
+                            Path(path).parent / "model.fp16.onnx", threads=1))
+    engine = build_from_onnx(bundle, max_batch=16)  # no file given: the plan picks model.fp16.onnx
     assert engine == bundle / "model.engine" and trt.calls["config"].profiles[0].shapes[3][0] == 16
+    assert Path(trt.calls["parsed"]).name == "model.fp16.onnx"
     manifest = load_bundle_manifest(bundle)  # verifies every sha256, the engine's included
     assert manifest["files"]["model"] == "model.engine"
     assert manifest["target_metadata"]["tensorrt"]["engine"] == "built"
     assert manifest["versions"]["tensorrt"] == "10.3.0"
-    assert manifest["parity"]["passed"] and manifest["parity"]["metrics"]["cosine_mean"] > 0.9999
+    assert manifest["parity"]["passed"] and manifest["parity"]["metrics"]["cosine_mean"] > 0.999
 
     # a wrong reference (as if the student changed) fails the device gate with exit status 3
     np.save(bundle / "val_reference.npy", -np.load(bundle / "val_reference.npy"))
     with pytest.raises(EdgekdError, match="parity failed") as info:
-        build_from_onnx(bundle, bundle / "model.onnx")
+        build_from_onnx(bundle)
     assert info.value.exit_code == 3
     with pytest.raises(EdgekdError, match="no tensorrt_build.json"):
-        build_from_onnx(tmp_path, bundle / "model.onnx")
+        build_from_onnx(tmp_path)
+
+
+# --- export/jetson/build_engine.sh: trtexec only, engine.json from the same Python writer ---------------------------
+
+FAKE_TRTEXEC = """#!/usr/bin/env bash
+if [[ "$1" == "--help" ]]; then echo "&&&& RUNNING TensorRT.trtexec [TensorRT v{code}] # trtexec --help"; exit 0; fi
+echo "$@" > "$(dirname "$0")/args.txt"
+for a in "$@"; do case "$a" in --saveEngine=*) echo engine > "${{a#--saveEngine=}}";; esac; done
+"""
+
+
+@pytest.mark.parametrize("code, version, expect, absent", [
+    ("110400", "11.4.0", "--onnx=BUNDLE/model.fp16.onnx", ["--fp16", "--stronglyTyped"]),
+    ("100300", "10.3.0", "--stronglyTyped", ["--fp16"]), ("8601", "8.6.1", "--fp16", ["--stronglyTyped"])])
+def test_build_engine_sh_uses_the_python_plan_and_writer(student_onnx, tmp_path, no_trt, code, version, expect,
+                                                         absent):
+    from edgekd.export.tensorrt import EnginePendingError
+
+    bundle = tmp_path / "bundle"
+    with pytest.raises(EnginePendingError):
+        _target().build(_request(student_onnx, bundle, "fp16", max_batch=4))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "trtexec").write_text(FAKE_TRTEXEC.format(code=code))
+    (bin_dir / "trtexec").chmod(0o755)
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "PYTHONPATH": str(repo), "EDGEKD_PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(repo / "export/jetson/build_engine.sh"), str(bundle)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    args = (bin_dir / "args.txt").read_text().replace(str(bundle), "BUNDLE").split()
+    assert expect in args and not set(absent) & set(args)
+    assert "--maxShapes=pixels:4x3x32x32" in args
+    manifest = json.loads((bundle / "engine.json").read_text())
+    assert manifest["tensorrt_version"] == version and manifest["built_by"].startswith("trtexec")
+    assert manifest["engine_sha256"] and manifest["format"] == "edgekd.engine"
+    assert manifest["onnx"] == ("model.onnx" if version == "8.6.1" else "model.fp16.onnx")
 
 
 # --- engine.json checks at load time --------------------------------------------------------------------------------

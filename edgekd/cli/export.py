@@ -82,8 +82,12 @@ def _kv(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--workspace-gb", type=float, default=None, help="TensorRT builder workspace (GiB).")
 @click.option("--dla-core", type=click.IntRange(0), default=None, help="TensorRT: build for this DLA core (Jetson).")
 @click.option("--timing-cache", type=click.Path(path_type=Path), default=None, help="TensorRT timing cache file.")
-@click.option("--from-onnx", type=click.Path(path_type=Path), default=None,
-              help="TensorRT on the device: RUN is a bundle prepared elsewhere; build its engine from this ONNX.")
+@click.option("--from-onnx", is_flag=False, flag_value="auto", default=None,
+              help="TensorRT on the device: RUN is a bundle prepared elsewhere; build its engine from the bundle's "
+                   "ONNX for this TensorRT (alone), or from the ONNX file given.")
+@click.option("--trt-calibrator", is_flag=True, default=None,
+              help="TensorRT < 10 only (JetPack 5), legacy: INT8 by implicit calibration (IInt8EntropyCalibrator2) "
+                   "instead of the Q/DQ ONNX.")
 @click.option("--eval", "eval_file", type=click.Path(path_type=Path), default=None,
               help="Results of `edgekd eval RUN --out FILE` to embed in edgekd.json (bench plots them vs latency).")
 @click.option("--option", "extra", multiple=True, help="Extra target option KEY=VALUE (repeatable).")
@@ -95,15 +99,16 @@ def export(run: Path, target: str, precision: str, out: Path | None, calib: Path
            keep_fp16: tuple[str, ...], auto_mixed: bool | None,
            quant_format: str, activation_type: str, reduce_range: bool, threads: int | None, overwrite: bool,
            min_batch: int | None, opt_batch: int | None, max_batch: int | None, workspace_gb: float | None,
-           dla_core: int | None, timing_cache: Path | None, from_onnx: Path | None, eval_file: Path | None,
-           extra: tuple[str, ...]) -> None:
+           dla_core: int | None, timing_cache: Path | None, from_onnx: str | None, trt_calibrator: bool | None,
+           eval_file: Path | None, extra: tuple[str, ...]) -> None:
     """Export the student of RUN (a run directory from `edgekd distill`) to a bundle and check its parity.
 
     Exit status 3 when the parity gate fails (bundle and parity.json are kept), 4 when a TensorRT build was
     prepared for another machine.
     """
     trt_opts = {"min_batch": min_batch, "opt_batch": opt_batch, "max_batch": max_batch, "workspace_gb": workspace_gb,
-                "dla_core": dla_core, "timing_cache": str(timing_cache) if timing_cache else None}
+                "dla_core": dla_core, "timing_cache": str(timing_cache) if timing_cache else None,
+                "trt_calibrator": trt_calibrator}
     options = {k: v for k, v in {**trt_opts, "calib_method": calib_method, "keep_fp16": _split(keep_fp16) or None,
                                  **_kv(extra)}.items() if v is not None}
     if from_onnx is not None:
@@ -115,7 +120,7 @@ def export(run: Path, target: str, precision: str, out: Path | None, calib: Path
         ctx = click.get_current_context()
         if ctx.get_parameter_source("precision") not in (None, click.core.ParameterSource.DEFAULT):
             options["precision"] = precision
-        engine = build_from_onnx(run, from_onnx, **options)
+        engine = build_from_onnx(run, None if from_onnx == "auto" else Path(from_onnx), **options)
         click.echo(f"built {engine}")
         return
     out = out or run / f"export-{target}-{precision}"

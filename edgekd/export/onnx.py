@@ -152,8 +152,17 @@ def export_student_onnx(
     return io
 
 
+# fp16 would overflow/underflow here: the L2 normalisation (squares, sums, roots) and the normalisation / softmax
+# ops whose reductions TensorRT and onnxruntime keep in fp32 for the same reason. (The frames Cast is in the input
+# head, kept by node name: blocking "Cast" by op type makes the converter loop over the Casts it inserts itself.)
+FP16_BLOCKED_OPS = ("ReduceL2", "ReduceSumSquare", "ReduceSum", "ReduceMean", "Sqrt", "Pow", "Clip", "Max", "Expand",
+                    "BatchNormalization", "LayerNormalization", "GroupNormalization", "InstanceNormalization",
+                    "LpNormalization", "Softmax")
+
+
 def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> dict[str, Any]:
-    """fp32 ONNX -> fp16 weights and compute, float32 inputs/outputs kept (keep_io_types).
+    """fp32 ONNX -> fp16 weights and compute, with the model's inputs/outputs, the normalisation ops and the L2-norm
+    tail before `embedding` kept in float32 (what TensorRT's strongly typed fp16 build and onnxruntime both need).
 
     Uses onnxconverter-common when installed, else onnxruntime.transformers' copy of the same converter.
     """
@@ -165,15 +174,41 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> dict[str, An
     except ImportError:
         f16 = require("onnxruntime.transformers.float16", extra="onnx", purpose="fp16 conversion")
         converter = "onnxruntime.transformers.float16"
+    from edgekd.export.onnx_int8 import float_boundary_nodes
+
     model = onnx.load(str(src))
-    # L2 normalisation (ReduceL2 / Div) and the frames Cast stay fp32: fp16 squares overflow/underflow easily
-    block = ["ReduceL2", "ReduceSumSquare", "ReduceSum", "Sqrt", "Pow", "Clip", "Max", "Expand", "Cast"]
+    kept_nodes = float_boundary_nodes(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model16 = f16.convert_float_to_float16(model, keep_io_types=True, op_block_list=block)
+        model16 = f16.convert_float_to_float16(model, keep_io_types=True, op_block_list=list(FP16_BLOCKED_OPS),
+                                               node_block_list=kept_nodes)
+    restore_output_types(model, model16)
+    onnx.checker.check_model(model16)
     with atomic_path(dst) as tmp:
         onnx.save(model16, str(tmp))
-    return {"converter": converter, "op_block_list": block}
+    n_fp16 = sum(1 for t in model16.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16)
+    return {"converter": converter, "op_block_list": list(FP16_BLOCKED_OPS), "fp32_nodes": kept_nodes,
+            "fp16_initializers": n_fp16}
+
+
+def restore_output_types(original: Any, converted: Any) -> None:
+    """keep_io_types misses graph outputs produced by a blocked node (the converter ends them with a Cast to fp16):
+    retarget that Cast so each output keeps its original type. Edits `converted` in place."""
+    producers = {o: n for n in converted.graph.node for o in n.output}
+    for want, out in zip(original.graph.output, converted.graph.output):
+        elem = want.type.tensor_type.elem_type
+        if out.type.tensor_type.elem_type == elem:
+            continue
+        node = producers.get(out.name)
+        if node is None or node.op_type != "Cast":
+            raise EdgekdError(f"fp16 conversion changed the type of output {out.name!r} and no Cast can restore it")
+        for attr in node.attribute:
+            if attr.name == "to":
+                attr.i = elem
+        out.type.tensor_type.elem_type = elem
+    if any(o.type.tensor_type.elem_type != w.type.tensor_type.elem_type
+           for w, o in zip(original.graph.output, converted.graph.output)):
+        raise EdgekdError("fp16 conversion: output types could not be restored")
 
 
 @register_target("onnx", precisions=("fp32", "fp16", "int8"))

@@ -29,6 +29,15 @@ QUANT_FORMATS = ("qdq", "qoperator")
 HEAVY_OPS = ("Conv", "MatMul", "Gemm", "ConvTranspose")
 
 
+# TensorRT's explicit quantization: symmetric int8 activations (TensorRT has no zero points), per-channel symmetric
+# weights kept as float + Q/DQ pairs (every TensorRT since 8.x folds them into int8 weights), and Q/DQ on the inputs of
+# the ops TensorRT fuses (convolutions, GEMMs, the residual Add) -- NVIDIA's Q/DQ placement recommendations
+TENSORRT_QDQ: dict[str, Any] = {
+    "quant_format": "qdq", "per_channel": True, "activation": "int8", "reduce_range": False,
+    "op_types": ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add"),
+    "qdq_extra": {"WeightSymmetric": True, "AddQDQPairToWeight": True}}
+
+
 def default_op_types() -> tuple[str, ...]:
     """Every op type onnxruntime can quantise (its own default). Quantising the ops between the convolutions too
     (Relu, Add, pooling, ...) lets onnxruntime run whole int8 chains instead of converting back to float around each
@@ -97,8 +106,10 @@ def quantizable_nodes(model: Any, op_types: tuple[str, ...] = HEAVY_OPS) -> list
 def quantize(pre_path: Path, out_path: Path, calib: np.ndarray | None, input_name: str, cache: Path,
              method: str = "minmax", exclude: list[str] | tuple[str, ...] = (), quant_format: str = "qdq",
              per_channel: bool = True, activation: str = "uint8", reduce_range: bool = False,
-             op_types: tuple[str, ...] | None = None, percentile: float = 99.999) -> None:
-    """Static-quantise the pre-processed fp32 model `pre_path` into `out_path` (ranges cached in `cache`)."""
+             op_types: tuple[str, ...] | None = None, percentile: float = 99.999,
+             qdq_extra: dict[str, Any] | None = None) -> None:
+    """Static-quantise the pre-processed fp32 model `pre_path` into `out_path` (ranges cached in `cache`).
+    qdq_extra: more of quantize_static's extra_options (the TensorRT flavour sets some)."""
     q = require("onnxruntime.quantization", extra="onnx", purpose="INT8 quantisation")
     methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
                "percentile": q.CalibrationMethod.Percentile}
@@ -108,6 +119,7 @@ def quantize(pre_path: Path, out_path: Path, calib: np.ndarray | None, input_nam
     extra = {"CalibPercentile": percentile, "CalibMovingAverage": False}
     if activation == "int8":
         extra["ActivationSymmetric"] = True
+    extra.update(qdq_extra or {})
     op_types = list(op_types or default_op_types())
     q.quantize_static(str(pre_path), str(out_path), reader, quant_format=fmt, op_types_to_quantize=op_types,
                       per_channel=per_channel, reduce_range=reduce_range, activation_type=act,
@@ -115,9 +127,12 @@ def quantize(pre_path: Path, out_path: Path, calib: np.ndarray | None, input_nam
                       extra_options=extra, calibration_cache_path=str(cache))
 
 
-def build_int8(req: ExportRequest, model_name: str = "model.onnx") -> ExportResult:
+def build_int8(req: ExportRequest, model_name: str = "model.onnx", flavour: str = "onnxruntime") -> ExportResult:
     """The onnx target's int8 precision. Options: calib_method, keep_fp32 (node names), quant_format,
-    activation_type, reduce_range, per_channel, auto_mixed (+ gate criteria), op_types."""
+    activation_type, reduce_range, per_channel, auto_mixed (+ gate criteria), op_types.
+
+    flavour "tensorrt": the Q/DQ ONNX TensorRT builds INT8 engines from (TENSORRT_QDQ: symmetric int8 activations
+    and per-channel weights, zero points 0, Q/DQ around the ops TensorRT fuses), whatever the onnxruntime options."""
     onnx = require("onnx", purpose="INT8 quantisation")
     q = require("onnxruntime.quantization", extra="onnx", purpose="INT8 quantisation")
     if req.calib is None or len(req.calib) == 0:
@@ -134,6 +149,11 @@ def build_int8(req: ExportRequest, model_name: str = "model.onnx") -> ExportResu
     settings = {"quant_format": quant_format, "per_channel": bool(opts.get("per_channel", True)),
                 "activation": opts.get("activation_type") or "uint8", "reduce_range": bool(opts.get("reduce_range")),
                 "op_types": op_types}
+    if flavour == "tensorrt":
+        settings = dict(TENSORRT_QDQ)
+    elif flavour != "onnxruntime":
+        raise ValueError(f"unknown INT8 flavour {flavour!r}")
+    op_types = settings["op_types"]
     work = Path(tempfile.mkdtemp(prefix=".quant.", dir=req.out_dir))
     try:
         pre = work / "pre.onnx"
@@ -176,7 +196,8 @@ def build_int8(req: ExportRequest, model_name: str = "model.onnx") -> ExportResu
     candidates = [n for n in quantizable_nodes(pre_model, op_types) if n not in set(boundary)]
     excluded = sorted(set(boundary + user_keep + auto_kept))
     meta = {"quantization": {
-        "tool": "onnxruntime.quantization.quantize_static", "format": quant_format.upper(),
+        "tool": "onnxruntime.quantization.quantize_static", "flavour": flavour,
+        "format": settings["quant_format"].upper(),
         "per_channel": settings["per_channel"], "weight_type": "int8", "activation_type": settings["activation"],
         "reduce_range": settings["reduce_range"], "calib_method": method, "calib_images": int(len(req.calib)),
         "op_types": list(op_types), "quantizable_nodes": len(candidates),

@@ -270,9 +270,9 @@ def failure_advice(precision: str, target: str, auto_mixed: bool = False) -> str
         tips = ["more/more representative --calib images", "another --calib-method (minmax, entropy, percentile)"]
         if not auto_mixed:
             tips.insert(0, "--auto-mixed (keep the most sensitive layers in float)")
-        tips.insert(1, "--keep-fp16 LAYERS" if target != "onnx" else "--keep-fp32 NODES (names from parity.json)")
+        tips.insert(1, "--keep-fp16 LAYERS" if target == "openvino" else "--keep-fp32 NODES (names from parity.json)")
     elif precision == "fp16":
-        tips = ["--precision fp32", "--keep-fp16 with fewer layers" if target == "tensorrt" else "--precision fp32"]
+        tips = ["--precision fp32"]
     else:
         tips = ["check that the run's preprocessing matches (edgekd info RUN)", "re-export with --opset 17",
                 "report a bug with parity.json"]

@@ -14,7 +14,14 @@ import numpy as np
 from edgekd import EdgekdError
 from edgekd._io import atomic_write_json
 from edgekd.export.bundle import MANIFEST, PARITY_FILE, write_manifest
-from edgekd.export.targets import ExportRequest, ExportResult, NeedsDeviceError, check_precision, get_target
+from edgekd.export.targets import (
+    ExportRequest,
+    ExportResult,
+    IntermediateGateError,
+    NeedsDeviceError,
+    check_precision,
+    get_target,
+)
 
 if TYPE_CHECKING:
     from edgekd.labelpack import LabelPack
@@ -171,7 +178,8 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
         if e.result is not None:
             files = {**e.result.files, "labels": _save_labels(out, pack)}
             write_manifest(out, _manifest(source, e.result, files, {
-                "passed": None, "skipped": True, "reasons": [f"engine pending; {_first_line(e)}"]}))
+                "passed": None, "skipped": True, "reasons": [f"engine pending; {_first_line(e)}"],
+                "onnx_gate": e.result.metadata.get("tensorrt", {}).get("onnx_gate")}))
             (out / IN_PROGRESS).unlink(missing_ok=True)
         raise
     if _retry_with_auto_mixed(precision, report, options.get("auto_mixed")):
@@ -209,7 +217,20 @@ def _build_and_gate(spec: Any, req: ExportRequest, source: dict[str, Any], gate:
     from edgekd.export.parity import check_parity
 
     out, pp, pack = req.out_dir, source["pp"], source["pack"]
-    result = spec.build(req)
+    val_input = OriginalFrames(val) if gate and source["in_graph"] == "full" else req.val
+
+    def gate_model(path: Path, backend: str) -> dict[str, Any]:
+        report = check_parity(trained, path, backend, val_input, pp.normalize(val.frames), criteria, pack,
+                              _val_labels(val, pack), threads, reparameterized=student, gate_isa=source["gate_isa"])
+        report["images"] = val.describe()
+        report["held_out"] = "--val" if val_dir is not None else "split of --calib (never used for calibration)"
+        return report
+
+    req.gate_model = gate_model if gate else None
+    try:
+        result = spec.build(req)
+    except IntermediateGateError as e:  # the intermediate model failed: the report is the gate's verdict
+        return e.result, {**e.result.files, "labels": _save_labels(out, pack)}, e.report
     if (out / ONNX_FILE).exists() and ONNX_FILE not in result.files.values():
         (out / ONNX_FILE).unlink()
     files = {**result.files, "labels": _save_labels(out, pack)}
@@ -219,11 +240,10 @@ def _build_and_gate(spec: Any, req: ExportRequest, source: dict[str, Any], gate:
         source["io"]["input"] = add_frame_head(out / files["model"], pp)
     if not gate:
         return result, files, {"passed": None, "skipped": True, "reasons": ["--no-gate"]}
-    val_input = OriginalFrames(val) if source["in_graph"] == "full" else req.val
-    report = check_parity(trained, out / files["model"], result.backend, val_input, pp.normalize(val.frames), criteria,
-                          pack, _val_labels(val, pack), threads, reparameterized=student, gate_isa=source["gate_isa"])
-    report["images"] = val.describe()
-    report["held_out"] = "--val" if val_dir is not None else "split of --calib (never used for calibration)"
+    report = gate_model(out / files["model"], result.backend)
+    onnx_gate = result.metadata.get(result.backend, {}).get("onnx_gate")
+    if onnx_gate:
+        report["onnx_gate"] = onnx_gate
     if not report["passed"] and result.metadata.get("quantization", {}).get("sensitivity"):
         report["most_sensitive_nodes"] = [r["node"] for r in result.metadata["quantization"]["sensitivity"][:10]]
     return result, files, report
@@ -299,7 +319,8 @@ def _manifest(src: dict[str, Any], result: ExportResult, files: dict[str, str | 
         "labels_source": src["pack_path"], "opset": src["opset"], "versions": backend_versions(),
         "calibration": src["calib"],
         "parity": {k: report.get(k) for k in ("passed", "skipped", "reasons", "criteria", "metrics", "validated_on",
-                                              "reparameterization", "int8_attempts", "per_isa") if k in report},
+                                              "reparameterization", "int8_attempts", "per_isa", "onnx_gate", "where")
+                   if k in report},
         "eval": src["eval"], "target_metadata": result.metadata,
         "build_seconds": round(time.perf_counter() - src["t0"], 3),
     }

@@ -37,6 +37,17 @@ class NeedsDeviceError(EdgekdError):
         self.result = result  # the files already written, when the target got that far
 
 
+class IntermediateGateError(EdgekdError):
+    """An intermediate model a target builds from (e.g. TensorRT's fp16 / Q/DQ ONNX) failed the parity gate; the
+    pipeline records `report` as the export's verdict (exit 3) and nothing is built from that model."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, result: ExportResult, report: dict[str, Any]):
+        super().__init__(message)
+        self.result, self.report = result, report
+
+
 @dataclass
 class ExportRequest:
     """Everything a target needs to build its artifact inside `out_dir`.
@@ -45,6 +56,8 @@ class ExportRequest:
     input_name: "pixels" (float32 [B,3,H,W], normalised) or "frames" (uint8 [B,H,W,3], the graph normalises).
     calib / val: model inputs in that format, [N, ...]; `val` is never used for calibration.
     options: target-specific CLI options (max_drop, keep_fp16, dla_core, workspace_gb, calib_method, ...).
+    gate_model: the export's parity gate as a function (model file, backend name) -> report, for targets that build
+    their artifact from an intermediate model which must pass first (TensorRT: the fp16 / Q/DQ ONNX); None = no gate.
     """
 
     student: Student
@@ -57,6 +70,7 @@ class ExportRequest:
     val: np.ndarray | None = None
     label_pack: LabelPack | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    gate_model: Callable[[Path, str], dict[str, Any]] | None = None
 
 
 @dataclass

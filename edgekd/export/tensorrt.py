@@ -1,26 +1,30 @@
-"""TensorRT export target: a serialized engine built from the fp32 ONNX with TensorRT's Python builder API.
+"""TensorRT export target: a serialized engine built with TensorRT's Python builder, right on 8.5/8.6, 10.x and 11.x.
 
-    fp32 / fp16      BuilderFlag.FP16 for fp16; one optimisation profile over the batch range min/opt/max
-    int8             explicit quantisation when the ONNX carries Q/DQ nodes (model.qdq.onnx), otherwise implicit
-                     quantisation with an IInt8EntropyCalibrator2 (or MinMax) reading the calibration inputs, whose
-                     calibration cache is written beside the engine
-    DLA (Jetson)     --dla-core N: default device DLA with GPU fallback for unsupported layers
-    timing cache     reused between builds (--timing-cache PATH, default BUNDLE/timing.cache)
+Here (any machine) the target writes the ONNX files an engine is built from and gates them with onnxruntime:
 
-The engine sits beside engine.json (TensorRT version, GPU, compute capability, precision, ONNX file + sha256), which
-edgekd.runtime.engine_check uses to refuse an engine built elsewhere. tensorrt is imported lazily: on a machine
-without it (or without a GPU) the target writes everything the device needs (ONNX, calibration inputs, held-out
-inputs with reference embeddings, tensorrt_build.json) and raises EnginePendingError (exit status 4) with the exact
-`trtexec` and `edgekd export ... --from-onnx` commands to run there.
+    model.onnx        fp32
+    model.fp16.onnx   fp16 compute, float32 IO, normalisation and the L2-norm tail in fp32 (onnxconverter-common)
+    model.qdq.onnx    INT8 by explicit quantization: symmetric int8 activations, per-channel weights, Q/DQ where
+                      TensorRT fuses them (onnxruntime.quantization, calibrated on --calib)
+
+On the device (TensorRT + GPU) `build_engine` reads what the installed TensorRT can do (edgekd.export.tensorrt_plan)
+and builds: strongly typed from model.fp16.onnx / model.qdq.onnx where the module has strong typing (10.x, 11.x), or
+with BuilderFlag.FP16/INT8 where it does not (8.x) or for DLA before 11.x. The implicit INT8 calibrator
+(IInt8EntropyCalibrator2, deprecated in 10.1, removed in 11) is only used with --trt-calibrator on TensorRT < 10.
+DLA (--dla-core) forces a static shape (min = opt = max) and reports the layers that fall back to the GPU.
+
+The engine sits beside engine.json (edgekd.export.trtexec writes it), which edgekd.runtime.engine_check uses to refuse
+an engine built elsewhere. tensorrt is imported lazily: without it (or a GPU) the target writes everything the device
+needs (ONNX files, held-out inputs with reference embeddings, tensorrt_build.json) and raises EnginePendingError
+(exit status 4) with the `edgekd export --from-onnx` and `trtexec` commands to run there.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
-import shlex
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,21 +34,36 @@ import numpy as np
 from edgekd import EdgekdError
 from edgekd._io import atomic_path, atomic_write_bytes, atomic_write_json, read_json, sha256_file
 from edgekd._optional import is_available, require
-from edgekd.export.targets import ExportRequest, ExportResult, NeedsDeviceError, register_target
+from edgekd.export.targets import (
+    ExportRequest,
+    ExportResult,
+    IntermediateGateError,
+    NeedsDeviceError,
+    register_target,
+)
+from edgekd.export.tensorrt_plan import BuildPlan, TrtCapabilities
+from edgekd.export.trtexec import (
+    BUILD_FILE,
+    ENGINE_FILE,
+    ENGINE_MANIFEST,
+    device_commands,
+    engine_facts,
+    plan_for,
+    write_engine_manifest,
+)
 from edgekd.runtime.engine_check import gpu_info
 
 log = logging.getLogger(__name__)
 
-ENGINE_FILE = "model.engine"
-ENGINE_MANIFEST = "engine.json"  # same name edgekd.runtime.engine_check reads
-BUILD_FILE = "tensorrt_build.json"
+ONNX_FILES = {"onnx": "model.onnx", "onnx_fp16": "model.fp16.onnx", "onnx_qdq": "model.qdq.onnx"}
 CALIB_FILE = "calib.npy"
-CALIB_CACHE = "calib.cache"
 VAL_FILE = "val.npy"
 VAL_REFERENCE = "val_reference.npy"
 TIMING_CACHE = "timing.cache"
-ENGINE_FORMAT = "edgekd.engine"
-# defaults of the on-device parity check (the export gate's thresholds; int8 judged by cosine without labels)
+MAX_PARITY_IMAGES = 256  # held-out inputs stored for the on-device check (float16: ~38 MB at 224 px)
+
+__all__ = ["BUILD_FILE", "ENGINE_FILE", "ENGINE_MANIFEST", "TrtBuildSettings", "build_engine", "build_from_onnx",
+           "EnginePendingError", "EngineParityError", "EngineOnnxGateError"]
 
 
 class EnginePendingError(NeedsDeviceError):
@@ -55,11 +74,16 @@ class EngineParityError(EdgekdError):
     exit_code = 3  # edgekd.cli.EXIT_GATE_FAILED
 
 
+class EngineOnnxGateError(IntermediateGateError):
+    """The ONNX an engine would be built from failed the parity gate: no engine is built from it."""
+
+
 @dataclass(frozen=True)
 class TrtBuildSettings:
     """Everything the builder (and the equivalent trtexec command) needs besides the ONNX file.
 
-    input_shape is per sample: (3, H, W) for "pixels", (H, W, 3) for "frames".
+    input_shape is per sample: (3, H, W) for "pixels", (H, W, 3) for "frames". With dla_core the profile is static
+    (DLA needs min = opt = max): every batch becomes opt_batch.
     """
 
     precision: str
@@ -72,13 +96,17 @@ class TrtBuildSettings:
     dla_core: int | None = None
     gpu_fallback: bool = True
     timing_cache: str = TIMING_CACHE  # relative to the bundle, or absolute (shared between builds)
+    trt_calibrator: bool = False  # legacy implicit INT8 calibration (TensorRT < 10 only)
     calib_method: str = "entropy"
     calib_batch: int = 8
-    keep_fp16: tuple[str, ...] = field(default_factory=tuple)  # layers forced to fp16 in an int8 engine
+    keep_fp16: tuple[str, ...] = field(default_factory=tuple)  # layers forced to fp16 in a weakly typed int8 engine
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "fp16", "int8"):
             raise EdgekdError(f"--precision {self.precision!r}: TensorRT supports fp32, fp16, int8")
+        if self.dla_core is not None and not self.min_batch == self.opt_batch == self.max_batch:
+            for name in ("min_batch", "max_batch"):  # DLA: static shapes only
+                object.__setattr__(self, name, self.opt_batch)
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
             raise EdgekdError(f"--min-batch/--opt-batch/--max-batch must satisfy 1 <= min <= opt <= max, got "
                               f"{self.min_batch}/{self.opt_batch}/{self.max_batch}")
@@ -89,7 +117,9 @@ class TrtBuildSettings:
         if self.dla_core is not None and self.precision == "fp32":
             raise EdgekdError("--dla-core: DLA runs fp16 or int8 only; use --precision fp16 or int8")
         if self.calib_method not in ("entropy", "minmax"):
-            raise EdgekdError(f"--calib-method {self.calib_method!r}: TensorRT supports entropy, minmax")
+            raise EdgekdError(f"--calib-method {self.calib_method!r}: TensorRT's calibrators are entropy, minmax")
+        if self.trt_calibrator and self.precision != "int8":
+            raise EdgekdError("--trt-calibrator is for --precision int8 only")
 
     def shape(self, batch: int) -> tuple[int, ...]:
         return (batch, *self.input_shape)
@@ -113,13 +143,13 @@ class TrtBuildSettings:
             keep = changes["keep_fp16"]
             changes["keep_fp16"] = tuple(k.strip() for k in (keep.split(",") if isinstance(keep, str) else keep)
                                          if k and k.strip())
-        for k in ("min_batch", "opt_batch", "max_batch", "calib_batch"):
+        for k in ("min_batch", "opt_batch", "max_batch", "calib_batch", "dla_core"):
             if k in changes:
                 changes[k] = int(changes[k])
-        if "dla_core" in changes:
-            changes["dla_core"] = int(changes["dla_core"])
         if "workspace_gb" in changes:
             changes["workspace_gb"] = float(changes["workspace_gb"])
+        if "trt_calibrator" in changes:
+            changes["trt_calibrator"] = bool(changes["trt_calibrator"])
         return replace(self, **changes)
 
 
@@ -136,10 +166,15 @@ def build_tensorrt(req: ExportRequest) -> ExportResult:
     """TensorRT engine (+ engine.json); without tensorrt/GPU: device-ready files and the commands (exit 4)."""
     out = Path(req.out_dir)
     settings = settings_from_request(req)
-    files: dict[str, str] = {"onnx": Path(req.onnx_path).name}
-    if settings.precision == "int8":
-        if req.calib is None or len(req.calib) == 0:
-            raise EdgekdError("--precision int8 for tensorrt needs calibration images: pass --calib DIR")
+    if settings.precision == "int8" and (req.calib is None or len(req.calib) == 0):
+        raise EdgekdError("--precision int8 for tensorrt needs calibration images: pass --calib DIR")
+    onnx_files, quant_meta = prepare_engine_onnx(req, settings)
+    files: dict[str, str] = dict(onnx_files)
+    meta: dict[str, Any] = {"settings": settings.to_dict(), **quant_meta}
+    reduced = [role for role in ("onnx_fp16", "onnx_qdq") if role in onnx_files]
+    if reduced and req.gate_model is not None:
+        meta["onnx_gate"] = gate_engine_onnx(req.gate_model, out / onnx_files[reduced[0]], files, meta)
+    if settings.trt_calibrator:
         if len(req.calib) < settings.calib_batch:
             raise EdgekdError(f"--calib: {len(req.calib)} images are fewer than --calib-batch {settings.calib_batch}")
         save_inputs(out / CALIB_FILE, req.calib)
@@ -147,24 +182,61 @@ def build_tensorrt(req: ExportRequest) -> ExportResult:
     if req.val is not None and len(req.val):
         save_parity_inputs(out, req)
         files.update(val=VAL_FILE, val_reference=VAL_REFERENCE)
-    commands = device_commands(out, settings, files["onnx"])
-    atomic_write_json(out / BUILD_FILE, {"format": "edgekd.tensorrt_build", "version": 1,
-                                         "settings": settings.to_dict(), "onnx": files["onnx"],
-                                         "onnx_sha256": sha256_file(req.onnx_path), "commands": commands})
+    calib_cache = calib_cache_name(out / onnx_files["onnx"]) if settings.trt_calibrator else None
+    commands = device_commands(out, settings, onnx_files, calib_cache)
+    atomic_write_json(out / BUILD_FILE, {"format": "edgekd.tensorrt_build", "version": 2,
+                                         "settings": settings.to_dict(), "onnx_files": onnx_files,
+                                         "onnx_sha256": {f: sha256_file(out / f) for f in onnx_files.values()},
+                                         "commands": commands})
     files["build"] = BUILD_FILE
-    meta: dict[str, Any] = {"settings": settings.to_dict(), "commands": commands}
+    meta["commands"] = commands
     reason = tensorrt_unavailable_reason()
     if reason is not None:
         meta["engine"] = "pending"
         result = ExportResult(files=files, backend="tensorrt", metadata={"tensorrt": meta})
         raise EnginePendingError(pending_message(out, reason, commands), result)
-    facts = build_engine(req.onnx_path, out / ENGINE_FILE, settings, bundle_dir=out,
-                         calib=req.calib if settings.precision == "int8" else None)
+    facts = build_engine({role: out / f for role, f in onnx_files.items()}, out / ENGINE_FILE, settings,
+                         bundle_dir=out, calib=req.calib if settings.trt_calibrator else None)
     files.update(model=ENGINE_FILE, engine_manifest=ENGINE_MANIFEST)
-    if settings.precision == "int8" and facts.get("int8", {}).get("calibration_cache"):
-        files["calib_cache"] = CALIB_CACHE
+    if (facts.get("int8") or {}).get("calibration_cache"):
+        files["calib_cache"] = facts["int8"]["calibration_cache"]
     meta.update(**facts, engine="built")
     return ExportResult(files=files, backend="tensorrt", metadata={"tensorrt": meta})
+
+
+def prepare_engine_onnx(req: ExportRequest, settings: TrtBuildSettings) -> tuple[dict[str, str], dict[str, Any]]:
+    """Write the ONNX files the engine can be built from (role -> file name) and what made them."""
+    from edgekd.export.onnx import convert_fp16
+
+    out = Path(req.out_dir)
+    files = {"onnx": Path(req.onnx_path).name}
+    meta: dict[str, Any] = {}
+    if settings.precision == "fp16":
+        meta["fp16"] = convert_fp16(req.onnx_path, out / ONNX_FILES["onnx_fp16"])
+        files["onnx_fp16"] = ONNX_FILES["onnx_fp16"]
+    elif settings.precision == "int8" and not settings.trt_calibrator:
+        from edgekd.export.onnx_int8 import build_int8
+
+        result = build_int8(req, ONNX_FILES["onnx_qdq"], flavour="tensorrt")
+        meta.update(result.metadata)
+        files["onnx_qdq"] = ONNX_FILES["onnx_qdq"]
+    return files, meta
+
+
+def gate_engine_onnx(gate_model: Callable[[Path, str], dict[str, Any]], onnx_path: Path, files: dict[str, str],
+                     meta: dict[str, Any]) -> dict[str, Any]:
+    """Run the parity gate on the ONNX the engine will be built from (onnxruntime on this CPU); raise
+    EngineOnnxGateError when it fails, so that no engine is built from it."""
+    report = gate_model(onnx_path, "onnxruntime")
+    report["where"] = f"{onnx_path.name} on onnxruntime (the ONNX the TensorRT engine is built from)"
+    summary = {k: report.get(k) for k in ("passed", "reasons", "backend", "where")}
+    summary["metrics"] = {k: report["metrics"].get(k) for k in ("cosine_mean", "cosine_p01", "cosine_min",
+                                                                "top1_agreement", "top1_agreement_strict")}
+    if not report["passed"]:
+        result = ExportResult(files=files, backend="tensorrt", metadata={"tensorrt": {**meta, "engine": "not built"}})
+        raise EngineOnnxGateError(f"{onnx_path.name} failed the parity gate ({'; '.join(report['reasons'])}); no "
+                                  "engine is built from it", result, report)
+    return summary
 
 
 def tensorrt_unavailable_reason() -> str | None:
@@ -194,7 +266,7 @@ def load_inputs(path: Path) -> np.ndarray:
     return x if x.dtype == np.uint8 else x.astype(np.float32)
 
 
-def save_parity_inputs(out: Path, req: ExportRequest, max_images: int = 64) -> None:
+def save_parity_inputs(out: Path, req: ExportRequest, max_images: int = MAX_PARITY_IMAGES) -> None:
     """Held-out inputs + the torch student's embeddings of them, so the device can run the parity gate."""
     import torch
 
@@ -209,50 +281,16 @@ def save_parity_inputs(out: Path, req: ExportRequest, max_images: int = 64) -> N
             np.save(f, ref.astype(np.float32))
 
 
-# --- commands for the device ----------------------------------------------------------------------------------------
-
-def trtexec_command(settings: TrtBuildSettings, onnx: str, engine: str = ENGINE_FILE,
-                    calib_cache: str | None = None) -> list[str]:
-    """The trtexec invocation equivalent to `build_engine` (TensorRT 8.5+ flags; same shapes, precision, DLA)."""
-    name = settings.input_name
-    dims = {k: "x".join(str(d) for d in settings.shape(b)) for k, b in
-            (("min", settings.min_batch), ("opt", settings.opt_batch), ("max", settings.max_batch))}
-    cmd = ["trtexec", f"--onnx={onnx}", f"--saveEngine={engine}", f"--minShapes={name}:{dims['min']}",
-           f"--optShapes={name}:{dims['opt']}", f"--maxShapes={name}:{dims['max']}",
-           f"--memPoolSize=workspace:{int(settings.workspace_gb * 1024)}",  # MiB
-           f"--timingCacheFile={settings.timing_cache}"]
-    if settings.precision in ("fp16", "int8"):
-        cmd.append("--fp16")
-    if settings.precision == "int8":
-        cmd.append("--int8")
-        if calib_cache:  # implicit quantisation needs a cache; a Q/DQ ONNX carries its own scales
-            cmd.append(f"--calib={calib_cache}")
-    if settings.dla_core is not None:
-        cmd.append(f"--useDLACore={settings.dla_core}")
-        if settings.gpu_fallback:
-            cmd.append("--allowGPUFallback")
-    return cmd
+def calib_cache_name(onnx_path: Path) -> str:
+    """The legacy calibrator's cache, named by the ONNX it was made for: a new model never reuses a stale cache."""
+    return f"calib-{sha256_file(onnx_path)[:16]}.cache"
 
 
-def device_commands(bundle: Path, settings: TrtBuildSettings, onnx: str) -> dict[str, str]:
-    """Both ways to build the engine on the device, run from inside the bundle directory."""
-    edgekd = ["edgekd", "export", str(bundle), "--target", "tensorrt", "--precision", settings.precision,
-              "--from-onnx", str(bundle / onnx)]
-    if settings.dla_core is not None:
-        edgekd += ["--dla-core", str(settings.dla_core)]
-    trtexec = trtexec_command(settings, onnx)
-    note = ""
-    if settings.precision == "int8":
-        note = ("trtexec cannot calibrate from images: run the edgekd command once (it writes calib.cache), then "
-                f"add --calib={CALIB_CACHE} to reuse it with trtexec")
-    return {"edgekd": shlex.join(edgekd), "trtexec": f"cd {shlex.quote(str(bundle))} && {shlex.join(trtexec)}",
-            **({"note": note} if note else {})}
-
-
-def pending_message(bundle: Path, reason: str, commands: dict[str, str]) -> str:
+def pending_message(bundle: Path, reason: str, commands: dict[str, Any]) -> str:
     lines = [f"TensorRT engine not built ({reason}); {bundle} holds the TensorRT-ready ONNX and build settings.",
              "On the device (TensorRT + GPU), build it with edgekd:", f"  {commands['edgekd']}",
-             "or with trtexec:", f"  {commands['trtexec']}"]
+             f"or with trtexec only: {commands['script']}", "or by hand:"]
+    lines += [f"  {label}: {cmd}" for label, cmd in commands["trtexec"].items()]
     if "note" in commands:
         lines.append(f"  ({commands['note']})")
     return "\n".join(lines)
@@ -260,29 +298,31 @@ def pending_message(bundle: Path, reason: str, commands: dict[str, str]) -> str:
 
 # --- the builder ----------------------------------------------------------------------------------------------------
 
-def build_engine(onnx_path: Path, engine_path: Path, settings: TrtBuildSettings, bundle_dir: Path | None = None,
-                 calib: np.ndarray | None = None) -> dict[str, Any]:
-    """Build and serialize a TensorRT engine from `onnx_path`; writes engine_path + engine.json beside it.
+def build_engine(onnx_files: dict[str, Path], engine_path: Path, settings: TrtBuildSettings,
+                 bundle_dir: Path | None = None, calib: np.ndarray | None = None) -> dict[str, Any]:
+    """Build and serialize a TensorRT engine; writes engine_path + engine.json beside it.
 
-    Returns the facts recorded in engine.json (versions, GPU, precision, profile, int8 details, build seconds).
+    onnx_files: role ("onnx", "onnx_fp16", "onnx_qdq") -> path; the installed TensorRT's plan picks one.
+    Returns the facts recorded in engine.json (versions, GPU, plan, profile, int8 and DLA details, build seconds).
     """
-    trt = require("tensorrt", purpose="building TensorRT engines")
-    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    trt = require("tensorrt", extra="tensorrt", purpose="building TensorRT engines")
+    engine_path = Path(engine_path)
     bundle_dir = Path(bundle_dir or engine_path.parent)
-    major = int(trt.__version__.split(".")[0])
+    caps = TrtCapabilities.detect(trt)
+    plan = plan_for(settings, caps)
+    onnx_path = onnx_files.get(plan.onnx_role)
+    if onnx_path is None or not Path(onnx_path).is_file():
+        raise EdgekdError(f"TensorRT {caps.version} builds {settings.precision} from the bundle's "
+                          f"{ONNX_FILES[plan.onnx_role]}, which is missing; export the bundle again with edgekd")
+    onnx_path = Path(onnx_path)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    # TensorRT 10 networks are always explicit-batch (the flag is deprecated); 8.x needs it for ONNX
-    flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
+    network = builder.create_network(network_flags(trt, caps, plan))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EdgekdError(f"{onnx_path}: TensorRT's ONNX parser failed: {errors[:500]}")
-    inputs = [network.get_input(i) for i in range(network.num_inputs)]
-    if not inputs or inputs[0].name != settings.input_name:
-        raise EdgekdError(f"{onnx_path}: input is {[i.name for i in inputs]}, the bundle expects "
-                          f"{settings.input_name!r}")
+    check_network(trt, network, plan, settings.input_name, onnx_path)
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(settings.workspace_gb * (1 << 30)))
@@ -290,52 +330,22 @@ def build_engine(onnx_path: Path, engine_path: Path, settings: TrtBuildSettings,
     profile.set_shape(settings.input_name, settings.shape(settings.min_batch), settings.shape(settings.opt_batch),
                       settings.shape(settings.max_batch))
     config.add_optimization_profile(profile)
-
-    if settings.precision in ("fp16", "int8"):
-        if not builder.platform_has_fast_fp16:
-            log.warning("this GPU has no fast fp16; TensorRT may pick fp32 kernels")
-        config.set_flag(trt.BuilderFlag.FP16)
-    int8: dict[str, Any] = {}
+    for flag in plan.flags:
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    int8: dict[str, Any] = {"mode": plan.quantization} if plan.quantization else {}
     calibrator = None
-    if settings.precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
-        if network_has_qdq(trt, network):
-            int8 = {"mode": "explicit_qdq"}
-        else:
-            from edgekd.export.tensorrt_calibrator import make_calibrator
-            from edgekd.runtime.backends import _import_cudart
-
-            cache = bundle_dir / CALIB_CACHE
-            calibrator = make_calibrator(trt, _import_cudart(), calib, settings.calib_batch, cache,
-                                         settings.calib_method)
-            config.int8_calibrator = calibrator
-            if hasattr(config, "set_calibration_profile"):  # dynamic shapes: calibrate at the calibration batch
-                calib_profile = builder.create_optimization_profile()
-                shape = settings.shape(settings.calib_batch)
-                calib_profile.set_shape(settings.input_name, shape, shape, shape)
-                config.set_calibration_profile(calib_profile)
-            int8 = {"mode": "implicit_calibration", "calib_method": settings.calib_method,
-                    "calib_batch": settings.calib_batch, "calibration_images": 0 if calib is None else len(calib),
-                    "calibration_cache": CALIB_CACHE}
-        if settings.keep_fp16:
-            int8["keep_fp16"] = keep_layers_in_fp16(trt, network, config, settings.keep_fp16)
-    if settings.dla_core is not None:
-        if builder.num_DLA_cores <= settings.dla_core:
-            raise EdgekdError(f"--dla-core {settings.dla_core}: this device has {builder.num_DLA_cores} DLA core(s)")
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = settings.dla_core
-        if settings.gpu_fallback:
-            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    if plan.quantization == "implicit_calibration":
+        cache = bundle_dir / calib_cache_name(onnx_path)
+        calibrator, int8 = attach_legacy_calibrator(trt, builder, config, settings, calib, cache)
+    if settings.keep_fp16:
+        int8["keep_fp16"] = keep_layers_in_fp16(trt, network, settings.keep_fp16)
+    dla = configure_dla(trt, builder, config, network, settings) if settings.dla_core is not None else None
 
     timing_path = Path(settings.timing_cache)
     timing_path = timing_path if timing_path.is_absolute() else bundle_dir / timing_path
-    timing_data = timing_path.read_bytes() if timing_path.is_file() else b""
-    timing = config.create_timing_cache(timing_data)
-    if not config.set_timing_cache(timing, False):
-        log.warning("timing cache %s does not match this TensorRT/GPU; starting a new one", timing_path)
-        config.set_timing_cache(config.create_timing_cache(b""), False)
-
-    log.info("building TensorRT %s engine from %s (TensorRT %s)", settings.precision, onnx_path, trt.__version__)
+    use_timing_cache(config, timing_path)
+    log.info("building TensorRT %s engine from %s (TensorRT %s, %s typing)", settings.precision, onnx_path.name,
+             caps.version, "strong" if plan.strongly_typed else "weak")
     t0 = time.perf_counter()
     try:
         serialized = builder.build_serialized_network(network, config)
@@ -350,19 +360,42 @@ def build_engine(onnx_path: Path, engine_path: Path, settings: TrtBuildSettings,
     atomic_write_bytes(timing_path, bytes(config.get_timing_cache().serialize()))
     if calibrator is not None:
         int8["calibration_batches"] = calibrator.batches_served
-    gpu = gpu_info() or {}
-    facts = {"format": ENGINE_FORMAT, "version": 1, "engine_file": engine_path.name,
-             "tensorrt_version": trt.__version__, "gpu_name": gpu.get("name", ""),
-             "compute_capability": gpu.get("compute_capability", ""), "precision": settings.precision,
-             "onnx": onnx_path.name, "onnx_sha256": sha256_file(onnx_path), "settings": settings.to_dict(),
-             "profile": {"input": settings.input_name, "min": list(settings.shape(settings.min_batch)),
-                         "opt": list(settings.shape(settings.opt_batch)),
-                         "max": list(settings.shape(settings.max_batch))},
-             "dla_core": settings.dla_core, "timing_cache": str(timing_path), "int8": int8 or None,
-             "engine_sha256": sha256_file(engine_path), "build_seconds": round(seconds, 2),
-             "created": _dt.datetime.now(_dt.timezone.utc).isoformat()}
-    atomic_write_json(engine_path.parent / ENGINE_MANIFEST, facts)
+    facts = engine_facts(engine_path, onnx_path, settings.precision, caps.version, gpu_info() or {},
+                         "edgekd.export.tensorrt.build_engine", plan=plan.to_dict(), capabilities=asdict(caps),
+                         settings=settings.to_dict(),
+                         profile={"input": settings.input_name, "min": list(settings.shape(settings.min_batch)),
+                                  "opt": list(settings.shape(settings.opt_batch)),
+                                  "max": list(settings.shape(settings.max_batch))},
+                         dla_core=settings.dla_core, dla=dla, timing_cache=str(timing_path), int8=int8 or None,
+                         build_seconds=round(seconds, 2))
+    write_engine_manifest(facts, engine_path.parent)
     return facts
+
+
+def network_flags(trt: Any, caps: TrtCapabilities, plan: BuildPlan) -> int:
+    """create_network flags: EXPLICIT_BATCH on 8.x (ignored from 10.0), STRONGLY_TYPED where a strongly typed build
+    must be asked for (10.x; 11.x networks always are, and the flag is deprecated there)."""
+    flags = 0
+    creation = trt.NetworkDefinitionCreationFlag
+    if caps.explicit_batch_flag:
+        flags |= 1 << int(creation.EXPLICIT_BATCH)
+    if plan.strongly_typed and caps.weak_typing:
+        flags |= 1 << int(creation.STRONGLY_TYPED)
+    return flags
+
+
+def check_network(trt: Any, network: Any, plan: BuildPlan, input_name: str, onnx_path: Path) -> None:
+    """The parsed network is the one the plan expects: the bundle's input, and (strongly typed) fp16 tensors for an
+    fp16 build; Q/DQ layers for explicit INT8. A wrong ONNX would otherwise build silently at another precision."""
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    if not inputs or inputs[0].name != input_name:
+        raise EdgekdError(f"{onnx_path}: input is {[i.name for i in inputs]}, the bundle expects {input_name!r}")
+    if plan.quantization == "explicit_qdq" and not network_has_qdq(trt, network):
+        raise EdgekdError(f"{onnx_path}: no Q/DQ nodes; INT8 is built from the bundle's {ONNX_FILES['onnx_qdq']} "
+                          "(run --from-onnx without a file to use it)")
+    if plan.strongly_typed and plan.precision == "fp16" and not network_has_fp16(trt, network):
+        raise EdgekdError(f"{onnx_path}: no fp16 tensors, so a strongly typed build would run in fp32; fp16 is built "
+                          f"from the bundle's {ONNX_FILES['onnx_fp16']} (run --from-onnx without a file to use it)")
 
 
 def network_has_qdq(trt: Any, network: Any) -> bool:
@@ -371,8 +404,35 @@ def network_has_qdq(trt: Any, network: Any) -> bool:
     return any(network.get_layer(i).type in qdq for i in range(network.num_layers))
 
 
-def keep_layers_in_fp16(trt: Any, network: Any, config: Any, names: tuple[str, ...]) -> list[str]:
-    """Pin the named layers (ONNX node names) to fp16 inside an int8 engine."""
+def network_has_fp16(trt: Any, network: Any) -> bool:
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if any(layer.get_output(j).dtype == trt.float16 for j in range(layer.num_outputs)):
+            return True
+    return False
+
+
+def attach_legacy_calibrator(trt: Any, builder: Any, config: Any, settings: TrtBuildSettings,
+                             calib: np.ndarray | None, cache: Path) -> tuple[Any, dict[str, Any]]:
+    """TensorRT < 10, --trt-calibrator: implicit INT8 calibration with an IInt8 calibrator (legacy, JetPack 5)."""
+    from edgekd.export.tensorrt_calibrator import make_calibrator
+    from edgekd.runtime.backends import _import_cudart
+
+    calibrator = make_calibrator(trt, _import_cudart(), calib, settings.calib_batch, cache, settings.calib_method)
+    config.int8_calibrator = calibrator
+    if hasattr(config, "set_calibration_profile"):  # dynamic shapes: calibrate at the calibration batch
+        calib_profile = builder.create_optimization_profile()
+        shape = settings.shape(settings.calib_batch)
+        calib_profile.set_shape(settings.input_name, shape, shape, shape)
+        config.set_calibration_profile(calib_profile)
+    return calibrator, {"mode": "implicit_calibration (legacy)", "calib_method": settings.calib_method,
+                        "calib_batch": settings.calib_batch,
+                        "calibration_images": 0 if calib is None else len(calib), "calibration_cache": cache.name}
+
+
+def keep_layers_in_fp16(trt: Any, network: Any, names: tuple[str, ...]) -> list[str]:
+    """Pin the named layers (ONNX node names) to fp16 inside a weakly typed int8 engine (with the plan's
+    OBEY_PRECISION_CONSTRAINTS flag)."""
     layers = {network.get_layer(i).name: network.get_layer(i) for i in range(network.num_layers)}
     missing = [n for n in names if n not in layers]
     if missing:
@@ -381,22 +441,55 @@ def keep_layers_in_fp16(trt: Any, network: Any, config: Any, names: tuple[str, .
                           + (f"; similar: {', '.join(close)}" if close else ""))
     for name in names:
         layers[name].precision = trt.float16
-    config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
     return list(names)
+
+
+def configure_dla(trt: Any, builder: Any, config: Any, network: Any, settings: TrtBuildSettings) -> dict[str, Any]:
+    """Default device DLA on settings.dla_core; the layers DLA cannot run (IBuilderConfig.can_run_on_DLA) run on the
+    GPU with GPU fallback, and an engine where none of them runs on DLA is refused."""
+    core = settings.dla_core
+    if builder.num_DLA_cores <= core:
+        raise EdgekdError(f"--dla-core {core}: this device has {builder.num_DLA_cores} DLA core(s)")
+    max_dla = getattr(builder, "max_DLA_batch_size", None)
+    if max_dla is not None and settings.max_batch > max_dla:
+        raise EdgekdError(f"--dla-core: batch {settings.max_batch} exceeds this DLA's maximum {max_dla}; lower "
+                          "--opt-batch")
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = core
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    on_gpu = [layer.name for layer in layers if not config.can_run_on_DLA(layer)]
+    if on_gpu and not settings.gpu_fallback:
+        raise EdgekdError(f"--dla-core {core}: {len(on_gpu)} layers cannot run on DLA (e.g. {on_gpu[0]}) and GPU "
+                          "fallback is off")
+    if layers and len(on_gpu) == len(layers):
+        raise EdgekdError(f"--dla-core {core}: none of the {len(layers)} layers can run on DLA, so the whole engine "
+                          "would run on the GPU; build without --dla-core")
+    if on_gpu:
+        log.warning("DLA core %d: %d of %d layers fall back to the GPU (%s%s)", core, len(on_gpu), len(layers),
+                    ", ".join(on_gpu[:5]), ", ..." if len(on_gpu) > 5 else "")
+    return {"core": core, "layers": len(layers), "gpu_fallback_layers": on_gpu,
+            "static_batch": settings.opt_batch}
+
+
+def use_timing_cache(config: Any, path: Path) -> None:
+    """Reuse the timing cache at `path` (a mismatching one, from another TensorRT/GPU, is replaced)."""
+    timing = config.create_timing_cache(path.read_bytes() if path.is_file() else b"")
+    if not config.set_timing_cache(timing, False):
+        log.warning("timing cache %s does not match this TensorRT/GPU; starting a new one", path)
+        config.set_timing_cache(config.create_timing_cache(b""), False)
 
 
 # --- on the device: --from-onnx ---------------------------------------------------------------------------------------
 
-def build_from_onnx(bundle: str | Path, onnx_path: str | Path, **options: Any) -> Path:
-    """`edgekd export BUNDLE --target tensorrt --from-onnx ONNX`: build the engine on the device from a bundle
-    prepared elsewhere (tensorrt_build.json, calib.npy, val.npy + val_reference.npy), check parity against the
-    torch reference embeddings, and update the bundle's edgekd.json. Options override the recorded settings
-    (precision, min/opt/max_batch, workspace_gb, dla_core, timing_cache, calib_method, keep_fp16, min_cosine).
-    Returns the engine path.
+def build_from_onnx(bundle: str | Path, onnx_path: str | Path | None = None, **options: Any) -> Path:
+    """`edgekd export BUNDLE --target tensorrt --from-onnx [ONNX]`: build the engine on the device from a bundle
+    prepared elsewhere (tensorrt_build.json, the ONNX files, val.npy + val_reference.npy), check parity against the
+    torch reference embeddings, and update the bundle's edgekd.json. Without `onnx_path` the installed TensorRT's
+    plan picks the bundle's file (model.fp16.onnx / model.qdq.onnx / model.onnx). Options override the recorded
+    settings (precision, min/opt/max_batch, workspace_gb, dla_core, timing_cache, trt_calibrator, keep_fp16,
+    min_cosine). Returns the engine path.
     """
-    bundle, onnx_path = Path(bundle), Path(onnx_path)
-    if not onnx_path.is_file():
-        raise EdgekdError(f"--from-onnx {onnx_path}: no such file")
+    bundle = Path(bundle)
     if not bundle.is_dir():
         raise EdgekdError(f"{bundle}: not a directory; pass the bundle written by `edgekd export --target tensorrt`")
     build_file = bundle / BUILD_FILE
@@ -406,23 +499,25 @@ def build_from_onnx(bundle: str | Path, onnx_path: str | Path, **options: Any) -
     record = read_json(build_file)
     min_cosine = options.pop("min_cosine", None)
     settings = TrtBuildSettings.from_dict(record["settings"]).with_options(options)
-    if onnx_path.resolve().parent != bundle.resolve():
-        shutil.copyfile(onnx_path, bundle / onnx_path.name)
-        onnx_path = bundle / onnx_path.name
-    calib = None
-    if settings.precision == "int8" and (bundle / CALIB_FILE).is_file():
-        calib = load_inputs(bundle / CALIB_FILE)
-    elif settings.precision == "int8" and not (bundle / CALIB_CACHE).is_file():
-        log.info("no %s in the bundle: INT8 needs a Q/DQ ONNX", CALIB_FILE)
+    onnx_files = {role: bundle / f for role, f in (record.get("onnx_files") or {"onnx": record["onnx"]}).items()}
+    if onnx_path is not None:
+        onnx_path = Path(onnx_path)
+        if not onnx_path.is_file():
+            raise EdgekdError(f"--from-onnx {onnx_path}: no such file")
+        if onnx_path.resolve().parent != bundle.resolve():
+            shutil.copyfile(onnx_path, bundle / onnx_path.name)
+            onnx_path = bundle / onnx_path.name
+        onnx_files = dict.fromkeys(("onnx", "onnx_fp16", "onnx_qdq"), onnx_path)  # the file given, whatever the plan
+    calib = load_inputs(bundle / CALIB_FILE) if settings.trt_calibrator and (bundle / CALIB_FILE).is_file() else None
     reason = tensorrt_unavailable_reason()
     if reason is not None:
         raise NeedsDeviceError(f"--from-onnx builds the engine on the device, but {reason}")
-    facts = build_engine(onnx_path, bundle / ENGINE_FILE, settings, bundle_dir=bundle, calib=calib)
+    facts = build_engine(onnx_files, bundle / ENGINE_FILE, settings, bundle_dir=bundle, calib=calib)
     parity = device_parity(bundle, settings.precision, min_cosine)
-    update_bundle_manifest(bundle, onnx_path.name, facts, parity)
+    update_bundle_manifest(bundle, facts, parity)
     if parity and not parity["passed"]:
         raise EngineParityError(f"{bundle / ENGINE_FILE}: parity failed ({'; '.join(parity['reasons'])}); try "
-                                "--precision fp16, more calibration images or --keep-fp16 LAYERS")
+                                "--precision fp16, or export again with more calibration images or --auto-mixed")
     return bundle / ENGINE_FILE
 
 
@@ -458,7 +553,7 @@ def device_parity(bundle: Path, precision: str, min_cosine: float | None = None)
             "validated_on": host_record("tensorrt")}
 
 
-def update_bundle_manifest(bundle: Path, onnx_name: str, facts: dict[str, Any], parity: dict[str, Any] | None) -> None:
+def update_bundle_manifest(bundle: Path, facts: dict[str, Any], parity: dict[str, Any] | None) -> None:
     """Point the bundle's edgekd.json at the new engine (adds fields only; re-hashes every file)."""
     from edgekd.export.bundle import MANIFEST, write_manifest
 
@@ -468,9 +563,11 @@ def update_bundle_manifest(bundle: Path, onnx_name: str, facts: dict[str, Any], 
         return
     manifest = read_json(path)
     files = dict(manifest.get("files") or {})
-    files.update(model=ENGINE_FILE, onnx=onnx_name, engine_manifest=ENGINE_MANIFEST)
-    if (bundle / CALIB_CACHE).is_file():
-        files["calib_cache"] = CALIB_CACHE
+    files.update(model=ENGINE_FILE, engine_manifest=ENGINE_MANIFEST)
+    if facts["onnx"] not in files.values():
+        files["onnx_engine_source"] = facts["onnx"]
+    if (facts.get("int8") or {}).get("calibration_cache"):
+        files["calib_cache"] = facts["int8"]["calibration_cache"]
     target_meta = dict(manifest.get("target_metadata") or {})
     trt_meta = dict(target_meta.get("tensorrt") or {})
     trt_meta.update({k: v for k, v in facts.items() if k not in ("format", "version")}, engine="built")
@@ -478,6 +575,7 @@ def update_bundle_manifest(bundle: Path, onnx_name: str, facts: dict[str, Any], 
     manifest.update(files=files, target_metadata=target_meta, precision=facts["precision"], backend="tensorrt")
     manifest.setdefault("versions", {})["tensorrt"] = facts["tensorrt_version"]
     if parity is not None:
+        parity = {**parity, "onnx_gate": (manifest.get("parity") or {}).get("onnx_gate")}
         manifest["parity"] = parity
     manifest.pop("sha256", None)
     write_manifest(bundle, manifest)

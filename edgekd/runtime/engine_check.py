@@ -22,8 +22,8 @@ def check_engine_manifest(engine_path: Path, trt_version: str, gpu_name: str | N
     if not manifest_path.is_file():
         return  # a bare engine: TensorRT itself is the last line of defence
     m = json.loads(manifest_path.read_text())
-    rebuild = ("rebuild it here from the bundle's ONNX: edgekd export "
-               f"{engine_path.parent} --target tensorrt --from-onnx {engine_path.parent / m.get('onnx', 'model.onnx')}")
+    rebuild = (f"rebuild it here from the bundle's ONNX: edgekd export {engine_path.parent} --target tensorrt "
+               "--from-onnx (or export/jetson/build_engine.sh)")
     built = m.get("tensorrt_version", "")
     if built and built.split(".")[:2] != trt_version.split(".")[:2]:
         raise EngineMismatchError(
