@@ -62,6 +62,23 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(f)
 
 
+def read_string_list(path: str | os.PathLike, option: str) -> list[str]:
+    """A text file of strings: one per line ('#' comments and blank lines skipped) or a JSON list of strings.
+    Errors name `option` and the file (the caller checks that the file exists)."""
+    from edgekd import EdgekdError
+
+    text = Path(path).read_text(encoding="utf-8-sig")
+    if not text.lstrip().startswith("["):
+        return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise EdgekdError(f"{option} {path}: invalid JSON list ({e.msg})") from e
+    if not isinstance(items, list) or not all(isinstance(t, str) for t in items):
+        raise EdgekdError(f"{option} {path}: the JSON must be a list of strings")
+    return items
+
+
 def json_get(doc: Any, *keys: str) -> Any:
     """doc[k1][k2]... of a parsed JSON document, or None where a level is missing or not an object."""
     for k in keys:

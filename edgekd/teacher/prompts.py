@@ -7,11 +7,11 @@ one template per line (or a JSON list), each with one `{}` where the class name 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from edgekd import EdgekdError
+from edgekd._io import read_string_list
 
 SINGLE_TEMPLATE = "a photo of a {}."
 DESCRIPTION_TEMPLATE = "a photo of {name} . {description}"  # Li et al. 2023, enriched label text
@@ -41,16 +41,7 @@ def load_templates(spec: str | os.PathLike | None = "default") -> tuple[list[str
     path = Path(spec)
     if not path.is_file():
         raise EdgekdError(f"--templates {spec}: neither a built-in set ({', '.join(builtins)}) nor an existing file")
-    text = path.read_text(encoding="utf-8-sig")
-    if text.lstrip().startswith("["):
-        try:
-            templates = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise EdgekdError(f"--templates {path}: invalid JSON list ({e.msg})") from e
-        if not isinstance(templates, list) or not all(isinstance(t, str) for t in templates):
-            raise EdgekdError(f"--templates {path}: the JSON must be a list of strings")
-    else:
-        templates = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    templates = read_string_list(path, "--templates")
     bad = [t for t in templates if t.count("{}") != 1]
     if bad:
         raise EdgekdError(f"--templates {path}: every template needs exactly one '{{}}' for the class name; "

@@ -6,11 +6,11 @@ A template may hold `{label}` where the class name goes (replaced literally, oth
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from edgekd import EdgekdError
+from edgekd._io import read_string_list
 
 LABEL = "{label}"
 
@@ -43,17 +43,7 @@ def load_prompt_file(path: str | os.PathLike, option: str = "--prompt-file") -> 
     path = Path(path)
     if not path.is_file():
         raise EdgekdError(f"{option} {path}: no such file")
-    text = path.read_text(encoding="utf-8-sig")
-    if text.lstrip().startswith("["):
-        try:
-            prompts = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise EdgekdError(f"{option} {path}: invalid JSON list ({e.msg})") from e
-        if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
-            raise EdgekdError(f"{option} {path}: the JSON must be a list of strings")
-    else:
-        prompts = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    prompts = [p.strip() for p in prompts if p.strip()]
+    prompts = [p.strip() for p in read_string_list(path, option) if p.strip()]
     if not prompts:
         raise EdgekdError(f"{option} {path}: no prompts in the file")
     return tuple(prompts)
