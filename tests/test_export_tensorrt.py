@@ -512,18 +512,20 @@ def test_gpu_info_reads_cudart():
 # --- a real TensorRT (only where it is installed, with a GPU) -------------------------------------------------------
 
 @pytest.mark.tensorrt
-def test_real_tensorrt_engine_parity(student_onnx, tmp_path):
+@pytest.mark.parametrize("precision, floor", [("fp32", 0.9999), ("fp16", 0.999), ("int8", 0.95)])
+def test_real_tensorrt_engine_parity(student_onnx, tmp_path, precision, floor):
+    """On a host with TensorRT and a GPU: the installed version's own plan, built and run for real."""
     pytest.importorskip("tensorrt")
     from edgekd.export.tensorrt import tensorrt_unavailable_reason
     from edgekd.runtime.backends import create_backend
+    from edgekd.runtime.batching import run_batched
 
     reason = tensorrt_unavailable_reason()
     if reason:
         pytest.skip(reason)
-    req = _request(student_onnx, tmp_path, "fp32", max_batch=4)
+    req = _request(student_onnx, tmp_path, precision, n_calib=64, max_batch=4)
     result = _target().build(req)
-    x = req.val[:4]
-    out = create_backend(tmp_path / result.files["model"], backend="tensorrt").run(x)["embedding"]
+    out = run_batched(create_backend(tmp_path / result.files["model"], backend="tensorrt"), req.val)["embedding"]
     with torch.no_grad():
-        ref = student_onnx[0](torch.from_numpy(x)).numpy()
-    assert np.min(np.sum(out * ref, axis=1)) > 0.9999
+        ref = student_onnx[0](torch.from_numpy(req.val)).numpy()
+    assert np.mean(np.sum(out * ref, axis=1)) > floor
