@@ -150,3 +150,15 @@ def test_few_shot_scores_structure():
         for m in ("ncm", "probe", "tip_adapter", "zero_shot"):
             assert row[m]["top1"] == 1.0
     assert "tip_adapter" not in few_shot_scores(emb, labels, None, shots=(1,))["1"]
+
+
+def test_centred_cosine_is_not_fooled_by_a_constant_student():
+    rng = np.random.default_rng(0)
+    common = rng.normal(size=(1, 32)) * 3.0  # a large shared component, as in a random ViT's embeddings
+    teacher = common + rng.normal(size=(200, 32))
+    constant = np.repeat(M.l2_normalize(teacher).mean(0, keepdims=True), len(teacher), axis=0)
+    assert M.mean_cosine(constant, teacher) > 0.9  # plain cosine rewards outputting the mean
+    assert abs(M.centred_cosine(constant, teacher)) < 0.05
+    assert M.centred_cosine(teacher * 2.0, teacher) == pytest.approx(1.0, abs=1e-6)
+    f = M.fidelity_scores(teacher, teacher)
+    assert f["centred_cosine"] == pytest.approx(1.0, abs=1e-6)

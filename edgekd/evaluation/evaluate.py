@@ -305,7 +305,10 @@ def format_table(results: dict[str, Any]) -> str:
             lines.append(f"{name:<{width}}{_pct(s):>9}{_pct(t):>9}{delta:>8}")
     fid = results.get("fidelity")
     if fid:
-        parts = [f"mean cosine {fid['mean_cosine']:.4f}", f"retrieval@1 {_pct(fid['retrieval_at_1'])}%",
+        parts = [f"mean cosine {fid['mean_cosine']:.4f}"]
+        if "centred_cosine" in fid:
+            parts.append(f"centred cosine {fid['centred_cosine']:.4f}")
+        parts += [f"retrieval@1 {_pct(fid['retrieval_at_1'])}%",
                  f"retrieval@5 {_pct(fid['retrieval_at_5'])}%"]
         if "top1_agreement" in fid:
             parts.append(f"top-1 agreement {_pct(fid['top1_agreement'])}%")
