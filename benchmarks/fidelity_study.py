@@ -1,0 +1,294 @@
+"""Fidelity study: how faithfully a distilled student reproduces its teacher's embedding space, one factor at a time
+around a centre, against wall time on this machine split into teacher-cache time and training time.
+
+ViT-B-32 teacher (random weights, seeded: no model hub here), CIFAR-10 from ../shared/assets (unpack it first:
+`../shared/assets/unpack-cifar10.sh /tmp/edgekd-data`). Held out: `--held-out` test images (balanced over the
+classes) that are never cached for training; their teacher embeddings are cached once. Each point reports
+retrieval@1/@5 among the held-out images, centred cosine (after subtracting the teacher's mean embedding), plain
+cosine, and the same for the untrained student of that architecture and resolution.
+
+    python benchmarks/fidelity_study.py --data /tmp/edgekd-data/cifar10-images --list
+    python benchmarks/fidelity_study.py --data /tmp/edgekd-data/cifar10-images [--factor views] [--budget-min 60]
+    python benchmarks/fidelity_study.py --report          # results.md + plots from results.jsonl
+
+Not yet a factor: augmentation on top of the cached views (crops inside the cached box, colour jitter), which the
+distill data path does not have yet.
+
+Resumable: every finished point is a line of benchmarks/results/fidelity/results.jsonl (written atomically) and is
+skipped on re-run; caches are shared by the points that need the same images and views (a reused cache's time is
+the time it took when it was built, so every point's wall time is what it would cost alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+RESULTS = REPO / "benchmarks" / "results" / "fidelity"
+CENTRE: dict[str, Any] = {"images": 2000, "views": 2, "epochs": 20, "img_size": 128,
+                          "student": "mobilenetv4_conv_small", "loss": "default"}
+FACTORS: dict[str, list[Any]] = {
+    "images": [1000, 2000, 5000, 10000],
+    "views": [1, 2, 4],
+    "epochs": [10, 20, 40],
+    "img_size": [96, 128, 160],
+    "student": ["mobilenetv4_conv_small", "mobilenetv4_conv_medium", "efficientvit_b0", "efficientvit_b1"],
+    "loss": ["default", "cos", "mse", "cos+rel", "ood2023"],
+}
+# loss mix -> distill options (default = cos + rel, + cls + kl with labels: edgekd.distill.config.resolve_weights)
+LOSSES: dict[str, list[str]] = {
+    "default": [],
+    "cos": ["--w-cos", "1", "--w-rel", "0", "--w-cls", "0", "--w-kl", "0"],
+    "mse": ["--w-mse", "1", "--w-cos", "0", "--w-rel", "0", "--w-cls", "0", "--w-kl", "0"],
+    "cos+rel": ["--w-cls", "0", "--w-kl", "0"],
+    "ood2023": ["--recipe", "ood2023"],
+}
+
+
+def points(factor: str | None = None) -> list[dict[str, Any]]:
+    """The centre, then each factor's other values with everything else at the centre (deduplicated)."""
+    out, seen = [], set()
+    for name, values in FACTORS.items():
+        if factor and name != factor:
+            continue
+        for v in values:
+            p = {**CENTRE, name: v}
+            key = point_key(p)
+            if key not in seen:
+                seen.add(key)
+                out.append({**p, "factor": name if v != CENTRE[name] else "centre"})
+    return sorted(out, key=lambda p: p["factor"] != "centre")
+
+
+def point_key(p: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps({k: p[k] for k in CENTRE}, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# --- data -----------------------------------------------------------------------------------------------------------
+
+def balanced_subset(root: Path, n: int, out: Path) -> Path:
+    """An ImageFolder of symlinks to the first n // classes images of each class (sorted names: deterministic)."""
+    if (out / ".done").is_file():
+        return out
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    per = n // len(classes)
+    for c in classes:
+        files = sorted((root / c).iterdir())[:per]
+        if len(files) < per:
+            raise SystemExit(f"--data {root}: class {c} has {len(files)} images, the point needs {per}")
+        (out / c).mkdir(parents=True, exist_ok=True)
+        for f in files:
+            link = out / c / f.name
+            if not link.exists():
+                link.symlink_to(f.resolve())
+    (out / ".done").touch()
+    return out
+
+
+# --- stages ---------------------------------------------------------------------------------------------------------
+
+def edgekd(*args: str, log: Path) -> float:
+    """Run `python -m edgekd ARGS`, output to `log`; returns wall seconds; raises with the log's tail on failure."""
+    t0 = time.perf_counter()
+    with open(log, "a") as f:
+        f.write(f"$ edgekd {' '.join(args)}\n")
+        f.flush()
+        proc = subprocess.run([sys.executable, "-m", "edgekd", *args], stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = log.read_text().splitlines()[-15:]
+        raise RuntimeError(f"edgekd {args[0]} failed (exit {proc.returncode}):\n" + "\n".join(tail))
+    return time.perf_counter() - t0
+
+
+def teacher_args(args: argparse.Namespace) -> list[str]:
+    return ["--teacher", args.teacher, "--random-teacher", "--progress" if args.progress else "--no-progress"]
+
+
+def build_cache(args: argparse.Namespace, images: Path, views: int, out: Path, work: Path) -> float:
+    """The teacher cache of `images` with `views` views; its build seconds (recorded, so reuse reports them too)."""
+    timing = out.with_suffix(".seconds")
+    if timing.is_file() and (out / "manifest.json").is_file():
+        return float(timing.read_text())
+    seconds = edgekd("cache", "--data", str(images), "--out", str(out), "--views", str(views), "--templates",
+                     "simple", *teacher_args(args), log=work / "logs.txt")
+    timing.write_text(f"{seconds:.1f}")
+    return seconds
+
+
+def evaluate(args: argparse.Namespace, run: Path, held_out: Path, held_cache: Path, out: Path, work: Path) -> dict:
+    if not out.is_file():
+        edgekd("eval", str(run), "--data", str(held_out), "--teacher-cache", str(held_cache), "--shots", "0",
+               "--no-metrics-csv", "--out", str(out), "--device", "cpu", log=work / "logs.txt")
+    fid = json.loads(out.read_text())["fidelity"]
+    return {k: fid.get(k) for k in ("retrieval_at_1", "retrieval_at_5", "centred_cosine", "mean_cosine", "images")}
+
+
+def untrained_run(student: str, img_size: int, cache: Path, out: Path) -> Path:
+    """A run dir holding the student as initialised (seed 0), so that eval measures the untrained baseline."""
+    if (out / "model.safetensors").is_file():
+        return out
+    import torch
+
+    from edgekd.students.io import save_student
+    from edgekd.students.model import create_student
+    from edgekd.teacher.cache import open_cache_arrays, read_manifest
+
+    embed_dim = int(open_cache_arrays(cache, captions=False)["image_embeds"].shape[2])
+    torch.manual_seed(0)
+    model = create_student(student, embed_dim, img_size=img_size, teacher_id=read_manifest(cache)["teacher"]["id"])
+    save_student(out, model.eval())
+    shutil.copyfile(cache / "labels.npz", out / "labels.npz")  # what distill copies into a run (eval scores with it)
+    return out
+
+
+def run_point(args: argparse.Namespace, p: dict[str, Any], held_out: Path, held_cache: Path) -> dict[str, Any]:
+    work = Path(args.work)
+    train = balanced_subset(Path(args.data) / "train", p["images"], work / "data" / f"train-{p['images']}")
+    cache = work / "caches" / f"n{p['images']}-k{p['views']}"
+    cache_s = build_cache(args, train, p["views"], cache, work)
+    run = work / "runs" / point_key(p)
+    t0 = time.perf_counter()
+    if not (run / "DONE").is_file():
+        edgekd("distill", "--cache", str(cache), "--student", p["student"], "--out", str(run), "--img-size",
+               str(p["img_size"]), "--epochs", str(p["epochs"]), "--batch-size", str(args.batch_size), "--workers",
+               str(args.workers), "--device", "cpu", "--no-progress", *(["--resume"] if run.exists() else []),
+               *LOSSES[p["loss"]], log=work / "logs.txt")
+        (run / "DONE").write_text(f"{time.perf_counter() - t0:.1f}")
+    train_s = float((run / "DONE").read_text())
+    trained = evaluate(args, run, held_out, held_cache, work / "evals" / f"{point_key(p)}.json", work)
+    base = untrained_run(p["student"], p["img_size"], cache, work / "untrained" / f"{p['student']}-{p['img_size']}")
+    untrained = evaluate(args, base, held_out, held_cache, work / "evals" / f"untrained-{base.name}.json", work)
+    return {"key": point_key(p), **p, "cache_seconds": round(cache_s, 1), "train_seconds": round(train_s, 1),
+            "wall_seconds": round(cache_s + train_s, 1), "trained": trained, "untrained": untrained}
+
+
+def host_cpu() -> str:
+    from edgekd.cpu import cpu_facts, describe
+
+    return f"{describe(cpu_facts())}, {os.cpu_count()} cores"
+
+
+# --- results --------------------------------------------------------------------------------------------------------
+
+def done_keys(path: Path) -> set[str]:
+    return {json.loads(line)["key"] for line in path.read_text().splitlines() if line.strip()} if path.is_file() \
+        else set()
+
+
+def append_result(path: Path, row: dict[str, Any]) -> None:
+    """Rewrite the JSONL with the new row (atomic: a killed run never leaves half a line)."""
+    from edgekd._io import atomic_write_text
+
+    old = path.read_text() if path.is_file() else ""
+    atomic_write_text(path, old + json.dumps(row) + "\n")
+
+
+def report(results: Path) -> None:
+    """results.md (one table per factor) and one plot per metric vs wall time, from results.jsonl."""
+    from edgekd._io import atomic_write_json, atomic_write_text
+    rows = [json.loads(line) for line in (results / "results.jsonl").read_text().splitlines() if line.strip()]
+    host = rows[0].get("host") if rows else host_cpu()
+    lines = ["# Fidelity study", "", f"Host: {host}. Teacher: {rows[0].get('teacher') if rows else '?'}. Held-out: "
+             f"{rows[0]['trained']['images'] if rows else '?'} CIFAR-10 test images never cached for training. "
+             "Written by `benchmarks/fidelity_study.py --report`.", ""]
+    for factor in ["centre", *FACTORS]:
+        sel = [r for r in rows if r["factor"] == factor or (factor != "centre" and r["factor"] == "centre")]
+        if factor != "centre" and len(sel) < 2:
+            continue
+        lines += [f"## {factor}", "", "| images | views | epochs | px | student | loss | cache s | train s | R@1 | "
+                  "R@5 | centred cos | cos | untrained R@1 | untrained centred cos |", "|" + "---|" * 14]
+        for r in sorted(sel, key=lambda r: r["wall_seconds"]):
+            t, u = r["trained"], r["untrained"]
+            lines.append(f"| {r['images']} | {r['views']} | {r['epochs']} | {r['img_size']} | {r['student']} | "
+                         f"{r['loss']} | {r['cache_seconds']:.0f} | {r['train_seconds']:.0f} | "
+                         f"{100 * t['retrieval_at_1']:.1f}% | {100 * t['retrieval_at_5']:.1f}% | "
+                         f"{t['centred_cosine']:.3f} | {t['mean_cosine']:.3f} | {100 * u['retrieval_at_1']:.1f}% | "
+                         f"{u['centred_cosine']:.3f} |")
+        lines.append("")
+    atomic_write_text(results / "results.md", "\n".join(lines))
+    atomic_write_json(results / "results.json", {"host": host, "centre": CENTRE, "factors": FACTORS, "rows": rows})
+    plot(rows, results)
+
+
+def plot(rows: list[dict[str, Any]], results: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    for metric, label in (("retrieval_at_1", "retrieval@1"), ("centred_cosine", "centred cosine")):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for factor in FACTORS:
+            sel = sorted([r for r in rows if r["factor"] in (factor, "centre")], key=lambda r: r["wall_seconds"])
+            if len(sel) < 2:
+                continue
+            ax.plot([r["wall_seconds"] / 60 for r in sel], [r["trained"][metric] for r in sel], "o-", label=factor)
+        for r in rows:  # cache share of the wall time, as a bar under each point
+            ax.plot([r["cache_seconds"] / 60] * 2, [0, r["trained"][metric]], color="0.85", lw=1, zorder=0)
+        ax.set_xlabel("wall minutes on this CPU (grey: teacher-cache part)")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(results / f"{metric}.png", dpi=110)
+        plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", help="cifar10-images folder (train/ and test/)")
+    ap.add_argument("--work", default=os.environ.get("EDGEKD_WORK", "/tmp/edgekd-fidelity"))
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--factor", choices=list(FACTORS), help="only the centre and this factor's points")
+    ap.add_argument("--held-out", type=int, default=1000)
+    ap.add_argument("--teacher", default="ViT-B-32")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--budget-min", type=float, default=0, help="stop starting new points after this many minutes")
+    ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--list", action="store_true", help="print the points and exit")
+    ap.add_argument("--report", action="store_true", help="only write results.md + plots from results.jsonl")
+    args = ap.parse_args(argv)
+    todo = points(args.factor)
+    if args.list:
+        for p in todo:
+            print(point_key(p), json.dumps(p))
+        return 0
+    args.results.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        report(args.results)
+        return 0
+    if not args.data or not (Path(args.data) / "train").is_dir():
+        ap.error("--data: the cifar10-images folder (with train/ and test/); unpack ../shared/assets first")
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    held_out = balanced_subset(Path(args.data) / "test", args.held_out, work / "data" / f"test-{args.held_out}")
+    held_cache = work / "caches" / f"held-out-{args.held_out}"
+    build_cache(args, held_out, 1, held_cache, work)
+    jsonl, t0 = args.results / "results.jsonl", time.perf_counter()
+    for p in todo:
+        if point_key(p) in done_keys(jsonl):
+            continue
+        if args.budget_min and time.perf_counter() - t0 > args.budget_min * 60:
+            print(f"budget of {args.budget_min} min spent; re-run to continue", file=sys.stderr)
+            break
+        print(f"point {point_key(p)}: {json.dumps(p)}", file=sys.stderr, flush=True)
+        append_result(jsonl, {**run_point(args, p, held_out, held_cache), "host": host_cpu(), "teacher": f"{args.teacher} (random weights)"})
+    report(args.results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
