@@ -285,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"budget of {args.budget_min} min spent; re-run to continue", file=sys.stderr)
             break
         print(f"point {point_key(p)}: {json.dumps(p)}", file=sys.stderr, flush=True)
-        append_result(jsonl, {**run_point(args, p, held_out, held_cache), "host": host_cpu(), "teacher": f"{args.teacher} (random weights)"})
+        row = run_point(args, p, held_out, held_cache)
+        append_result(jsonl, {**row, "host": host_cpu(), "teacher": f"{args.teacher} (random weights, seeded)"})
     report(args.results)
     return 0
 
