@@ -83,9 +83,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def frame_to_image(frame: np.ndarray, color: str = "rgb") -> Image.Image:
-    """uint8 [H, W], [H, W, 1], [H, W, 3] or [H, W, 4] numpy frame (RGB or BGR order) -> PIL RGB image, with clear
-    errors for bad frames. BGR frames are reordered by Pillow's unpacker while it copies the pixels (no extra pass)."""
+def as_rgb_frame(frame: np.ndarray, color: str = "rgb") -> tuple[np.ndarray, str]:
+    """Check a uint8 [H, W], [H, W, 1], [H, W, 3] or [H, W, 4] numpy frame (RGB or BGR order) -> (uint8 [H, W, 3],
+    its channel order), with clear errors for bad frames. An HxWx3 frame passes as it is (no copy); grey frames come
+    back as RGB."""
     if not isinstance(frame, np.ndarray):
         raise ValueError(f"expected a numpy array, got {type(frame).__name__}")
     if color not in ("rgb", "bgr"):
@@ -100,7 +101,14 @@ def frame_to_image(frame: np.ndarray, color: str = "rgb") -> Image.Image:
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise ValueError(f"empty frame of shape {frame.shape}")
     if frame.shape[2] == 1:
-        frame = np.repeat(frame, 3, axis=2)
-    frame = np.ascontiguousarray(frame[:, :, :3])
+        return np.repeat(frame, 3, axis=2), "rgb"
+    return frame[:, :, :3], color
+
+
+def frame_to_image(frame: np.ndarray, color: str = "rgb") -> Image.Image:
+    """uint8 [H, W], [H, W, 1], [H, W, 3] or [H, W, 4] numpy frame (RGB or BGR order) -> PIL RGB image, with clear
+    errors for bad frames. BGR frames are reordered by Pillow's unpacker while it copies the pixels (no extra pass)."""
+    frame, color = as_rgb_frame(frame, color)
+    frame = np.ascontiguousarray(frame)
     height, width = frame.shape[:2]
     return Image.frombuffer("RGB", (width, height), frame, "raw", "BGR" if color == "bgr" else "RGB", 0, 1)
