@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from edgekd.resize import RESIZE_METHODS  # numpy only (no torch at --help)
+
 # kept in sync with edgekd.distill.config.TERMS (importing it here would pull in torch for --help)
 TERM_HELP = {
     "cos": "feature imitation 1 - cos(s, t)",
@@ -39,6 +41,10 @@ def _weight_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--interpolation", type=click.Choice(["bicubic", "bilinear", "box", "lanczos"]), default=None,
               help="Resize filter of the student's preprocessing (training and runtime alike) [default: the "
                    "teacher's]. box costs the runtime ~0.6 ms instead of bicubic's ~1.6 ms per 640x480 frame.")
+@click.option("--resize-method", type=click.Choice(list(RESIZE_METHODS)), default=None,
+              help="How the student's views and the runtime's frames are resized (edgekd.resize; the same function "
+                   "for both) [default: pillow, with --interpolation]. cv2-area-linear (OpenCV, the camera extra) is "
+                   "~8x faster per camera frame; see benchmarks/results/resize_methods.md.")
 @click.option("--head", type=click.Choice(["linear", "mlp"]), default="linear", help="Projection head.")
 @click.option("--head-hidden", type=click.IntRange(0), default=0, help="MLP head width (0 = trunk width).")
 @click.option("--student-weights", type=click.Path(dir_okay=False), default=None,

@@ -8,6 +8,7 @@ from typing import Any
 from edgekd import EdgekdError
 from edgekd.distill.losses import CE_LT_MODES
 from edgekd.preprocess import INTERPOLATIONS
+from edgekd.resize import RESIZE_METHODS
 
 # term -> what it is (the numbering). The CLI has one --w-<term> option per entry.
 TERMS: dict[str, str] = {
@@ -76,6 +77,7 @@ class DistillConfig:
     data_root: str | None = None  # where the cached dataset's images are now (None = the root the cache recorded)
     img_size: int = 224
     interpolation: str | None = None  # the student's resize filter; None = the teacher's (from the cache)
+    resize_method: str | None = None  # edgekd.resize method of the student (training and runtime); None = pillow
     head: str = "linear"
     head_hidden: int = 0
     student_weights: str | None = None
@@ -112,7 +114,9 @@ class DistillConfig:
                   (self.recipe in RECIPES, f"--recipe {self.recipe!r}: use one of {', '.join(RECIPES)}"),
                   (self.label_text in LABEL_TEXTS, f"--label-text: use one of {', '.join(LABEL_TEXTS)}"),
                   (self.interpolation is None or self.interpolation in INTERPOLATIONS,
-                   f"--interpolation {self.interpolation!r}: use one of {', '.join(INTERPOLATIONS)}")]
+                   f"--interpolation {self.interpolation!r}: use one of {', '.join(INTERPOLATIONS)}"),
+                  (self.resize_method is None or self.resize_method in RESIZE_METHODS,
+                   f"--resize-method {self.resize_method!r}: use one of {', '.join(RESIZE_METHODS)}")]
         for ok, msg in checks:
             if not ok:
                 raise EdgekdError(msg)

@@ -19,7 +19,7 @@ import torch
 
 from edgekd import EdgekdError
 from edgekd.data.images import load_rgb
-from edgekd.preprocess import Preprocess, render_view, sample_train_view
+from edgekd.preprocess import Preprocess, sample_train_view
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +93,9 @@ class CachedViewDataset(torch.utils.data.Dataset):
         else:
             view = sample_train_view(rng, img.width, img.height, *self.view_cfg)
             tp = self.teacher_preprocess
-            out["teacher_pixels"] = torch.from_numpy(tp.normalize(render_view(img, view, tp.size, tp.interpolation,
-                                                                              tp.fill)))
-        out["pixels"] = torch.from_numpy(pp.normalize(render_view(img, view, pp.size, pp.interpolation, pp.fill)))
+            out["teacher_pixels"] = torch.from_numpy(tp.normalize(tp.render(img, view)))
+        # the student's own resize method: the same function as its runtime's (edgekd.preprocess.render_view)
+        out["pixels"] = torch.from_numpy(pp.normalize(pp.render(img, view)))
         if self.has_captions:
             mask = np.asarray(arr["caption_mask"][row])
             choices = np.flatnonzero(mask)

@@ -203,6 +203,11 @@ def train(
     preprocess = cache.preprocess
     if cfg.interpolation is not None:
         preprocess = Preprocess.from_dict({**preprocess.to_dict(), "interpolation": cfg.interpolation})
+    if cfg.resize_method is not None:
+        from edgekd.resize import check_available
+
+        check_available(cfg.resize_method, "--resize-method")
+        preprocess = Preprocess.from_dict({**preprocess.to_dict(), "resize_method": cfg.resize_method})
     student = create_student(preset.arch, cache.embed_dim, cfg.img_size, head, cfg.head_hidden,
                              preprocess=preprocess, teacher_id=cache.teacher_id,
                              trunk_weights=cfg.student_weights)

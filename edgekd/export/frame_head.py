@@ -40,6 +40,9 @@ _INNER = "frames_at_model_size"
 
 def unsupported_reason(preprocess: Preprocess) -> str | None:
     """None when the student's eval preprocessing can run in the graph, else why not (one line)."""
+    if preprocess.resize_method != "pillow":
+        return (f"the student resizes with {preprocess.resize_method!r} (edgekd.resize), which the in-graph head does "
+                "not reproduce; it resizes in the app, as in training")
     if preprocess.interpolation not in RESIZE_MODES:
         return (f"the student resizes with Pillow's {preprocess.interpolation!r} filter, which ONNX Resize does not "
                 f"have (in-graph resizing supports {', '.join(RESIZE_MODES)})")

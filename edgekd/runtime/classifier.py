@@ -8,9 +8,11 @@
     clf.embed(img)                                             # unit embedding [D] for retrieval / dedup
 
 Preprocessing is the student's own (edgekd.preprocess with the bundle's Preprocess): the eval view is rendered with
-Pillow exactly as in training; when the bundle normalises in-graph (input `frames`, uint8 NHWC) only that render runs
-here, and when it also crops and resizes in-graph (`--preprocess-in-graph full`) the frame goes to the model as it
-is (BGR frames too: the graph reorders the channels after resizing).
+the bundle's resize method (edgekd.resize: Pillow's filter, or OpenCV's area + linear) by the function training used,
+bit for bit; a numpy frame already at the model's size is not resized. When the bundle normalises in-graph (input
+`frames`, uint8 NHWC) only that render runs here, and when it also crops and resizes in-graph
+(`--preprocess-in-graph full`) the frame goes to the model as it is (BGR frames too: the graph reorders the channels
+after resizing).
 Calls are thread-safe: the backend sessions are, and label sets are immutable snapshots swapped atomically.
 """
 
@@ -30,6 +32,7 @@ from PIL import Image
 from edgekd import EdgekdError
 from edgekd.data.images import frame_to_image, is_image_file, load_rgb, to_rgb
 from edgekd.labelpack import LabelPack, load_label_pack
+from edgekd.preprocess import Preprocess
 from edgekd.runtime.batching import accepted_batch, run_batched
 from edgekd.runtime.bundle import BundleInfo, read_bundle, require_gate
 from edgekd.runtime.labels import LabelSet, Prediction, mean_embedding
@@ -77,14 +80,17 @@ class OpenVocabClassifier:
     @classmethod
     def load(cls, bundle: str | os.PathLike, labels: LabelsLike | None = None, backend: str = "auto",
              threads: int | None = None, device: str | None = None, text_encoder: str | os.PathLike | None = None,
-             verify: bool = True, spin: bool = False, allow_ungated: bool = False) -> OpenVocabClassifier:
+             verify: bool = True, spin: bool = False, allow_ungated: bool = False,
+             resize_fallback: bool = False) -> OpenVocabClassifier:
         """Load a bundle directory. labels: a pack, its path or a list of names (default: the bundle's labels.npz);
         backend: 'auto' (by file type) or a name from edgekd.runtime.backends; text_encoder: an `edgekd export-text`
         directory (default: the bundle's own, if it carries one); verify: check files against their sha256;
         spin: let onnxruntime's worker threads busy-wait between calls (off by default: on a small CPU the spinning
         threads slow this process's own preprocessing and the app's other work more than they save);
         allow_ungated: load a bundle whose parity gate failed or was skipped (refused by default:
-        UngatedBundleError names the parity report).
+        UngatedBundleError names the parity report); resize_fallback: when the bundle's resize method needs a module
+        this runtime lacks (OpenCV), use its numpy-only fallback (close, not bit-exact; refused by default with a
+        MissingDependencyError naming the extra to install).
 
         On a CPU the bundle's gate did not run on, one guarded inference runs in a child process first
         (edgekd.runtime.canary), so that a model that crashes this CPU's kernels raises NativeCrashError here instead
@@ -94,6 +100,7 @@ class OpenVocabClassifier:
 
         info = read_bundle(bundle, verify=verify)
         require_gate(info, allow_ungated)
+        info = _resize_here(info, resize_fallback)
         backend = resolve_backend(info.model_path, backend)
         check_runs_here(info, backend, threads, device)
         be = create_backend(info.model_path, backend=backend, threads=threads, device=device, spin=spin)
@@ -221,7 +228,10 @@ class OpenVocabClassifier:
         if self.resize_in_graph:
             frame, order = self._frame(image, color)
             return frame if order == "rgb" else np.ascontiguousarray(frame[..., ::-1])
-        pixels = self.preprocess.render(_to_image(image, color))  # uint8 [H, W, 3] RGB
+        if isinstance(image, np.ndarray):  # frames go to the resize as they are (BGR too: reordered after resizing)
+            pixels = self.preprocess.render(image, color=color)  # uint8 [h, w, 3] RGB
+        else:
+            pixels = self.preprocess.render(_to_image(image, color))
         if self.in_graph:
             return pixels
         return self.preprocess.normalize(pixels)
@@ -337,6 +347,28 @@ def _to_image(image: ImageLike, color: str) -> Image.Image:
     if isinstance(image, (str, os.PathLike)):
         return load_rgb(image)  # BadImageError (an EdgekdError) for missing/corrupt files
     raise ValueError(f"expected an image path, a PIL image or a uint8 HxWx3 numpy frame, got {type(image).__name__}")
+
+
+def _resize_here(info: BundleInfo, fallback: bool) -> BundleInfo:
+    """The bundle's info, checked that its resize method runs here (or switched to the method's numpy fallback)."""
+    import dataclasses
+
+    from edgekd._optional import MissingDependencyError
+    from edgekd.resize import check_available, get_method
+
+    method = info.preprocess.resize_method
+    try:
+        check_available(method, where=str(info.root))
+        return info
+    except MissingDependencyError:
+        alt = get_method(method).fallback
+        if not fallback or alt is None:
+            raise
+    log.warning("%s: %s needs %s, which is not installed; resizing with the numpy fallback %r instead (close to, "
+                "not bit-exact with, the pixels the model was trained and gated on)", info.root, method,
+                get_method(method).needs, alt)
+    pp = Preprocess.from_dict({**info.preprocess.to_dict(), "resize_method": alt})
+    return dataclasses.replace(info, preprocess=pp)
 
 
 def _check_text_encoder(te: Any, info: BundleInfo) -> None:

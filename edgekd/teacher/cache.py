@@ -350,7 +350,7 @@ def _identity(manifest: dict[str, Any]) -> dict[str, Any]:
     """The manifest fields a resumed build (or a merge) must agree on."""
     return {
         "teacher": manifest["teacher"]["id"],
-        "preprocess": manifest["preprocess"],
+        "preprocess": Preprocess.from_dict(manifest["preprocess"]).to_dict(),  # keys added since read as defaults
         "views": manifest["views"],
         "dataset": manifest["dataset"]["index_sha256"],
         "captions": manifest.get("captions") and {k: manifest["captions"].get(k) for k in ("sha256", "max_per_image")},
