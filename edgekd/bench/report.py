@@ -22,7 +22,9 @@ ROW_STATUSES = ("ok", "skipped", "failed")
 def add_speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Set on every ok row: speedup_vs_teacher (the fp32 teacher on the same backend), speedup_vs_best_teacher (the
     fastest teacher row of any backend and precision at the same batch and threads, named in best_teacher) and
-    speedup_vs_teacher_eager (the fp32 teacher in torch eager)."""
+    speedup_vs_teacher_eager (the fp32 teacher in torch eager). e2e rows get speedup_vs_best_teacher against the
+    fastest teacher e2e row (the teacher with its own decode + bicubic resize: issue 16's end-to-end ratio)."""
+    add_e2e_speedups(rows)
     timed = [r for r in rows if r.get("teacher") and r["status"] == "ok" and r.get("mode", "model") == "model"]
     fp32 = {(r["backend"], r["batch"], r["threads"]): r for r in timed if r.get("precision") == "fp32"}
     best: dict[tuple[Any, Any], dict[str, Any]] = {}
@@ -31,9 +33,11 @@ def add_speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if key not in best or r["latency_ms"]["p50"] < best[key]["latency_ms"]["p50"]:
             best[key] = r
     for r in rows:
+        if r.get("mode", "model") != "model":
+            continue
         r["speedup_vs_teacher"] = r["speedup_vs_teacher_eager"] = r["speedup_vs_best_teacher"] = None
         r["best_teacher"] = None
-        if r["status"] != "ok" or r.get("mode", "model") != "model":
+        if r["status"] != "ok":
             continue
         p50 = r["latency_ms"]["p50"]
         same = fp32.get((r["backend"], r["batch"], r["threads"]))
@@ -47,6 +51,20 @@ def add_speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             r["speedup_vs_best_teacher"] = top["latency_ms"]["p50"] / p50
             r["best_teacher"] = f"{top['backend']} {top['precision']}"
     return rows
+
+
+def add_e2e_speedups(rows: list[dict[str, Any]]) -> None:
+    """e2e rows: speedup_vs_best_teacher = the fastest teacher e2e p50 at the same threads / this row's p50."""
+    e2e = [r for r in rows if r.get("mode") == "e2e"]
+    teachers = [r for r in e2e if r.get("teacher") and r["status"] == "ok"]
+    for r in e2e:
+        r["speedup_vs_teacher"] = r["speedup_vs_teacher_eager"] = r["speedup_vs_best_teacher"] = None
+        r["best_teacher"] = None
+        top = min((t for t in teachers if t["threads"] == r["threads"]), key=lambda t: t["latency_ms"]["p50"],
+                  default=None)
+        if r["status"] == "ok" and top is not None and r["latency_ms"]["p50"] > 0:
+            r["speedup_vs_best_teacher"] = top["latency_ms"]["p50"] / r["latency_ms"]["p50"]
+            r["best_teacher"] = f"{top['backend']} {top['precision']}"
 
 
 def validate_results(doc: Any, where: str = "results") -> dict[str, Any]:
@@ -170,7 +188,8 @@ def markdown(doc: dict[str, Any]) -> str:
     if e2e:
         lines += ["", "## End-to-end runtime path (JPEG decode -> resize/normalise -> infer -> score -> top-5)", "",
                   "| model | backend | precision | threads | e2e p50 ms | decode | preprocess | infer | score | "
-                  "model-only p50 ms | runtime overhead (1 - infer / e2e) |", "|" + "---|" * 11]
+                  "model-only p50 ms | runtime overhead (1 - infer / e2e) | e2e vs best teacher e2e | "
+                  "model-only vs best teacher |", "|" + "---|" * 13]
         for r in e2e:
             st = r.get("stages_ms", {})
             base = next((o for o in ok if o["model"] == r["model"] and o["backend"] == r["backend"]
@@ -182,7 +201,14 @@ def markdown(doc: dict[str, Any]) -> str:
             overhead = f"{(1 - infer / e2e_p50) * 100:.0f}%" if infer and e2e_p50 > 0 else "–"
             lines.append(f"| {r['model']} | {r['backend']} | {r['precision']} | {r['threads']} | {_f(e2e_p50)} | "
                          f"{_f(st.get('decode'))} | {_f(st.get('preprocess'))} | {_f(st.get('infer'))} | "
-                         f"{_f(st.get('score'))} | {_f(model_p50)} | {overhead} |")
+                         f"{_f(st.get('score'))} | {_f(model_p50)} | {overhead} | "
+                         f"{_x(r.get('speedup_vs_best_teacher'))} | "
+                         f"{_x(base.get('speedup_vs_best_teacher') if base else None)} |")
+        tops = sorted({r["best_teacher"] for r in e2e if r.get("best_teacher")})
+        if tops:
+            lines.append(f"\nThe e2e ratio divides by the fastest teacher e2e row ({', '.join(tops)}: decode + its "
+                         "own bicubic resize to 224 + the model); the model-only ratio by the fastest teacher model "
+                         "row.")
     other = [r for r in rows if r["status"] != "ok"]
     if other:
         lines += ["", "## Skipped and failed", "",

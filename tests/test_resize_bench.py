@@ -1,0 +1,39 @@
+"""edgekd bench --e2e against the teacher: teacher e2e jobs are planned, and e2e rows get the end-to-end ratio."""
+
+from __future__ import annotations
+
+from edgekd.bench.models import ModelSpec
+from edgekd.bench.report import add_speedups, markdown
+from edgekd.bench.runner import BenchConfig, plan
+
+
+def _row(model, backend, p50, teacher=False, precision="fp32", mode="model", **kw):
+    return {"model": model, "backend": backend, "precision": precision, "batch": 1, "threads": 2, "status": "ok",
+            "reason": None, "teacher": teacher, "mode": mode,
+            "latency_ms": {"p50": p50, "p90": p50, "p99": p50, "mean": p50, "std": 0.1, "n": 10},
+            "throughput_ips": 1000 / p50, "peak_rss_mb": 100.0, "peak_gpu_mb": None, "load_s": 0.5,
+            "model_mb": 10.0, **kw}
+
+
+def test_e2e_plans_the_teacher_in_every_backend_and_students_on_engines():
+    teacher = ModelSpec(name="teacher:T", kind="teacher", source="T", teacher={"name": "T", "random_init": True})
+    student = ModelSpec(name="s", kind="timm", source="s")
+    cfg = BenchConfig(threads=(2,), batches=(1,), e2e=True, teacher_precisions=("fp32",), backends=("torch",))
+    jobs = [j for j in plan([teacher, student], cfg) if j.mode == "e2e" and not j.skip]
+    assert {(j.model.name, j.backend) for j in jobs} == {("teacher:T", "torch")}  # a torch student is no runtime
+
+
+def test_e2e_ratio_against_the_fastest_teacher_e2e_next_to_the_model_only_ratio():
+    rows = [_row("teacher:T", "torch", 40.0, teacher=True), _row("teacher:T", "openvino", 10.0, teacher=True,
+                                                                  precision="bf16"),
+            _row("teacher:T", "torch", 45.0, teacher=True, mode="e2e"),
+            _row("teacher:T", "openvino", 14.0, teacher=True, precision="bf16", mode="e2e"),
+            _row("s", "onnxruntime", 1.0, precision="int8"),
+            _row("s", "onnxruntime", 1.4, precision="int8", mode="e2e",
+                 stages_ms={"decode": 0.2, "preprocess": 0.2, "infer": 1.0, "score": 0.0})]
+    add_speedups(rows)
+    s_model, s_e2e = rows[4], rows[5]
+    assert s_model["speedup_vs_best_teacher"] == 10.0 and s_model["best_teacher"] == "openvino bf16"
+    assert s_e2e["speedup_vs_best_teacher"] == 10.0 and s_e2e["best_teacher"] == "openvino bf16"  # 14 / 1.4
+    md = markdown({"schema": "edgekd.bench", "version": 1, "environment": {}, "config": {}, "rows": rows})
+    assert "| 10.0x | 10.0x |" in md and "fastest teacher e2e row (openvino bf16" in md
