@@ -237,10 +237,11 @@ def export_matrix_block() -> str:
 @block("runtime-overhead")
 def runtime_overhead_block() -> str:
     """classify() on a 640x480 frame against the model alone, per student and preprocessing path."""
-    names = {"": "fp32", "_int8": "INT8", "_mnv4m": "fp32", "_box": "fp32, box filter"}
+    names = {"": "fp32", "_int8": "INT8", "_mnv4m": "fp32", "_box": "fp32, box filter",
+             "_int8_cv2": "INT8, cv2-area-linear"}
     modes = {"full": "in graph: crop + resize + normalise", "normalize": "in graph: normalise only",
              "numpy": "numpy + Pillow"}
-    out = ["| student @ 224 | preprocessing | model ms | classify() ms | overhead | resize alone (Pillow) | CPU | "
+    out = ["| student @ 224 | preprocessing | model ms | classify() ms | overhead | resize alone | CPU | "
            "source |", "|---|---|---|---|---|---|---|---|"]
     for suffix, label in names.items():
         rel = f"runtime_overhead{suffix}.json"
@@ -250,7 +251,10 @@ def runtime_overhead_block() -> str:
         for r in doc["rows"]:
             if r["spin"]:
                 continue
-            out.append(f"| {doc['arch']} {label} | {modes.get(r['mode'], r['mode'])} | {r['model_ms']['p50']:.2f} | "
+            mode = modes.get(r["mode"], r["mode"])
+            if r["mode"] == "numpy" and doc.get("resize_method", "pillow") != "pillow":
+                mode = f"numpy + {doc['resize_method']}"
+            out.append(f"| {doc['arch']} {label} | {mode} | {r['model_ms']['p50']:.2f} | "
                        f"{r['classify_ms']['p50']:.2f} | {r['overhead']:.0%} | {r['resize_ms']['p50']:.2f} ms | "
                        f"{cpu_of(doc['environment'])} | {link(rel.replace('.json', '.md'))} |")
     return "\n".join(out) + "\n"

@@ -164,11 +164,14 @@ def _labels(f: Path, meta: dict[str, Any]) -> dict[str, Any]:
 
 @describer(RUN_FORMAT)
 def _run(f: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    from edgekd.resize import describe as describe_resize
+
     folder = f.parent
     e = cfg.get("edgekd", {})
     d = {k: cfg.get(k) for k in ("architecture", "num_features")}
     d.update({
         "student": e.get("student"),
+        "resize": describe_resize((e.get("student") or {}).get("preprocess")),
         "teacher": (e.get("teacher") or {}).get("id") if isinstance(e.get("teacher"), dict) else e.get("teacher"),
         "cache": e.get("cache"),
         "epoch": e.get("epoch"),
@@ -198,6 +201,9 @@ def _bundle(f: Path, b: dict[str, Any]) -> dict[str, Any]:
         d["validated_on"] = {"cpu": describe_cpu(cpu), "vendor": cpu.get("vendor"), "isa_flags": cpu.get("flags"),
                              "backend": f"{host.get('backend')} {host.get('backend_version')}"}
     d.update({k: b.get(k) for k in keys if k in b})
+    from edgekd.resize import describe as describe_resize
+
+    d["resize"] = describe_resize(b.get("preprocess"))
     d["files"] = {k: {"name": v, "size_mb": _size_mb(folder / v)} for k, v in (b.get("files") or {}).items() if v}
     return d
 

@@ -72,6 +72,23 @@ def check_available(name: str, where: str = "") -> None:
                                      f"needs {m.needs}: pip install 'edgekd[{extra}]'{alt}")
 
 
+def describe(preprocess: dict | None) -> str | None:
+    """One line on how a saved preprocessing dict (cache, run, bundle) resizes; None without one."""
+    if not preprocess:
+        return None
+    method = preprocess.get("resize_method")
+    filt = preprocess.get("interpolation", "bicubic")
+    if method is None:
+        return f"pillow {filt} (recorded before resize methods existed: Pillow, as then)"
+    m = RESIZE_METHODS.get(method)
+    if m is None:
+        return f"{method} (unknown to this edgekd: upgrade it)"
+    if method == PILLOW:
+        return f"pillow {filt}"
+    needs = f"; needs {m.needs} (pip install 'edgekd[camera]'), numpy fallback {m.fallback!r}" if m.needs else ""
+    return f"{method} ({m.note}{needs})"
+
+
 def decimation(src: tuple[int, int], dst: tuple[int, int]) -> tuple[int, int]:
     """Decimation factors (ky, kx): per axis the largest power of two k with src // k >= dst."""
     return tuple(1 << max(0, (s // d).bit_length() - 1) for s, d in zip(src, dst))
@@ -140,14 +157,17 @@ def numpy_area_linear(crop: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def box_decimate(a: np.ndarray, ky: int, kx: int) -> np.ndarray:
     """uint8 [h*ky, w*kx, C] -> uint8 [h, w, C]: mean of each ky x kx block, rounded as OpenCV's INTER_AREA does at
     integer factors (2x2: half up; otherwise the float mean rounded half to even)."""
+    if (ky, kx) == (2, 2):  # rows first (contiguous), then columns of half the data: ~2x faster than 4 strided adds
+        rows = a[0::2].astype(np.uint16)
+        rows += a[1::2]
+        acc = rows[:, 0::2] + rows[:, 1::2]
+        acc += 2
+        acc >>= 2
+        return acc.astype(np.uint8)
     acc = np.zeros((a.shape[0] // ky, a.shape[1] // kx, a.shape[2]), np.uint16 if ky * kx <= 257 else np.uint32)
     for dy in range(ky):
         for dx in range(kx):
             acc += a[dy::ky, dx::kx]
-    if (ky, kx) == (2, 2):
-        acc += 2
-        acc >>= 2
-        return acc.astype(np.uint8)
     return np.rint(acc * np.float32(1 / (ky * kx))).astype(np.uint8)
 
 

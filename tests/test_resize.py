@@ -172,3 +172,12 @@ def test_distill_resize_method_reaches_the_run_config(cache, tmp_path):
 
     res = CliRunner().invoke(cli, ["distill", "--help"])
     assert res.exit_code == 0 and "--resize-method" in res.output
+
+
+def test_info_says_how_old_and_new_bundles_resize(fast_bundle):
+    from edgekd.info import describe as describe_path
+    from edgekd.resize import describe
+
+    assert describe({"interpolation": "bicubic"}).startswith("pillow bicubic (recorded before resize methods")
+    assert "edgekd[camera]" in describe({"resize_method": FAST})
+    assert describe_path(fast_bundle)["resize"].startswith(FAST)
