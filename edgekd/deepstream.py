@@ -68,9 +68,14 @@ def nvinfer_preprocessing(pp: Preprocess) -> tuple[dict[str, Any], tuple[float, 
     props: dict[str, Any] = {"net-scale-factor": 1.0 / (255.0 * s), "offsets": [255.0 * m for m in pp.mean],
                              "model-color-format": 0}  # RGB, the order students are trained in
     notes = []
-    if pp.interpolation not in SCALING_FILTER:
-        notes.append(f"the student resizes with {pp.interpolation!r}, which nvinfer does not have; using bicubic")
-    props["scaling-filter"] = SCALING_FILTER.get(pp.interpolation, SCALING_FILTER["bicubic"])
+    if pp.resize_method != "pillow":  # edgekd.resize: area halvings + linear, which nvinfer's bilinear comes closest to
+        notes.append(f"the student resizes with {pp.resize_method!r}; nvinfer has no area pre-decimation, using "
+                     "bilinear")
+        props["scaling-filter"] = SCALING_FILTER["bilinear"]
+    else:
+        if pp.interpolation not in SCALING_FILTER:
+            notes.append(f"the student resizes with {pp.interpolation!r}, which nvinfer does not have; using bicubic")
+        props["scaling-filter"] = SCALING_FILTER.get(pp.interpolation, SCALING_FILTER["bicubic"])
     if pp.resize_mode == "longest":
         props.update({"maintain-aspect-ratio": 1, "symmetric-padding": 1})
     else:

@@ -181,3 +181,11 @@ def test_info_says_how_old_and_new_bundles_resize(fast_bundle):
     assert describe({"interpolation": "bicubic"}).startswith("pillow bicubic (recorded before resize methods")
     assert "edgekd[camera]" in describe({"resize_method": FAST})
     assert describe_path(fast_bundle)["resize"].startswith(FAST)
+
+
+def test_deepstream_config_says_nvinfer_cannot_reproduce_the_method(fast_bundle):
+    from edgekd.deepstream import build_nvinfer_config
+    from edgekd.runtime.bundle import read_bundle
+
+    cfg = build_nvinfer_config(read_bundle(fast_bundle), "model.onnx")
+    assert cfg.properties["scaling-filter"] == 1 and any(FAST in n for n in cfg.notes)
