@@ -1,0 +1,320 @@
+"""The `edgekdclassify` GStreamer element (run by tests/test_gst_element.py in a process of its own): per-frame
+parity with OpenVocabClassifier, interval/threshold, labels changed while playing, caps for each accepted format,
+back-pressure, overlay, clear errors, gst-launch through GStreamer's python plugin loader. Headless:
+videotestsrc ! ... ! edgekdclassify ! fakesink, with a tiny exported student."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_runtime_support import CLASSES, make_bundle
+
+from edgekd.gst import gst_error
+
+GST_ERROR = gst_error()
+pytestmark = pytest.mark.skipif(GST_ERROR is not None, reason=f"GStreamer not usable here: {GST_ERROR}")
+W, H = 97, 61  # odd: RGB rows are padded to 4 bytes, chroma planes round up
+
+
+@pytest.fixture(scope="module")
+def gst():
+    from edgekd.gst import import_gst, register
+
+    assert register()
+    return import_gst()
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("gst") / "b", in_graph="full")  # whole frames, resized in the graph
+
+
+@pytest.fixture(scope="module")
+def clf(bundle):
+    from edgekd.runtime.classifier import OpenVocabClassifier
+
+    return OpenVocabClassifier.load(bundle, threads=1)
+
+
+@dataclass
+class Run:
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    frames: dict[int, np.ndarray] = field(default_factory=dict)  # bytes reaching the sink, by frame number
+    caps: Any = None
+    state_change: Any = None
+
+
+def run(gst, desc: str, on_tap=None, before_play=None, timeout: float = 20.0) -> Run:
+    """Run `desc` to EOS/ERROR. A fakesink named `sink` records frames; an identity named `tap` calls
+    on_tap(pipeline, frame_number) before the frame reaches the element; before_play(pipeline) runs in PAUSED."""
+    Gst = gst[0]
+    pipe = Gst.parse_launch(desc)
+    out = Run()
+    sink = pipe.get_by_name("sink")
+    if sink is not None:
+        sink.set_property("signal-handoffs", True)
+
+        def on_buffer(_sink, buf, pad):
+            out.caps = pad.get_current_caps()
+            out.frames[len(out.frames)] = np.frombuffer(buf.extract_dup(0, buf.get_size()), np.uint8)
+
+        sink.connect("handoff", on_buffer)
+    tap = pipe.get_by_name("tap")
+    if tap is not None:
+        counter = iter(range(10**9))
+        tap.set_property("signal-handoffs", True)
+        tap.connect("handoff", lambda _t, _b: on_tap(pipe, next(counter)))
+    try:
+        out.state_change = pipe.set_state(Gst.State.PAUSED)
+        if out.state_change != Gst.StateChangeReturn.FAILURE:
+            if before_play is not None:
+                pipe.get_state(5 * Gst.SECOND)
+                before_play(pipe)
+            out.state_change = pipe.set_state(Gst.State.PLAYING)
+        _collect(gst, pipe.get_bus(), out, timeout)
+    finally:
+        pipe.set_state(Gst.State.NULL)
+    return out
+
+
+def _collect(gst, bus, out: Run, timeout: float) -> None:
+    Gst = gst[0]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = bus.timed_pop(int(0.2 * Gst.SECOND))
+        if msg is None:
+            continue
+        if msg.type == Gst.MessageType.ELEMENT:
+            s = msg.get_structure()
+            d = {s.nth_field_name(i): s.get_value(s.nth_field_name(i)) for i in range(s.n_fields())}
+            if s.get_name() == "edgekd-classification":
+                out.messages.append({k: list(v) if k in ("labels", "scores", "probs") else v for k, v in d.items()})
+            elif s.get_name() == "edgekd-stats":
+                out.stats = d
+        elif msg.type == Gst.MessageType.WARNING:
+            out.warnings.append(str(msg.parse_warning()[0].message))
+        elif msg.type == Gst.MessageType.ERROR:
+            out.errors.append(str(msg.parse_error()[0].message))
+            return
+        elif msg.type == Gst.MessageType.EOS:
+            return
+    raise AssertionError(f"pipeline did not finish within {timeout} s")
+
+
+def rgb_frame(data: np.ndarray, stride: int) -> np.ndarray:
+    """The test's own reading of a padded RGB buffer (independent of edgekd.gst.frames)."""
+    return data[: stride * H].reshape(H, stride)[:, : W * 3].reshape(H, W, 3)
+
+
+def src(fmt: str = "RGB", n: int = 60, pattern: str = "snow") -> str:
+    return f"videotestsrc num-buffers={n} pattern={pattern} ! video/x-raw,format={fmt},width={W},height={H}"
+
+
+def test_every_frame_matches_the_python_runtime(gst, bundle, clf):
+    r = run(gst, f"{src()} ! edgekdclassify bundle={bundle} block=true top-k=4 ! fakesink name=sink")
+    assert not r.errors and len(r.frames) == 60
+    assert [m["frame"] for m in r.messages] == list(range(60))
+    stride = gst[2].VideoInfo.new_from_caps(r.caps).stride[0]
+    assert stride > W * 3  # the padded-row case
+    for m in r.messages:
+        ref = clf.classify(rgb_frame(r.frames[m["frame"]], stride), top_k=4)
+        assert m["labels"] == [p.label for p in ref] and m["label"] == ref[0].label
+        np.testing.assert_allclose(m["scores"], [p.score for p in ref], atol=1e-5)
+        np.testing.assert_allclose(m["probs"], [p.prob for p in ref], atol=1e-5)
+        assert m["pts"] == m["frame"] * 10**9 // 30 and m["latency-ms"] > 0
+    assert r.stats == {"frames": 60, "classified": 60, "dropped": 0}
+    assert len({tuple(m["scores"]) for m in r.messages}) > 50  # snow: the frames (and answers) differ
+
+
+def test_interval_and_threshold(gst, bundle):
+    def raise_threshold(pipe, n):
+        if n == 30:
+            pipe.get_by_name("c").set_property("threshold", 0.999)
+
+    r = run(gst, f"{src()} ! identity name=tap ! edgekdclassify name=c bundle={bundle} block=true interval=7 "
+                 "top-k=2 ! fakesink name=sink", on_tap=raise_threshold)
+    assert [m["frame"] for m in r.messages] == list(range(0, 60, 7)) and len(r.frames) == 60
+    for m in r.messages:
+        unknown = m["label"] == "unknown"
+        assert unknown == (m["frame"] >= 30), m
+        assert len(m["labels"]) == 2 and (m["labels"][0] == "unknown") == unknown
+    assert r.stats == {"frames": 60, "classified": 9, "dropped": 0}
+
+
+def test_labels_change_at_the_next_frame(gst, bundle, clf):
+    def change(pipe, n):
+        if n == 20:
+            pipe.get_by_name("c").set_property("labels", "green, red")
+        if n == 40:  # no text encoder in this bundle: refused with a warning, the previous labels stay
+            pipe.get_by_name("c").set_property("labels", "a forklift")
+
+    r = run(gst, f"{src()} ! identity name=tap ! edgekdclassify name=c bundle={bundle} block=true top-k=9 ! "
+                 "fakesink name=sink", on_tap=change)
+    assert len(r.messages) == 60 and not r.errors
+    for m in r.messages:
+        assert sorted(m["labels"]) == sorted(CLASSES if m["frame"] < 20 else ["green", "red"]), m
+    assert len(r.warnings) == 1 and "a forklift" in r.warnings[0] and "text encoder" in r.warnings[0]
+    stride = gst[2].VideoInfo.new_from_caps(r.caps).stride[0]
+    sub = clf.label_set.pack.subset(["green", "red"])
+    from edgekd.runtime.labels import LabelSet
+
+    labels = LabelSet.from_pack(sub, clf.info.logit_scale)
+    for m in r.messages[20:]:
+        ref = labels.predict(clf.embed(rgb_frame(r.frames[m["frame"]], stride))[None], 2)[0]
+        np.testing.assert_allclose(m["scores"], [p.score for p in ref], atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", ["RGB", "BGR", "RGBx", "BGRx", "RGBA", "BGRA", "NV12", "I420"])
+def test_caps_for_each_format(gst, bundle, clf, fmt):
+    """Each format negotiates; the element reads the same picture in all of them (YUV: within chroma rounding)."""
+    from edgekd.gst.element import EdgekdClassify  # noqa: F401  (registered by the gst fixture)
+
+    desc = f"{src(fmt, 3, 'pinwheel')} ! edgekdclassify bundle={bundle} block=true top-k=4 ! fakesink name=sink"
+    r = run(gst, desc)
+    assert not r.errors and len(r.messages) == 3, r.errors
+    assert r.caps.get_structure(0).get_value("format") == fmt
+    ref = run(gst, f"{src('RGB', 1, 'pinwheel')} ! fakesink name=sink")
+    stride = gst[2].VideoInfo.new_from_caps(ref.caps).stride[0]
+    expected = {p.label: p.score for p in clf.classify(rgb_frame(ref.frames[0], stride), top_k=4)}
+    got = dict(zip(r.messages[0]["labels"], r.messages[0]["scores"]))
+    tol = 1e-5 if fmt not in ("NV12", "I420") else 0.02
+    for label, score in expected.items():
+        assert abs(got[label] - score) < tol, (fmt, label, got[label], score)
+
+
+@pytest.mark.parametrize("fmt", ["NV12", "I420"])
+def test_yuv_conversion_matches_videoconvert(gst, fmt):
+    from edgekd.gst.frames import FrameLayout, model_frame
+
+    yuv = run(gst, f"{src(fmt, 1, 'pinwheel')} ! fakesink name=sink")
+    rgb = run(gst, f"{src(fmt, 1, 'pinwheel')} ! videoconvert ! video/x-raw,format=RGB ! fakesink name=sink")
+    info = gst[2].VideoInfo.new_from_caps(yuv.caps)
+    n = info.finfo.n_planes
+    mine, color = model_frame(yuv.frames[0], FrameLayout(fmt, W, H, tuple(info.stride[:n]), tuple(info.offset[:n])))
+    ref = rgb_frame(rgb.frames[0], gst[2].VideoInfo.new_from_caps(rgb.caps).stride[0])
+    diff = np.abs(mine.astype(int) - ref.astype(int))
+    assert color == "rgb" and diff.mean() < 2.5 and diff.max() <= 4  # videoconvert's integer maths
+
+
+def test_slow_model_drops_classifications_not_frames(gst, bundle):
+    def slow_down(pipe):
+        el = pipe.get_by_name("c")
+        fast = el._clf.embed
+        el._clf.embed = lambda *a, **k: (time.sleep(0.05), fast(*a, **k))[1]
+
+    r = run(gst, f"{src()} ! edgekdclassify name=c bundle={bundle} ! fakesink name=sink sync=false",
+            before_play=slow_down)
+    assert len(r.frames) == 60 and not r.errors  # the video is complete
+    s = r.stats
+    assert s["frames"] == 60 and s["dropped"] > 0 and s["classified"] + s["dropped"] == 60
+    assert len(r.messages) == s["classified"] >= 1
+    assert [m["dropped"] for m in r.messages] == sorted(m["dropped"] for m in r.messages)
+
+
+def test_overlay_draws_on_the_frame(gst, bundle):
+    desc = (f"{src('RGB', 3, 'pinwheel')} ! edgekdclassify bundle={bundle} block=true overlay=true top-k=1 ! "
+            "fakesink name=sink")
+    drawn = run(gst, desc)
+    plain_desc = f"{src('RGB', 3, 'pinwheel')} ! fakesink name=sink"
+    plain = run(gst, plain_desc)
+    stride = gst[2].VideoInfo.new_from_caps(plain.caps).stride[0]
+    a, b = rgb_frame(drawn.frames[1], stride), rgb_frame(plain.frames[1], stride)
+    changed = np.argwhere((a != b).any(axis=2))
+    assert len(changed) > 50 and changed[:, 0].max() < 20  # one line of text at the top left, the rest intact
+    assert (a[20:] == b[20:]).all()
+    yuv = [run(gst, d.replace("format=RGB", "format=NV12")) for d in (desc, plain_desc)]
+    stride_y = gst[2].VideoInfo.new_from_caps(yuv[0].caps).stride[0]
+    luma = [x.frames[1][: stride_y * H].reshape(H, stride_y)[:, :W] for x in yuv]
+    assert (luma[0][:12] != luma[1][:12]).sum() > 50 and (luma[0][20:] == luma[1][20:]).all()
+
+
+def test_bad_bundle_fails_at_state_change(gst, bundle, tmp_path, capfd):
+    Gst = gst[0]
+    missing = tmp_path / "nope"
+    r = run(gst, f"{src(n=5)} ! edgekdclassify bundle={missing} ! fakesink")
+    assert r.state_change == Gst.StateChangeReturn.FAILURE
+    assert len(r.errors) == 1 and "bundle=" in r.errors[0] and str(missing) in r.errors[0]
+    ungated = tmp_path / "ungated"  # the same bundle with its gate marked as skipped (as --no-gate writes it)
+    shutil.copytree(bundle, ungated)
+    meta = json.loads((ungated / "edgekd.json").read_text())
+    meta["parity"] = {"passed": None, "skipped": True, "reasons": ["exported with --no-gate"]}
+    (ungated / "edgekd.json").write_text(json.dumps(meta))
+    r = run(gst, f"{src(n=5)} ! edgekdclassify bundle={ungated} ! fakesink")
+    assert r.state_change == Gst.StateChangeReturn.FAILURE
+    assert "parity gate" in r.errors[0] and "allow-ungated" in r.errors[0].replace("allow_ungated", "allow-ungated")
+    r = run(gst, f"{src(n=5)} ! edgekdclassify bundle={ungated} allow-ungated=true block=true ! fakesink")
+    assert not r.errors and len(r.messages) == 5
+    r = run(gst, f"{src(n=5)} ! edgekdclassify bundle={bundle} labels=forklift ! fakesink")
+    assert r.state_change == Gst.StateChangeReturn.FAILURE and "labels='forklift'" in r.errors[0]
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_gst_launch_through_the_python_plugin_loader(bundle, tmp_path):
+    """What a user runs: `eval "$(edgekd gst-path --env)"`, then gst-launch-1.0 (libgstpython loads the element)."""
+    edgekd = Path(sys.executable).parent / "edgekd"
+    if shutil.which("gst-launch-1.0") is None or not edgekd.exists():
+        pytest.skip("gst-launch-1.0 (Debian/Ubuntu: gstreamer1.0-tools) or the edgekd script is not installed")
+    env = {**os.environ, "GST_REGISTRY": str(tmp_path / "registry.bin")}
+    pipeline = f"{src(n=5)} ! edgekdclassify bundle={bundle} labels=red,blue block=true ! fakesink"
+    script = (f'set -e; exports=$({edgekd} gst-path --env); eval "$exports"; '
+              f'gst-inspect-1.0 python >/dev/null && gst-launch-1.0 -m {pipeline}')
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    if "No such element or plugin 'python'" in out.stdout + out.stderr:
+        pytest.skip("GStreamer's python plugin loader (libgstpython.so) is not installed "
+                    "(Debian/Ubuntu: gstreamer1.0-python3-plugin-loader)")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert out.stdout.count("edgekd-classification") == 5 and "edgekd-stats" in out.stdout
+
+
+def test_labels_through_the_text_encoder(gst, bundle, tmp_path):
+    """Label texts that are not in the bundle's pack are embedded on the device, also when changed while playing."""
+    from click.testing import CliRunner
+
+    from edgekd.cli import cli
+    from edgekd.runtime.classifier import OpenVocabClassifier
+
+    text = tmp_path / "text"
+    res = CliRunner().invoke(cli, ["export-text", "--teacher", "edgekd-test-tiny", "--random-teacher", "--out",
+                                   str(text)])
+    assert res.exit_code == 0, res.output
+
+    def change(pipe, n):
+        if n == 3:
+            pipe.get_by_name("c").set_property("labels", "a pallet,a forklift,green")
+
+    r = run(gst, f"{src(n=6)} ! identity name=tap ! edgekdclassify name=c bundle={bundle} text-encoder={text} "
+                 "labels=person,forklift block=true ! fakesink name=sink", on_tap=change)
+    assert not r.errors and not r.warnings and len(r.messages) == 6
+    assert all(sorted(m["labels"]) == ["forklift", "person"] for m in r.messages[:3])
+    assert all(sorted(m["labels"]) == ["a forklift", "a pallet", "green"] for m in r.messages[3:])
+    clf = OpenVocabClassifier.load(bundle, labels=["a pallet", "a forklift", "green"], text_encoder=text)
+    stride = gst[2].VideoInfo.new_from_caps(r.caps).stride[0]
+    for m in r.messages[3:]:
+        ref = clf.classify(rgb_frame(r.frames[m["frame"]], stride), top_k=3)
+        assert m["labels"] == [p.label for p in ref]
+        np.testing.assert_allclose(m["scores"], [p.score for p in ref], atol=1e-5)
+
+
+def test_element_is_torch_free(bundle):
+    code = ("import sys\nfrom edgekd.gst import import_gst, register\nGst = import_gst()[0]\nregister()\n"
+            f"p = Gst.parse_launch('{src(n=3)} ! edgekdclassify bundle={bundle} block=true ! fakesink')\n"
+            "p.set_state(Gst.State.PLAYING)\n"
+            "m = p.get_bus().timed_pop_filtered(20 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)\n"
+            "p.set_state(Gst.State.NULL)\nassert m.type == Gst.MessageType.EOS, m.type\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'timm', 'open_clip', 'torchvision')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
