@@ -109,6 +109,23 @@ def transcript_block(stage: str, lines: str = "8", end: str = "tail") -> str:
     return "```text\n" + "\n".join([*command, *shown]) + "\n```\n"
 
 
+@block("captions_loop")
+def captions_loop_block(stages: str, lines: str = "8") -> str:
+    """Commands and printed output of stages of benchmarks/captions_loop.py (captions -> cache -> distill -> eval),
+    from its transcripts: the command recorded in captions_loop.json, then the last `lines` lines it printed."""
+    path = RESULTS / "captions_loop" / "captions_loop.json"
+    if not path.is_file():
+        raise SystemExit(f"{path}: missing; run benchmarks/captions_loop.py")
+    recorded = json.loads(path.read_text())["stages"]
+    out: list[str] = []
+    for stage in stages.split(","):
+        transcript = RESULTS / "captions_loop" / "transcript" / f"{stage}.txt"
+        text = [ln for ln in transcript.read_text().splitlines()
+                if ln.strip() and not ln.startswith(("WARNING", "NOTE")) and not PROGRESS.search(ln)]
+        out += [f"$ {recorded[stage]['command']}", *text[-int(lines):]]
+    return "```text\n" + "\n".join(out) + "\n```\n"
+
+
 @block("cifar10")
 def cifar10_block() -> str:
     """The CIFAR-10 pipeline's summary table (benchmarks/cifar10_summary.py renders it; one implementation)."""
