@@ -104,7 +104,8 @@ CANDIDATES: dict[str, tuple[Candidate, bool, str]] = {
     "cv2-area-linear": (_edgekd("cv2-area-linear"), True, "INTER_AREA 2x halvings, then INTER_LINEAR"),
     "numpy box(k) + cv2 INTER_LINEAR": (_numpy_box_cv2_linear, False, ""),
     "numpy box(2) + numpy linear": (_numpy_box2_linear, False, "2x2 only (aliases beyond 4x)"),
-    "numpy-area-linear": (_edgekd("numpy-area-linear"), True, "numpy-only fallback of cv2-area-linear (same pixels when shrinking)"),
+    "numpy-area-linear": (_edgekd("numpy-area-linear"), True,
+                          "numpy-only fallback of cv2-area-linear (same pixels when shrinking)"),
 }
 
 

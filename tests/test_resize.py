@@ -189,3 +189,13 @@ def test_deepstream_config_says_nvinfer_cannot_reproduce_the_method(fast_bundle)
 
     cfg = build_nvinfer_config(read_bundle(fast_bundle), "model.onnx")
     assert cfg.properties["scaling-filter"] == 1 and any(FAST in n for n in cfg.notes)
+
+
+def test_resume_refuses_another_resize_method(cache, tmp_path):
+    from edgekd import EdgekdError
+    from edgekd.distill.loop import train
+
+    run = tmp_path / "run"
+    train(cfg_for(cache, run, epochs=1, max_steps=1), progress=False)
+    with pytest.raises(EdgekdError, match="resize_method"):
+        train(cfg_for(cache, run, epochs=1, max_steps=2, resize_method=FAST), resume=True, progress=False)

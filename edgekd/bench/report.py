@@ -193,7 +193,8 @@ def markdown(doc: dict[str, Any]) -> str:
         for r in e2e:
             st = r.get("stages_ms", {})
             base = next((o for o in ok if o["model"] == r["model"] and o["backend"] == r["backend"]
-                         and o["batch"] == 1 and o["threads"] == r["threads"]), None)
+                         and o["precision"] == r["precision"] and o["batch"] == 1 and o["threads"] == r["threads"]),
+                        None)
             e2e_p50 = r["latency_ms"]["p50"]
             model_p50 = base["latency_ms"]["p50"] if base else None
             # overhead from the same calls' stage medians (a separate model-only row is timed at another moment)

@@ -176,6 +176,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     sync = None
     torch_cuda = False
     params_m = None
+    clf = None  # the runtime's classifier (e2e rows of bundles)
     if backend == "torch":
         import torch
 
@@ -206,7 +207,6 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         from edgekd.runtime.backends import create_backend
 
         file = spec.get("engine_file") or spec.get("onnx") or model.file
-        clf = None
         if mode == "e2e" and model.kind == "bundle":  # the runtime's own classifier, as an app would load it
             clf = _load_classifier(model, backend, threads, spec.get("device_engine"))
             be = clf.backend

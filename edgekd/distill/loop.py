@@ -37,7 +37,7 @@ METRICS = "metrics.csv"
 # config keys that change the math: a resumed run must keep them (epochs/max_steps/workers/device may change)
 RESUME_KEYS = ("student", "img_size", "head", "head_hidden", "batch_size", "lr", "weight_decay", "warmup",
                "min_lr_ratio", "grad_clip", "accum", "ema", "ema_decay", "seed", "online_teacher", "recipe",
-               "label_text", "labels", "loss")
+               "label_text", "labels", "loss", "interpolation", "resize_method")
 
 
 @dataclass
