@@ -181,6 +181,37 @@ def teacher_vs_students_block(setting: str = "cpu-b1-t2") -> str:
     return "\n".join(out) + "\n"
 
 
+@block("e2e")
+def e2e_block(setting: str = "e2e-resize") -> str:
+    """End-to-end (decode -> resize/normalise -> infer -> score) next to model-only, teacher and student, one
+    `edgekd bench --e2e` run; ratios against the fastest teacher of each kind."""
+    doc = load(f"{setting}/results.json")
+    rows = [r for r in doc["rows"] if r["status"] == "ok"]  # as recorded: model and e2e rows
+    model_rows = {(r["model"], r["backend"], r["precision"]): r for r in rows if r["mode"] == "model"}
+    e2e = [r for r in rows if r["mode"] == "e2e"]
+    best_e2e = min((r for r in e2e if r.get("teacher")), key=lambda r: r["latency_ms"]["p50"])
+    best_model = min((r for r in model_rows.values() if r.get("teacher")), key=lambda r: r["latency_ms"]["p50"])
+    frame = "x".join(str(v) for v in e2e[0]["frame"])
+    out = [f"{cpu_of(doc.get('environment'))}, one {frame} JPEG frame, batch 1, {e2e[0]['threads']} threads, p50 of "
+           f"one `edgekd bench --e2e` run ({link(f'{setting}/results.md')}); each model with its own preprocessing "
+           "(the teacher: its bicubic resize to 224 px).", "",
+           "| model | backend | precision | px | end to end | decode | preprocess | infer | model only | "
+           "e2e vs best teacher | model-only vs best teacher |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(e2e, key=lambda r: r["latency_ms"]["p50"]):
+        if r.get("teacher") and r is not best_e2e:
+            continue
+        m = model_rows.get((r["model"], r["backend"], r["precision"]))
+        st = r["stages_ms"]
+        name = r["model"] if r.get("teacher") else f"{r.get('arch') or r['model']} ({r['model']})"
+        model_only = _ms(m["latency_ms"]["p50"]) if m else "-"
+        model_ratio = f"{best_model['latency_ms']['p50'] / m['latency_ms']['p50']:.1f}x" if m else "-"
+        out.append(f"| {name} | {r['backend']} | {r['precision']} | {r['img_size'][0]} | "
+                   f"{_ms(r['latency_ms']['p50'])} | {_ms(st['decode'])} | {_ms(st['preprocess'])} | "
+                   f"{_ms(st['infer'])} | {model_only} | {best_e2e['latency_ms']['p50'] / r['latency_ms']['p50']:.1f}x "
+                   f"| {model_ratio} |")
+    return "\n".join(out) + "\n"
+
+
 @block("int8-isa")
 def int8_isa_block() -> str:
     """INT8 bundles under each oneDNN ISA level of one host: the gate's metrics and latency."""
