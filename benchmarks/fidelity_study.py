@@ -159,18 +159,21 @@ def run_point(args: argparse.Namespace, p: dict[str, Any], held_out: Path, held_
     cache_s = build_cache(args, train, p["views"], cache, work)
     run = work / "runs" / point_key(p)
     t0 = time.perf_counter()
+    resumed = run.exists() and not (run / "DONE").is_file()  # an interrupted run: its time before the kill is lost
     if not (run / "DONE").is_file():
         edgekd("distill", "--cache", str(cache), "--student", p["student"], "--out", str(run), "--img-size",
                str(p["img_size"]), "--epochs", str(p["epochs"]), "--batch-size", str(args.batch_size), "--workers",
                str(args.workers), "--device", "cpu", "--no-progress", *(["--resume"] if run.exists() else []),
                *LOSSES[p["loss"]], log=work / "logs.txt")
-        (run / "DONE").write_text(f"{time.perf_counter() - t0:.1f}")
-    train_s = float((run / "DONE").read_text())
+        (run / "DONE").write_text(f"{time.perf_counter() - t0:.1f}{' resumed' if resumed else ''}")
+    done = (run / "DONE").read_text().split()
+    train_s, partial = float(done[0]), "resumed" in done
     trained = evaluate(args, run, held_out, held_cache, work / "evals" / f"{point_key(p)}.json", work)
     base = untrained_run(p["student"], p["img_size"], cache, work / "untrained" / f"{p['student']}-{p['img_size']}")
     untrained = evaluate(args, base, held_out, held_cache, work / "evals" / f"untrained-{base.name}.json", work)
     return {"key": point_key(p), **p, "cache_seconds": round(cache_s, 1), "train_seconds": round(train_s, 1),
-            "wall_seconds": round(cache_s + train_s, 1), "trained": trained, "untrained": untrained}
+            "wall_seconds": round(cache_s + train_s, 1), "train_time_partial": partial, "trained": trained,
+            "untrained": untrained}
 
 
 def host_cpu() -> str:
