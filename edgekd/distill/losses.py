@@ -1,6 +1,6 @@
 """Distillation losses as pure functions of embeddings (no state, no config objects).
 
-Notation (docs/distill.md, /work/shared/METHODS.md): `s` student embeddings [B, D] and `t` teacher image embeddings
+Notation (docs/distill.md, ../shared/METHODS.md): `s` student embeddings [B, D] and `t` teacher image embeddings
 [B, D], both unit rows; `w` label text embeddings [C, D], unit rows; `y` int64 labels [B] with -1 = unlabeled;
 `c` caption text embeddings [B, D] with a bool `has_cap` [B]. Every function returns a scalar tensor that stays in
 the autograd graph even when no row qualifies (then it is an exact 0), so any combination can be summed.
