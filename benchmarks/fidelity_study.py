@@ -34,6 +34,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 RESULTS = REPO / "benchmarks" / "results" / "fidelity"
 CENTRE: dict[str, Any] = {"images": 2000, "views": 2, "epochs": 20, "img_size": 128,
@@ -79,20 +80,12 @@ def point_key(p: dict[str, Any]) -> str:
 
 def balanced_subset(root: Path, n: int, out: Path) -> Path:
     """An ImageFolder of symlinks to the first n // classes images of each class (sorted names: deterministic)."""
-    if (out / ".done").is_file():
-        return out
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
-    per = n // len(classes)
-    for c in classes:
-        files = sorted((root / c).iterdir())[:per]
-        if len(files) < per:
-            raise SystemExit(f"--data {root}: class {c} has {len(files)} images, the point needs {per}")
-        (out / c).mkdir(parents=True, exist_ok=True)
-        for f in files:
-            link = out / c / f.name
-            if not link.exists():
-                link.symlink_to(f.resolve())
-    (out / ".done").touch()
+    from captions_loop import link_subset  # benchmarks/captions_loop.py: the same subset-by-symlinks, per class
+
+    if not (out / ".done").is_file():
+        classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+        link_subset(root, out, dict.fromkeys(classes, n // len(classes)))
+        (out / ".done").touch()
     return out
 
 
