@@ -7,6 +7,10 @@ What is a stand-in, plainly:
   it describes each image's colour and texture statistics from the pixels it is sent (never the label). It exercises
   the real endpoint backend (JPEG data URLs, concurrency, post-processing, resume files) but is not a VLM: a real
   VLM on this CPU takes ~36 s per image (benchmarks/results/captions/), i.e. hours for this subset.
+* The class descriptions (`edgekd describe`, text-only requests) come from the same server: it finds the class name
+  in the prompt (one of the built-in describe templates) and puts it into a fixed sentence per template. It is
+  **not a language model**; what is real is the CLI path: requests, clean-up, the per-class cache (the stage runs
+  `edgekd describe` twice, the second run sends no request) and `edgekd labels --descriptions` reading the file.
 * The teacher is ViT-B-32 with **random weights** (no model hub here), the student is randomly initialised too, so
   **every accuracy here is meaningless**; the times, sizes and throughputs are real.
 
@@ -16,6 +20,7 @@ bucket (> 100 training images) and keeps the run to ~10 minutes on 2 loaded core
 
     python benchmarks/captions_loop.py                     # CIFAR-10 from ../shared/assets (unpacked into /tmp)
     python benchmarks/captions_loop.py --data DIR          # DIR/train/<class>/*.jpg and DIR/test/<class>/*.jpg
+    python benchmarks/captions_loop.py --stages describe   # only describe + labels (~1 min), merged into the results
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -42,6 +48,15 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "captions_loop"
 BUCKETS = ("many", "medium", "few")
 ARMS = {"with_captions": [], "without_captions": ["--w-capcon", "0"]}
+STAGE_GROUPS = ("loop", "describe")
+NOTE = ("random-weight teacher and student, captions and class descriptions from a deterministic template server "
+        "(not a VLM, not a language model): accuracies are meaningless; times, sizes and throughputs are real")
+# The stand-in's answer to each built-in describe template (edgekd.textgen.prompts.DESCRIBE_PROMPTS), in order.
+DESCRIPTION_PHRASES = (
+    "{a_label} seen whole near the centre of the frame, in its usual outline and colours.",
+    "{a_label} is told apart from similar things by the shape and proportions of its characteristic parts.",
+    "{a_label} has its familiar shape, colours and parts and is usually seen in its typical surroundings.",
+)
 
 
 # --- data ---------------------------------------------------------------------------------------------------------
@@ -119,8 +134,29 @@ def template_caption(img: Image.Image) -> str:
             f"side {horizontal} the right.")
 
 
+def template_description(prompt: str) -> str:
+    """A fixed sentence around the class name that one of the built-in describe templates asks about (no model)."""
+    from edgekd.textgen.prompts import DESCRIBE_PROMPTS, LABEL
+
+    for template, phrase in zip(DESCRIBE_PROMPTS, DESCRIPTION_PHRASES):
+        m = re.fullmatch(re.escape(template).replace(re.escape(LABEL), "(.+?)"), prompt.strip())
+        if m:
+            return phrase.format(a_label=_article(m.group(1)).capitalize())
+    raise ValueError(f"the stand-in answers only the built-in describe templates, not {prompt[:80]!r}")
+
+
+def stand_in_answer(content: str | list[dict]) -> tuple[str, str]:
+    """(kind, answer) for the last user message: text only -> a class description, with an image -> a caption."""
+    if isinstance(content, str):
+        return "describe", template_description(content)
+    url = next(c["image_url"]["url"] for c in content if c["type"] == "image_url")
+    return "caption", template_caption(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+
+
 def start_template_server() -> tuple[ThreadingHTTPServer, str]:
-    """An OpenAI-compatible /v1/chat/completions on 127.0.0.1 that answers template_caption(image)."""
+    """An OpenAI-compatible /v1/chat/completions on 127.0.0.1 that answers stand_in_answer(); `server.served` counts
+    the answers of each kind."""
+    lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):
@@ -128,11 +164,16 @@ def start_template_server() -> tuple[ThreadingHTTPServer, str]:
 
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            url = next(c["image_url"]["url"] for c in body["messages"][-1]["content"] if c["type"] == "image_url")
-            img = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
-            reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": template_caption(img)}}]})
-            payload = reply.encode()
-            self.send_response(200)
+            try:
+                kind, text = stand_in_answer(body["messages"][-1]["content"])
+            except ValueError as e:  # a 4xx stops the client with this message (never retried into a table row)
+                status, reply = 400, {"error": {"message": str(e)}}
+            else:
+                with lock:
+                    httpd.served[kind] += 1
+                status, reply = 200, {"choices": [{"message": {"role": "assistant", "content": text}}]}
+            payload = json.dumps(reply).encode()
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
@@ -140,6 +181,7 @@ def start_template_server() -> tuple[ThreadingHTTPServer, str]:
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     httpd.daemon_threads = True
+    httpd.served = Counter()
     threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
     return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/v1"
 
@@ -184,50 +226,17 @@ def distill_figures(run: Path) -> dict:
             "run_dir_mb": dir_mb(run)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", help="CIFAR-10 ImageFolder root with train/ and test/ (default: unpack --assets)")
-    ap.add_argument("--assets", type=Path, default=REPO.parent / "shared" / "assets",
-                    help="folder with cifar10-jpg.tar.gz + unpack-cifar10.sh [default: REPO/../shared/assets]")
-    ap.add_argument("--unpack-to", type=Path, default=Path("/tmp/edgekd-data"))
-    ap.add_argument("--work", type=Path, default=Path("/tmp/edgekd-captions-loop"), help="artifacts (deleted first)")
-    ap.add_argument("--results", type=Path, default=RESULTS)
-    ap.add_argument("--head", type=int, default=200, help="training images of the largest class")
-    ap.add_argument("--imbalance", type=float, default=100.0, help="largest / smallest class")
-    ap.add_argument("--test-per-class", type=int, default=50)
-    ap.add_argument("--teacher", default="ViT-B-32")
-    ap.add_argument("--student", default="mobilenetv4_conv_small")
-    ap.add_argument("--img-size", type=int, default=64)
-    ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--device", default="cpu")
-    a = ap.parse_args()
-
-    from edgekd.bench.env import collect_environment, load_average
+def run_loop(a: argparse.Namespace, work: Path, url: str, classes: list[str], counts: dict[str, int]) -> dict:
+    """captions -> cache -> distill (with and without the caption term) -> eval: the results without environment."""
     from edgekd.data.captions import load_captions
     from edgekd.evaluation.metrics import long_tail_bucket
 
-    t_all = time.perf_counter()
-    env = collect_environment()
-    src = find_cifar10(a.data, a.assets, a.unpack_to)
-    shutil.rmtree(a.work, ignore_errors=True)
-    work = a.work
-    classes = sorted(p.name for p in (src / "train").iterdir() if p.is_dir())
-    counts = lt_counts(classes, a.head, a.imbalance)
-    link_subset(src / "train", work / "train", counts)
-    link_subset(src / "test", work / "test", dict.fromkeys(classes, a.test_per_class))
-    print(f"train (long-tailed, imbalance {a.imbalance:g}): {counts}; test: {a.test_per_class}/class", flush=True)
-
+    t0 = time.perf_counter()
     stages: dict = {}
     dev = ["--device", a.device]
-    server, url = start_template_server()
-    try:
-        run_stage("captions", ["captions", "--data", str(work / "train"), "--out", str(work / "captions.jsonl"),
-                               "--endpoint", url, "--model", "template-stand-in", "--concurrency", "4",
-                               "--image-side", "64", "--no-progress"], work, stages)
-    finally:
-        server.shutdown()
-        server.server_close()
+    run_stage("captions", ["captions", "--data", str(work / "train"), "--out", str(work / "captions.jsonl"),
+                           "--endpoint", url, "--model", "template-stand-in", "--concurrency", "4",
+                           "--image-side", "64", "--no-progress"], work, stages)
     cap_meta = json.loads((work / "captions.jsonl.meta.json").read_text())
     run_stage("cache", ["cache", "--data", str(work / "train"), "--out", str(work / "cache"), "--teacher", a.teacher,
                         "--random-teacher", "--captions", str(work / "captions.jsonl"), "--templates", "simple",
@@ -249,14 +258,9 @@ def main() -> None:
                      "eval_images_per_s": round(ev["data"]["evaluated"] / ev["seconds"], 1),
                      "zero_shot_top1": ev["zero_shot"]["student"]["all"]["top1"],
                      "long_tail": ev["long_tail"]["student"]}
-    n_train = sum(counts.values())
-    results = {
-        "format": "edgekd.bench.captions_loop", "version": 1,
-        "note": ("random-weight teacher and student, captions from a deterministic template server (not a VLM): "
-                 "accuracies are meaningless; times, sizes and throughputs are real"),
-        "environment": env, "load_avg_end": load_average(),
+    return {
         "setup": {"data": "CIFAR-10 (shared assets)", "classes": classes, "train_counts": counts,
-                  "train_images": n_train, "buckets": {c: long_tail_bucket(n) for c, n in counts.items()},
+                  "train_images": sum(counts.values()), "buckets": {c: long_tail_bucket(n) for c, n in counts.items()},
                   "imbalance": a.imbalance, "head": a.head, "test_per_class": a.test_per_class,
                   "teacher": f"{a.teacher} (random weights)", "student": a.student, "img_size": a.img_size,
                   "epochs": a.epochs, "batch_size": a.batch_size, "recipe": "vlmkd",
@@ -271,20 +275,144 @@ def main() -> None:
                   "images_with_captions": manifest["captions"]["images_with_captions"],
                   "embed_dim": manifest.get("embed_dim") or manifest.get("teacher", {}).get("embed_dim")},
         "arms": arms,
-        "total_seconds": round(time.perf_counter() - t_all, 1),
+        "total_seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+def run_describe(a: argparse.Namespace, work: Path, url: str, server: ThreadingHTTPServer) -> tuple[dict, dict]:
+    """`edgekd describe` for the classes of WORK/train against the stand-in, the same command again (answered from
+    its per-class cache), then `edgekd labels --descriptions` reading the file: (stage log, figures)."""
+    from edgekd.bench.env import load_average
+    from edgekd.labelpack import load_label_pack
+    from edgekd.teacher.prompts import DESCRIPTION_TEMPLATE
+
+    load_start, stages = load_average(), {}
+    out, pack_path = work / "descriptions.json", work / "labels_with_descriptions.npz"
+    cmd = ["describe", "--data", str(work / "train"), "--out", str(out), "--endpoint", url,
+           "--model", "template-stand-in", "--concurrency", "4", "--no-progress"]
+    requests = []
+    for name in ("describe", "describe_rerun"):
+        before = server.served["describe"]
+        run_stage(name, cmd, work, stages)
+        requests.append(server.served["describe"] - before)
+    run_stage("labels_with_descriptions", ["labels", "--data", str(work / "train"), "--templates", "simple",
+                                           "--descriptions", str(out), "--out", str(pack_path), "--teacher",
+                                           a.teacher, "--random-teacher", "--device", a.device], work, stages)
+    descriptions = json.loads(out.read_text())
+    pack = load_label_pack(pack_path)
+    unread = [(c, d) for c, ds in descriptions.items() for d in ds
+              if DESCRIPTION_TEMPLATE.format(name=c.replace("_", " "), description=d) not in pack.prompts.get(c, [])]
+    if unread or requests[1]:
+        sys.exit(f"Error: descriptions not in the label pack ({unread[:2]}) or a re-run that asked the server again "
+                 f"({requests[1]} requests)")
+    first = next(iter(descriptions))
+    return stages, {
+        "describer": "deterministic template server on 127.0.0.1 (class name from the prompt + a fixed sentence per "
+                     "template; not a language model)",
+        "classes": len(descriptions), "descriptions": sum(map(len, descriptions.values())),
+        "requests": {"describe": requests[0], "describe_rerun": requests[1]},
+        "json_bytes": out.stat().st_size, "example": {first: descriptions[first]},
+        "labels": {"templates": "simple", "prompts": sum(map(len, pack.prompts.values())),
+                   "prompts_from_descriptions": pack.meta.get("num_descriptions"),
+                   "npz_kb": round(pack_path.stat().st_size / 1e3, 1), "embed_dim": pack.embed_dim},
+        "load_avg": {"start": load_start, "end": load_average()},
+        "measured": time.strftime("%Y-%m-%d"),
+    }
+
+
+def load_results(path: Path) -> dict:
+    """The results of an earlier full run, to merge a describe-only run into."""
+    if not path.is_file():
+        sys.exit(f"Error: {path} not found: run the loop first (without --stages, or --stages loop,describe)")
+    return json.loads(path.read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", help="CIFAR-10 ImageFolder root with train/ and test/ (default: unpack --assets)")
+    ap.add_argument("--assets", type=Path, default=REPO.parent / "shared" / "assets",
+                    help="folder with cifar10-jpg.tar.gz + unpack-cifar10.sh [default: REPO/../shared/assets]")
+    ap.add_argument("--unpack-to", type=Path, default=Path("/tmp/edgekd-data"))
+    ap.add_argument("--work", type=Path, default=Path("/tmp/edgekd-captions-loop"), help="artifacts (deleted first)")
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--stages", default=",".join(STAGE_GROUPS),
+                    help="comma-separated: loop (captions -> cache -> distill -> eval), describe (describe, its "
+                         "cached re-run, labels --descriptions); without loop, merged into the existing results")
+    ap.add_argument("--head", type=int, default=200, help="training images of the largest class")
+    ap.add_argument("--imbalance", type=float, default=100.0, help="largest / smallest class")
+    ap.add_argument("--test-per-class", type=int, default=50)
+    ap.add_argument("--teacher", default="ViT-B-32")
+    ap.add_argument("--student", default="mobilenetv4_conv_small")
+    ap.add_argument("--img-size", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--device", default="cpu")
+    a = ap.parse_args()
+    groups = [g.strip() for g in a.stages.split(",") if g.strip()]
+    if not groups or set(groups) - set(STAGE_GROUPS):
+        ap.error(f"--stages {a.stages}: choose from {', '.join(STAGE_GROUPS)}")
+
+    from edgekd.bench.env import collect_environment, load_average
+
+    results_json = a.results / "captions_loop.json"
+    old = None if "loop" in groups else load_results(results_json)
+    env = collect_environment()
+    src = find_cifar10(a.data, a.assets, a.unpack_to)
+    shutil.rmtree(a.work, ignore_errors=True)
+    work = a.work
+    classes = sorted(p.name for p in (src / "train").iterdir() if p.is_dir())
+    counts = lt_counts(classes, a.head, a.imbalance)
+    link_subset(src / "train", work / "train", counts)
+    link_subset(src / "test", work / "test", dict.fromkeys(classes, a.test_per_class))
+    print(f"train (long-tailed, imbalance {a.imbalance:g}): {counts}; test: {a.test_per_class}/class", flush=True)
+
+    server, url = start_template_server()
+    try:
+        if old is None:
+            results = {"format": "edgekd.bench.captions_loop", "version": 1, "note": NOTE, "environment": env,
+                       **run_loop(a, work, url, classes, counts), "load_avg_end": load_average()}
+        else:
+            results = old
+        if "describe" in groups:
+            stages, results["describe"] = run_describe(a, work, url, server)
+            results["stages"].update(stages)
+            if old is not None:  # this run's host, next to the loop's
+                results["describe"]["environment"] = env
+    finally:
+        server.shutdown()
+        server.server_close()
+    results["note"] = NOTE
     a.results.mkdir(parents=True, exist_ok=True)
-    (a.results / "captions_loop.json").write_text(json.dumps(results, indent=1) + "\n")
+    results_json.write_text(json.dumps(results, indent=1) + "\n")
     (a.results / "captions_loop.md").write_text(report(results))
     shutil.copytree(work / "logs", a.results / "transcript", dirs_exist_ok=True)  # each stage's output, WORK-relative
+    if "describe" in groups:  # what describe wrote, as `--descriptions` reads it
+        shutil.copyfile(work / "descriptions.json", a.results / "descriptions.json")
     print(report(results))
+
+
+def describe_figures(d: dict | None) -> dict[str, str]:
+    """The stage table's figures for the describe stages (none before the stage existed)."""
+    if d is None:
+        return {}
+    lab = d["labels"]
+    return {
+        "describe": f"{d['classes']} classes, {d['descriptions']} descriptions from {d['requests']['describe']} "
+                    f"requests (stand-in server, not a language model); descriptions.json {d['json_bytes']} bytes",
+        "describe_rerun": f"the same command: {d['requests']['describe_rerun']} requests (per-class cache), "
+                          "so this is start-up alone",
+        "labels_with_descriptions": f"{lab['prompts']} prompts ({lab['templates']} templates + "
+                                    f"{lab['prompts_from_descriptions']} from the descriptions), {lab['embed_dim']}-d; "
+                                    f"labels.npz {lab['npz_kb']} kB",
+    }
 
 
 def report(r: dict) -> str:
     s, env = r["setup"], r["environment"]
     cpu = env["cpu"]
     lines = [
-        "# VLM-KD loop on CIFAR-10-LT: captions -> cache --captions -> distill (vlmkd) -> eval (many/medium/few)",
+        "# VLM-KD loop on CIFAR-10-LT: captions -> cache --captions -> distill (vlmkd) -> eval (many/medium/few); "
+        "describe -> labels --descriptions",
         "",
         f"`benchmarks/captions_loop.py`. **{r['note']}.**",
         "",
@@ -313,10 +441,16 @@ def report(r: dict) -> str:
         figures[f"distill_{arm}"] = (f"{d['steps']} steps, {d['train_images_per_s_mean']} images/s; "
                                      f"model.safetensors {d['model_safetensors_mb']} MB, run dir {d['run_dir_mb']} MB")
         figures[f"eval_{arm}"] = f"{v['eval_images_per_s']} images/s (student only; incl. loading and decoding)"
+    figures.update(describe_figures(r.get("describe")))
     for name, st in r["stages"].items():
         lines.append(f"| {name} | {st['seconds']} | {figures.get(name, '')} |")
-    lines += ["", "Example caption (stand-in): " + json.dumps(cap["example"]), "",
-              "Long-tail top-1 on the balanced test set (%; **random weights: meaningless, shown to prove the "
+    lines += ["", "Example caption (stand-in): " + json.dumps(cap["example"]), ""]
+    if "describe" in r:
+        d = r["describe"]
+        lines += [f"Example class descriptions (stand-in, {d['describer']}; measured {d['measured']}, load average "
+                  f"{d['load_avg']['start']} at the start, {d['load_avg']['end']} at the end): "
+                  + json.dumps(d["example"]), ""]
+    lines += ["Long-tail top-1 on the balanced test set (%; **random weights: meaningless, shown to prove the "
               "report works**):", "",
               "| caption term | loss parts at the last step | many | medium | few | all |", "|---|---|---|---|---|---|"]
     for arm, v in r["arms"].items():
