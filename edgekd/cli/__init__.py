@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "deepstream-config": ("edgekd.cli.deepstream:deepstream_config", "Write a DeepStream nvinfer config for a bundle."),
     "captions": ("edgekd.cli.captions:captions", "Caption every image with a VLM (transformers or an endpoint)."),
     "describe": ("edgekd.cli.describe:describe", "Per-class attribute descriptions from an LLM for --descriptions."),
+    "plan": ("edgekd.cli.plan:plan", "Time this machine, then print cache + distill commands that fit N minutes."),
 }
 
 # Exit statuses beyond click's (0 ok, 1 error, 2 usage).
