@@ -43,7 +43,7 @@ FACTORS: dict[str, list[Any]] = {
     "images": [1000, 2000, 5000, 10000],
     "views": [1, 2, 4],
     "epochs": [10, 20, 40],
-    "img_size": [96, 128, 160],
+    "img_size": [64, 96, 128, 160],
     "student": ["mobilenetv4_conv_small", "mobilenetv4_conv_medium", "efficientvit_b0", "efficientvit_b1"],
     "loss": ["default", "cos", "mse", "cos+rel", "ood2023"],
 }
@@ -70,6 +70,18 @@ def points(factor: str | None = None) -> list[dict[str, Any]]:
                 seen.add(key)
                 out.append({**p, "factor": name if v != CENTRE[name] else "centre"})
     return sorted(out, key=lambda p: p["factor"] != "centre")
+
+
+def budget_point(spec: str) -> dict[str, Any]:
+    """A point off the one-factor grid, on the way to the time-budget target: "images=20000,views=1,epochs=20"
+    (unnamed settings stay at the centre)."""
+    p = dict(CENTRE)
+    for item in spec.split(","):
+        name, _, value = item.partition("=")
+        if name not in CENTRE:
+            raise SystemExit(f"--budget-point {spec!r}: unknown setting {name!r} (one of {', '.join(CENTRE)})")
+        p[name] = type(CENTRE[name])(value)
+    return {**p, "factor": "budget"}
 
 
 def point_key(p: dict[str, Any]) -> str:
@@ -198,7 +210,7 @@ def report(results: Path) -> None:
     lines = ["# Fidelity study", "", f"Host: {host}. Teacher: {rows[0].get('teacher') if rows else '?'}. Held-out: "
              f"{rows[0]['trained']['images'] if rows else '?'} CIFAR-10 test images never cached for training. "
              "Written by `benchmarks/fidelity_study.py --report`.", ""]
-    for factor in ["centre", *FACTORS]:
+    for factor in ["centre", *FACTORS, "budget"]:
         sel = [r for r in rows if r["factor"] == factor or (factor != "centre" and r["factor"] == "centre")]
         if factor != "centre" and len(sel) < 2:
             continue
@@ -227,7 +239,7 @@ def plot(rows: list[dict[str, Any]], results: Path) -> None:
         return
     for metric, label in (("retrieval_at_1", "retrieval@1"), ("centred_cosine", "centred cosine")):
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for factor in FACTORS:
+        for factor in [*FACTORS, "budget"]:
             sel = sorted([r for r in rows if r["factor"] in (factor, "centre")], key=lambda r: r["wall_seconds"])
             if len(sel) < 2:
                 continue
@@ -248,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=os.environ.get("EDGEKD_WORK", "/tmp/edgekd-fidelity"))
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--factor", choices=list(FACTORS), help="only the centre and this factor's points")
+    ap.add_argument("--only", nargs="+", metavar="FACTOR=VALUE", default=[],
+                    help="only these points, e.g. img_size=64 epochs=40 (values as in --list)")
+    ap.add_argument("--budget-point", nargs="+", metavar="K=V,K=V", default=[],
+                    help="extra points off the grid, e.g. images=20000,views=1,epochs=20 (factor 'budget')")
     ap.add_argument("--held-out", type=int, default=1000)
     ap.add_argument("--teacher", default="ViT-B-32")
     ap.add_argument("--batch-size", type=int, default=64)
@@ -257,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list", action="store_true", help="print the points and exit")
     ap.add_argument("--report", action="store_true", help="only write results.md + plots from results.jsonl")
     args = ap.parse_args(argv)
-    todo = points(args.factor)
+    todo = [p for p in points(args.factor) if not args.only or
+            (p["factor"] != "centre" and f"{p['factor']}={p[p['factor']]}" in args.only)]
+    todo += [budget_point(spec) for spec in args.budget_point]
     if args.list:
         for p in todo:
             print(point_key(p), json.dumps(p))

@@ -114,8 +114,9 @@ def test_e2e_row_next_to_model_only(tmp_path):
     e2e = [r for r in rows if r["mode"] == "e2e"]
     assert len(e2e) == 1 and e2e[0]["status"] == "ok", e2e
     st = e2e[0]["stages_ms"]
-    assert set(st) == {"decode", "preprocess", "infer", "score"} and all(v > 0 for v in st.values())
+    assert set(st) == {"decode", "preprocess", "infer", "score", "frame"} and all(v > 0 for v in st.values())
     assert e2e[0]["latency_ms"]["p50"] >= st["decode"]  # the whole path includes the JPEG decode
+    assert st["frame"] >= st["infer"] and st["frame"] < e2e[0]["latency_ms"]["p50"]  # the frame path does not
     assert "End-to-end" in (out / "results.md").read_text()
 
 
