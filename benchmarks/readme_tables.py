@@ -21,7 +21,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-DOCUMENTS = ("README.md", "docs/export.md", "docs/bench.md", "docs/runtime.md", "docs/pipeline.md")
+DOCUMENTS = ("README.md", "docs/export.md", "docs/bench.md", "docs/runtime.md", "docs/pipeline.md", "docs/distill.md")
 PROGRESS = re.compile(r"\d+%\||━")  # progress bars in a transcript
 BLOCK = re.compile(r"(<!-- generated: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- /generated -->)", re.S)
 
@@ -91,6 +91,37 @@ def demo_block() -> str:
     return (f"On {meta['cpu']} ({meta['cores']} cores), `{meta['command']}` took {minutes} min {seconds:02d} s from "
             f"scratch with `.venv` already built ({meta['created']}; {link('demo/summary.txt')}). Its closing "
             f"summary:\n\n```text\n{summary}\n```\n")
+
+
+@block("fidelity")
+def fidelity_block(factors: str = "loss,budget") -> str:
+    """Fidelity-study rows (benchmarks/fidelity_study.py) of the named factors (comma-separated; "all" = every row),
+    with the centre, sorted by factor then wall time."""
+    doc = load("fidelity/results.json")
+    rows, centre = doc["rows"], doc["centre"]
+    wanted = None if factors == "all" else set(factors.split(","))
+    sel = [r for r in rows if wanted is None or r["factor"] in wanted or r["factor"] == "centre"]
+    order = ["centre", *doc["factors"], "budget"]
+    sel.sort(key=lambda r: (order.index(r["factor"]) if r["factor"] in order else len(order), r["wall_seconds"]))
+    first = rows[0]
+    out = [f"{doc['host']}; teacher {first['teacher']}; retrieval among {first['trained']['images']} held-out "
+           f"CIFAR-10 test images never cached for training; student {centre['student']} unless named. Wall time = "
+           f"teacher cache + training on this CPU, one run each ({link('fidelity/results.md')}, plots beside it; "
+           "`python benchmarks/fidelity_study.py`).", "",
+           "| varied | images | views | epochs | px | loss | cache + train min | R@1 | R@5 | centred cosine | cosine | "
+           "untrained R@1 |", "|" + "---|" * 12]
+    for r in sel:
+        t, u = r["trained"], r["untrained"]
+        flag = " †" if r.get("timing_note") else ""
+        name = r["factor"] if r["student"] == centre["student"] else f"{r['factor']}: {r['student']}"
+        out.append(f"| {name} | {r['images']} | {r['views']} | {r['epochs']} | {r['img_size']} | {r['loss']} | "
+                   f"{r['cache_seconds'] / 60:.1f} + {r['train_seconds'] / 60:.1f}{flag} | "
+                   f"**{100 * t['retrieval_at_1']:.1f}%** | {100 * t['retrieval_at_5']:.1f}% | "
+                   f"{t['centred_cosine']:.3f} | {t['mean_cosine']:.3f} | {100 * u['retrieval_at_1']:.1f}% |")
+    if any(r.get("timing_note") for r in sel):
+        out += ["", "† training time inflated by another job on the same cores; the fidelity figures are unaffected "
+                "(seeded, deterministic training)."]
+    return "\n".join(out) + "\n"
 
 
 @block("transcript")

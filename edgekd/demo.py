@@ -6,8 +6,8 @@ student) -> classify (runtime) -> summary. Each gets the shared `Demo` context a
 
 Environment:
   EDGEKD_DEMO_DATA         an ImageFolder to use (default: CIFAR-10 test set via torchvision into ./demo-out/data)
-  EDGEKD_DEMO_PER_CLASS    training images per class (default 20; the first N files of each class, sorted by name;
-                           the next N/2 are held out)
+  EDGEKD_DEMO_PER_CLASS    training images per class (default 50; the first N files of each class, sorted by name;
+                           the next min(N, 20) are held out)
   EDGEKD_DEMO_OUT          output folder (default ./demo-out)
   EDGEKD_TEACHER_WEIGHTS   local ViT-B-32 weights file (when the model hub is unreachable)
   EDGEKD_RANDOM_TEACHER=1  allow a random teacher when no weights are reachable (same as --random-teacher)
@@ -44,14 +44,14 @@ class Demo:
     """State shared by the stages. `outputs` maps stage name -> what it produced (persisted in demo.json)."""
 
     out: Path
-    per_class: int = 20
+    per_class: int = 50
 
     @property
     def holdout(self) -> int:
-        return max(5, self.per_class)  # 20 of each CIFAR-10 class: the parity gate's 200 images
+        return max(5, min(self.per_class, 20))  # 20 of each CIFAR-10 class: the parity gate's 200 images
     random_teacher: bool = False
     device: str = "auto"
-    views: int = 2
+    views: int = 1  # the fidelity study: extra views cost teacher time that more images spend better
     batch_size: int = 64
     workers: int = 2
     data: Path | None = None
@@ -216,7 +216,7 @@ def stage_labels(demo: Demo) -> None:
 
 
 def stage_cache(demo: Demo) -> None:
-    """Teacher cache with 2 views per image (resumable; a finished cache is reused as is)."""
+    """Teacher cache, `demo.views` views per image (resumable; a finished cache is reused as is)."""
     from edgekd.teacher.cache import build_cache
 
     out = demo.out / "cache"
@@ -225,7 +225,8 @@ def stage_cache(demo: Demo) -> None:
     m = c.manifest
     demo.outputs["cache"] = {"path": str(out), "images": c.num_images, "valid": m["counts"]["valid"],
                              "views": c.num_views, "images_per_s": m["build"].get("images_per_s_last_run")}
-    demo.say(f"cache: {m['counts']['valid']}/{c.num_images} images x {c.num_views} views -> {out}")
+    views = f"{c.num_views} view{'s' * (c.num_views != 1)}"
+    demo.say(f"cache: {m['counts']['valid']}/{c.num_images} images x {views} -> {out}")
 
 
 def stage_info(demo: Demo) -> None:
@@ -410,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--random-teacher", action="store_true", help="use a random ViT-B-32 (pipeline check only)")
     p.add_argument("--out", default=os.environ.get("EDGEKD_DEMO_OUT", "demo-out"))
-    p.add_argument("--per-class", type=int, default=int(os.environ.get("EDGEKD_DEMO_PER_CLASS", "20")))
+    p.add_argument("--per-class", type=int, default=int(os.environ.get("EDGEKD_DEMO_PER_CLASS", "50")))
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--student", default=Demo.student, help="timm student (default: %(default)s)")

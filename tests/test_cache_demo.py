@@ -17,9 +17,9 @@ def test_demo_runs_and_reruns(image_folder, tmp_path, monkeypatch, capsys):
             "--student", "test_efficientnet", "--img-size", "32", "--epochs", "1", "--bench-seconds", "0.2"]
     assert demo_mod.main([*args, "--random-teacher"]) == 0
     out = capsys.readouterr().out
-    assert "RANDOM WEIGHTS" in out and "cache: 6/6 images x 2 views" in out and "teacher cache" in out
+    assert "RANDOM WEIGHTS" in out and "cache: 6/6 images x 1 view ->" in out and "teacher cache" in out
     state = json.loads((tmp_path / "out" / "demo.json").read_text())["done"]
-    assert state["data"]["images"] == 6 and state["cache"]["views"] == 2
+    assert state["data"]["images"] == 6 and state["cache"]["views"] == 1
     assert sorted(p.name for p in (tmp_path / "out" / "data" / "subset-2" / "red").iterdir()) == ["000.jpg", "001.jpg"]
     assert sorted(p.name for p in (tmp_path / "out" / "data" / "heldout-5" / "red").iterdir()) == [
         f"{i:03d}.jpg" for i in range(2, 6)]

@@ -71,7 +71,7 @@ def _weight_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--max-steps", type=click.IntRange(0), default=0, help="Stop (and end the schedule) after N steps.")
 @click.option("--online-teacher", is_flag=True, help="Run the cache's teacher live on fresh random views.")
 @click.option("--recipe", type=click.Choice(["default", "ood2023", "vlmkd"]), default="default",
-              help="default: cos+rel (+cls+kl with labels, +capcon with captions); ood2023: cls+vlalign+mse+cst; "
+              help="default: cos (+capcon with captions), chosen by the fidelity study; ood2023: cls+vlalign+mse+cst; "
                    "vlmkd: cls+kl+capcon.")
 @_weight_options
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None,
