@@ -43,7 +43,7 @@ if [[ "$DEVICE" == cuda* ]]; then  # full data and resolution on a GPU machine
   : "${TRAIN_PER_CLASS:=5000}" "${TEST_PER_CLASS:=1000}" "${EPOCHS:=30}" "${IMG_SIZE:=224}" "${TEMPLATES:=default}"
   : "${BATCH:=256}"
 else  # sized for a 2-core CPU in < 45 min; the teacher (~5-10 images/s) is the bottleneck
-  : "${TRAIN_PER_CLASS:=200}" "${TEST_PER_CLASS:=50}" "${EPOCHS:=20}" "${IMG_SIZE:=128}" "${TEMPLATES:=simple}"
+  : "${TRAIN_PER_CLASS:=200}" "${TEST_PER_CLASS:=100}" "${EPOCHS:=10}" "${IMG_SIZE:=128}" "${TEMPLATES:=simple}"
   : "${BATCH:=64}"
 fi
 PY="${EDGEKD_PYTHON:-$REPO/.venv/bin/python}"
@@ -128,10 +128,10 @@ stage labels "[[ -f '$WORK/labels.npz' ]]" -- \
   "${EDGEKD[@]}" labels "${TEACHER_FLAGS[@]}" --device "$DEVICE" --data "$WORK/data/test" \
   --templates "$TEMPLATES" --descriptions "$DESC" --out "$WORK/labels.npz"
 
-# --- 4. teacher caches: train (K=2 views, seen classes) and test (eval view, for eval without a live teacher) ----
+# --- 4. teacher caches: train (1 view, the fidelity study's default; seen classes) and test (eval view) ----------
 stage cache-train "complete_cache '$WORK/cache-train'" -- \
   "${EDGEKD[@]}" cache "${TEACHER_FLAGS[@]}" --device "$DEVICE" --data "$WORK/data/train" --out "$WORK/cache-train" \
-  --views 2 --templates "$TEMPLATES" --descriptions "$DESC" --batch-size "$BATCH" --no-progress
+  --views 1 --templates "$TEMPLATES" --descriptions "$DESC" --batch-size "$BATCH" --no-progress
 stage cache-test "complete_cache '$WORK/cache-test'" -- \
   "${EDGEKD[@]}" cache "${TEACHER_FLAGS[@]}" --device "$DEVICE" --data "$WORK/data/test" --out "$WORK/cache-test" \
   --views 1 --templates "$TEMPLATES" --descriptions "$DESC" --batch-size "$BATCH" --no-progress
@@ -146,7 +146,7 @@ distill() {
   local resume=()
   [[ -f "$RUN/train_state.pt" ]] && resume=(--resume)
   "${EDGEKD[@]}" distill --cache "$WORK/cache-train" --student "$STUDENT" --img-size "$IMG_SIZE" --epochs "$EPOCHS" \
-    --batch-size 64 --lr 2e-3 --device "$DEVICE" --out "$RUN" --no-progress --log-every 20 "${resume[@]}" \
+    --batch-size 64 --device "$DEVICE" --out "$RUN" --no-progress --log-every 20 "${resume[@]}" \
     && touch "$RUN/DONE" && echo "\$ head -2 RUN/metrics.csv; tail -1 RUN/metrics.csv" \
     && head -2 "$RUN/metrics.csv" && tail -1 "$RUN/metrics.csv"
 }
@@ -158,6 +158,15 @@ EVAL_ARGS=(--data "$WORK/data/test" --labels "$WORK/labels.npz" --unseen "$UNSEE
            --train-index "$WORK/cache-train" --shots 1,5,16 --device "$DEVICE")
 stage eval-run "[[ -f '$WORK/eval/run.json' ]]" -- \
   "${EDGEKD[@]}" eval "$RUN" "${EVAL_ARGS[@]}" --no-metrics-csv --out "$WORK/eval/run.json"
+# the same student untrained (seed 0), through the same eval: what the distillation adds
+untrained() {
+  "$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); from fidelity_study import untrained_run; from pathlib import Path
+untrained_run(sys.argv[2], int(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5]))' \
+    "$REPO/benchmarks" "$STUDENT" "$IMG_SIZE" "$WORK/cache-train" "$WORK/untrained-$STUDENT-$IMG_SIZE" \
+  && "${EDGEKD[@]}" eval "$WORK/untrained-$STUDENT-$IMG_SIZE" "${EVAL_ARGS[@]}" --no-metrics-csv \
+    --out "$WORK/eval/untrained.json"
+}
+stage eval-untrained "[[ -f '$WORK/eval/untrained.json' ]]" -- untrained
 
 # --- 7. export: ONNX and OpenVINO, fp32 and INT8, each through the parity gate ----------------------------------
 BUNDLES=()

@@ -202,12 +202,14 @@ def render(s: dict[str, Any]) -> str:
           f"{_num(tr.get('images_per_s_median'), '.0f')} images/s; weights {_num(tr.get('params_mb'))} MB (fp32).", ""]
 
     L += ["## Student fidelity to the teacher and zero-shot (held-out test images)", "",
-          "| model | images | mean cosine | retrieval@1 % | top-1 agreement % | student top-1 % | teacher top-1 % | "
-          "student seen / unseen / HM (mpc %) | teacher seen / unseen / HM |", "|---|---|---|---|---|---|---|---|---|"]
+          "| model | images | mean cosine | centred cosine | retrieval@1 % | top-1 agreement % | student top-1 % | "
+          "teacher top-1 % | student seen / unseen / HM (mpc %) | teacher seen / unseen / HM |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     for name, e in s["eval"].items():
         f = e.get("fidelity") or {}
         st, te = e["student"], e["teacher"]
         L.append(f"| {name} | {e.get('images')} | {_num(f.get('mean_cosine'), '.4f')} | "
+                 f"{_num(f.get('centred_cosine'), '.4f')} | "
                  f"{_pct(f.get('retrieval_at_1'))} | {_pct(f.get('top1_agreement'))} | {_pct(st['top1'])} | "
                  f"{_pct(te['top1'])} | {_pct(st['seen_mpc'])} / {_pct(st['unseen_mpc'])} / {_pct(st['hm'])} | "
                  f"{_pct(te['seen_mpc'])} / {_pct(te['unseen_mpc'])} / {_pct(te['hm'])} |")

@@ -32,9 +32,12 @@ def folder(tmp_path_factory):
 # ------------------------------------------------------------------------------------------------- choose_plan
 
 
+RULES = PlanRules(min_epochs=20, max_epochs=60)  # fixed here, so the arithmetic does not follow the defaults
+
+
 def test_budget_arithmetic_is_exact():
     # 540 s usable; one image = 1 view / 10 per s + 20 epochs / 100 per s = 0.3 s -> 1800 images, 900 per class
-    p = choose_plan({"a": 1000, "b": 1000}, minutes=10, teacher_ips=10, train_ips=100)
+    p = choose_plan({"a": 1000, "b": 1000}, minutes=10, teacher_ips=10, train_ips=100, rules=RULES)
     assert (p.images, p.views, p.epochs, p.img_size) == (1800, 1, 20, 128)
     assert p.per_class == {"a": 900, "b": 900} and p.subset
     assert (p.est_cache_s, p.est_train_s, p.usable_s) == (180.0, 360.0, 540.0)
@@ -43,11 +46,11 @@ def test_budget_arithmetic_is_exact():
 
 
 def test_small_dataset_buys_epochs_up_to_max():
-    rules = PlanRules(margin=0.0)
+    rules = PlanRules(margin=0.0, min_epochs=20, max_epochs=60)
     p = choose_plan({"a": 50, "b": 50}, minutes=0.75, teacher_ips=10, train_ips=100, rules=rules)
     # 45 s: 100 images cost 10 s to cache, 1 s per epoch -> 35 epochs
     assert (p.images, p.epochs, p.subset) == (100, 35, False)
-    p = choose_plan({"a": 50, "b": 50}, minutes=10, teacher_ips=10, train_ips=100)
+    p = choose_plan({"a": 50, "b": 50}, minutes=10, teacher_ips=10, train_ips=100, rules=RULES)
     assert (p.images, p.epochs) == (100, 60)
     assert any("capped at max_epochs 60" in r for r in p.reasons)
 
@@ -55,7 +58,7 @@ def test_small_dataset_buys_epochs_up_to_max():
 def test_too_small_budget_names_the_minimum():
     counts = {f"c{i}": 100 for i in range(10)}  # minimum plan: 10 per class = 100 images x 0.3 s = 30 s usable
     with pytest.raises(EdgekdError, match=r"needs 0\.6 minutes; give --minutes 0\.6 or more"):
-        choose_plan(counts, minutes=0.5, teacher_ips=10, train_ips=100)
+        choose_plan(counts, minutes=0.5, teacher_ips=10, train_ips=100, rules=RULES)
     p = choose_plan(counts, minutes=0.6, teacher_ips=10, train_ips=100)  # the minimum it named is enough
     assert p.images >= 100 and p.epochs >= PlanRules().min_epochs
 
@@ -63,9 +66,9 @@ def test_too_small_budget_names_the_minimum():
 def test_balanced_subset_and_unlabeled():
     assert balanced_counts({"a": 3, "b": 10, "c": 10}, 15) == {"a": 3, "b": 6, "c": 6}
     assert balanced_counts({"a": 3, "b": 10, "c": 10}, 16) == {"a": 3, "b": 6, "c": 6}
-    p = choose_plan({"a": 3, "b": 1000, "c": 1000}, minutes=1, teacher_ips=10, train_ips=100)  # 54 s -> 180 fit
+    p = choose_plan({"a": 3, "b": 1000, "c": 1000}, minutes=1, teacher_ips=10, train_ips=100, rules=RULES)  # 180 fit
     assert p.per_class == {"a": 3, "b": 88, "c": 88}
-    p = choose_plan(5000, minutes=1, teacher_ips=10, train_ips=100)
+    p = choose_plan(5000, minutes=1, teacher_ips=10, train_ips=100, rules=RULES)
     assert (p.images, p.per_class) == (180, None)
 
 
