@@ -43,7 +43,7 @@ if [[ "$DEVICE" == cuda* ]]; then  # full data and resolution on a GPU machine
   : "${TRAIN_PER_CLASS:=5000}" "${TEST_PER_CLASS:=1000}" "${EPOCHS:=30}" "${IMG_SIZE:=224}" "${TEMPLATES:=default}"
   : "${BATCH:=256}"
 else  # sized for a 2-core CPU in < 45 min; the teacher (~5-10 images/s) is the bottleneck
-  : "${TRAIN_PER_CLASS:=200}" "${TEST_PER_CLASS:=100}" "${EPOCHS:=10}" "${IMG_SIZE:=128}" "${TEMPLATES:=simple}"
+  : "${TRAIN_PER_CLASS:=500}" "${TEST_PER_CLASS:=100}" "${EPOCHS:=10}" "${IMG_SIZE:=128}" "${TEMPLATES:=simple}"
   : "${BATCH:=64}"
 fi
 PY="${EDGEKD_PYTHON:-$REPO/.venv/bin/python}"
