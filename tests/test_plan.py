@@ -14,7 +14,7 @@ from conftest import TINY_STUDENT, TINY_TEACHER, make_image
 from edgekd import EdgekdError
 from edgekd.cli import cli
 from edgekd.data.index import build_index
-from edgekd.plan import PlanRules, balanced_counts, choose_plan
+from edgekd.plan import PlanRules, balanced_counts, camera_resize_method, choose_plan
 
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 PER_CLASS = 40  # 120 images: more than PlanRules.min_images, so a budget can take a subset
@@ -94,27 +94,31 @@ def test_plan_cli_measures_and_plans_the_whole_dataset(folder, tmp_path):
     epochs = doc["plan"]["epochs"]
     assert PlanRules().min_epochs <= epochs <= PlanRules().max_epochs
     cache, run = tmp_path / "p" / "cache", tmp_path / "p" / "run"
+    # --resize-method auto: the camera fast path where OpenCV is installed, else distill's default
+    resize = f"--resize-method {camera_resize_method()} " if camera_resize_method() else ""
     assert doc["commands"] == [
         f"edgekd cache --data {folder} --out {cache} --views 1 --teacher {TINY_TEACHER} --random-teacher --device cpu",
         f"edgekd distill --cache {cache} --student {TINY_STUDENT} --img-size 32 --epochs {epochs} --batch-size 8 "
-        f"--out {run} --device cpu"]
+        f"{resize}--out {run} --device cpu"]
     for c in doc["commands"]:
         assert f"  {c}" in r.output
     assert (tmp_path / "p" / "commands.sh").read_text().splitlines()[-2:] == doc["commands"]
 
 
 def test_plan_cli_subset_list_is_balanced(folder, tmp_path):
-    # given speeds: 0.42 min -> 22.68 s usable at 0.21 s/image -> 108 images = the first 36 of each class
+    # given speeds: 0.22 min -> 11.88 s usable at 0.11 s/image (10 epochs) -> 108 images = the first 36 of each class
     out = tmp_path / "p"
-    r = CliRunner().invoke(cli, [*_tiny_args(folder, out), "--minutes", "0.42", "--teacher-ips", "100",
-                                 "--train-ips", "100", "--cache-dir", "C", "--run-dir", "R"])
+    r = CliRunner().invoke(cli, [*_tiny_args(folder, out), "--minutes", "0.22", "--teacher-ips", "100",
+                                 "--train-ips", "100", "--cache-dir", "C", "--run-dir", "R", "--resize-method",
+                                 "cv2-area-linear"])
     assert r.exit_code == 0, r.output
     assert "measured" not in r.output
     doc = json.loads((out / "plan.json").read_text())
-    assert doc["plan"]["per_class"] == {"blue": 36, "green": 36, "red": 36} and doc["plan"]["epochs"] == 20
+    assert doc["plan"]["per_class"] == {"blue": 36, "green": 36, "red": 36} and doc["plan"]["epochs"] == 10
     assert doc["commands"][0] == (f"edgekd cache --data {shlex.quote(str(out / 'train.csv'))} --out C --views 1 "
                                   f"--teacher {TINY_TEACHER} --random-teacher --device cpu")
-    assert doc["commands"][1].endswith("--epochs 20 --batch-size 8 --out R --device cpu")
+    assert doc["commands"][1].endswith("--epochs 10 --batch-size 8 --resize-method cv2-area-linear --out R "
+                                       "--device cpu")
     idx = build_index(out / "train.csv")
     assert len(idx) == 108 and idx.classes == ["blue", "green", "red"]
     assert Counter(idx.labels) == {0: 36, 1: 36, 2: 36}

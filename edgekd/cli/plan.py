@@ -41,8 +41,11 @@ def _teacher_args(teacher: str, pretrained: str | None, teacher_weights: str | N
               help="Skip timing the teacher: use this many forwards/s (e.g. from an earlier plan.json).")
 @click.option("--train-ips", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Skip timing the student: use this many training images/s (e.g. from an earlier plan.json).")
+@click.option("--resize-method", default="auto", show_default=True,
+              help="Passed to distill: auto = cv2-area-linear where OpenCV is installed (the camera fast path, as "
+                   "faithful as Pillow in the study), else distill's default (pillow); or a method name.")
 def plan(data, minutes, out, student, img_size, teacher, pretrained, teacher_weights, random_teacher, device,
-         batch_size, cache_dir, run_dir, teacher_ips, train_ips) -> None:
+         batch_size, cache_dir, run_dir, teacher_ips, train_ips, resize_method) -> None:
     """Plan a distillation that fits MINUTES: how many images, views, epochs and which resolution.
 
     Times the teacher on a few images of DATA and a few student training steps (seconds each), keeps a margin,
@@ -60,6 +63,7 @@ def plan(data, minutes, out, student, img_size, teacher, pretrained, teacher_wei
     from edgekd.plan import (
         TRAIN_LIST,
         PlanRules,
+        camera_resize_method,
         choose_plan,
         class_counts,
         plan_commands,
@@ -98,11 +102,14 @@ def plan(data, minutes, out, student, img_size, teacher, pretrained, teacher_wei
     cache_dir = cache_dir or str(out_path / "cache")
     run_dir = run_dir or str(out_path / "run")
     targs = _teacher_args(teacher, pretrained, teacher_weights, random_teacher)
-    commands = plan_commands(data_arg, cache_dir, run_dir, p, student, batch_size, targs, device)
+    if resize_method == "auto":
+        resize_method = camera_resize_method()
+    commands = plan_commands(data_arg, cache_dir, run_dir, p, student, batch_size, targs, device, resize_method)
     facts = cpu_facts()
     doc = {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
            "inputs": {"data": data, "minutes": minutes, "student": student, "img_size": img_size,
-                      "batch_size": batch_size, "teacher_args": targs, "device": device},
+                      "batch_size": batch_size, "teacher_args": targs, "device": device,
+                      "resize_method": resize_method},
            "host": {"cpu": describe(facts), "cpu_facts": facts, "cpu_count": os.cpu_count(),
                     "load_avg_1min": load},
            "measurements": measured, "speeds": {"teacher_ips": teacher_ips, "train_ips": train_ips},
