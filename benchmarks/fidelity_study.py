@@ -54,7 +54,7 @@ LOSSES: dict[str, list[str]] = {
     "cos+rel+cls+kl": ["--w-cos", "1", "--w-rel", "1", "--w-cls", "1", "--w-kl", "1"],
     "cos": ["--w-cos", "1", "--w-rel", "0", "--w-cls", "0", "--w-kl", "0"],
     "mse": ["--w-mse", "1", "--w-cos", "0", "--w-rel", "0", "--w-cls", "0", "--w-kl", "0"],
-    "cos+rel": ["--w-cls", "0", "--w-kl", "0"],
+    "cos+rel": ["--w-cos", "1", "--w-rel", "1", "--w-cls", "0", "--w-kl", "0"],
     "ood2023": ["--recipe", "ood2023"],
 }
 
