@@ -133,7 +133,7 @@ def test_plan_cli_subset_list_is_balanced(folder, tmp_path):
 
 @pytest.mark.parametrize("extra, code, msg", [
     (["--minutes", "0"], 2, "--minutes"),
-    (["--minutes", "0.1", "--teacher-ips", "100", "--train-ips", "100"], 1, "give --minutes 0.4 or more"),
+    (["--minutes", "0.1", "--teacher-ips", "100", "--train-ips", "100"], 1, "give --minutes 0.3 or more"),
     (["--minutes", "9", "--teacher-ips", "100", "--train-ips", "100", "--batch-size", "200"], 1,
      "lower --batch-size"),
 ])
