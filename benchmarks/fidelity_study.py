@@ -245,13 +245,17 @@ def plot(rows: list[dict[str, Any]], results: Path) -> None:
     targets = {"retrieval_at_1": 0.5, "centred_cosine": 0.8}  # issue 17's target, within 60 minutes
     for metric, label in (("retrieval_at_1", "retrieval@1"), ("centred_cosine", "centred cosine")):
         fig, ax = plt.subplots(figsize=(8, 5))
-        for factor in ["centre", *FACTORS, "budget"]:
-            sel = sorted([r for r in rows if r["factor"] == factor], key=lambda r: r["wall_seconds"])
+        budget_students = sorted({r["student"] for r in rows if r["factor"] == "budget"})
+        series = [(f, None) for f in ["centre", *FACTORS]] + [("budget", s) for s in budget_students]
+        for factor, student in series:
+            sel = sorted([r for r in rows if r["factor"] == factor and student in (None, r["student"])],
+                         key=lambda r: r["wall_seconds"])
             if not sel:
                 continue
             xs, ys = [r["wall_seconds"] / 60 for r in sel], [r["trained"][metric] for r in sel]
-            # budget points share one loss and trace the time curve; a factor's points are alternatives
-            ax.plot(xs, ys, "o-" if factor == "budget" else "o", label=factor, ms=6)
+            # a student's budget points trace its time curve; a factor's points are alternatives
+            ax.plot(xs, ys, "o-" if factor == "budget" else "o", ms=6,
+                    label=f"budget, {student}" if student else factor)
             for r, x, y in zip(sel, xs, ys):
                 ax.annotate(point_label(r), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
         ax.axhline(targets[metric], color="0.6", ls="--", lw=1)
@@ -266,7 +270,8 @@ def plot(rows: list[dict[str, Any]], results: Path) -> None:
 def point_label(r: dict[str, Any]) -> str:
     """What a point changes from the centre, in a few characters (budget points: images, views, epochs, loss)."""
     if r["factor"] == "budget":
-        return f"{r['images']}x{r['views']}v {r['epochs']}ep {r['loss']}"
+        other = "" if r["student"] == CENTRE["student"] else f" {r['student']}"
+        return f"{r['images']}x{r['views']}v {r['epochs']}ep {r['loss']}{other}"
     if r["factor"] == "centre":
         return "centre"
     return {"images": "{} img", "views": "K={}", "epochs": "{} ep", "img_size": "{} px", "student": "{}",
@@ -282,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", metavar="FACTOR=VALUE", default=[],
                     help="only these points, e.g. img_size=64 epochs=40 (values as in --list)")
     ap.add_argument("--budget-point", nargs="+", metavar="K=V,K=V", default=[],
-                    help="extra points off the grid, e.g. images=20000,views=1,epochs=20 (factor 'budget')")
+                    help="points off the grid, e.g. images=20000,views=1,epochs=20 (factor 'budget'); alone: only them")
     ap.add_argument("--held-out", type=int, default=1000)
     ap.add_argument("--teacher", default="ViT-B-32")
     ap.add_argument("--batch-size", type=int, default=64)
@@ -292,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list", action="store_true", help="print the points and exit")
     ap.add_argument("--report", action="store_true", help="only write results.md + plots from results.jsonl")
     args = ap.parse_args(argv)
-    todo = [p for p in points(args.factor) if not args.only or
+    grid = [] if args.budget_point and not (args.only or args.factor) else points(args.factor)  # budget alone: no grid
+    todo = [p for p in grid if not args.only or
             (p["factor"] != "centre" and f"{p['factor']}={p[p['factor']]}" in args.only)]
     todo += [budget_point(spec) for spec in args.budget_point]
     if args.list:
