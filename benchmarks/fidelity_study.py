@@ -9,7 +9,12 @@ cosine, and the same for the untrained student of that architecture and resoluti
 
     python benchmarks/fidelity_study.py --data /tmp/edgekd-data/cifar10-images --list
     python benchmarks/fidelity_study.py --data /tmp/edgekd-data/cifar10-images [--factor views] [--budget-min 60]
+    python benchmarks/fidelity_study.py --data ... --only loss=cos img_size=96          # chosen grid points
+    python benchmarks/fidelity_study.py --data ... --budget-point images=5000,views=1,epochs=10,loss=cos
     python benchmarks/fidelity_study.py --report          # results.md + plots from results.jsonl
+
+The grid's centre is the recipe as it was before the study (cos + rel + cls + kl); budget points are the runs off
+the grid, with the default the study chose (loss cos), that trace fidelity against wall time.
 
 Not yet a factor: augmentation on top of the cached views (crops inside the cached box, colour jitter), which the
 distill data path does not have yet.
