@@ -136,6 +136,8 @@ def test_plan_cli_subset_list_is_balanced(folder, tmp_path):
     (["--minutes", "0.1", "--teacher-ips", "100", "--train-ips", "100"], 1, "give --minutes 0.3 or more"),
     (["--minutes", "9", "--teacher-ips", "100", "--train-ips", "100", "--batch-size", "200"], 1,
      "lower --batch-size"),
+    (["--minutes", "9", "--teacher-ips", "100", "--train-ips", "100", "--resize-method", "fast"], 2,
+     "use auto or one of"),
 ])
 def test_plan_cli_bad_input(folder, tmp_path, extra, code, msg):
     args = _tiny_args(folder, tmp_path / "p")

@@ -104,6 +104,12 @@ def plan(data, minutes, out, student, img_size, teacher, pretrained, teacher_wei
     targs = _teacher_args(teacher, pretrained, teacher_weights, random_teacher)
     if resize_method == "auto":
         resize_method = camera_resize_method()
+    else:
+        from edgekd.resize import RESIZE_METHODS
+
+        if resize_method not in RESIZE_METHODS:
+            raise click.BadParameter(f"{resize_method!r}: use auto or one of {', '.join(sorted(RESIZE_METHODS))}",
+                                     param_hint="--resize-method")
     commands = plan_commands(data_arg, cache_dir, run_dir, p, student, batch_size, targs, device, resize_method)
     facts = cpu_facts()
     doc = {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
