@@ -175,4 +175,5 @@ def resolve_weights(
                               f"`edgekd cache --captions FILE` or set --w-{term} 0")
     if not any(v > 0 for v in weights.values()):
         raise EdgekdError("every loss weight is 0; nothing to train")
-    return replace(loss, weights=weights)
+    # one order (TERMS'), so metrics.csv has the same columns however the weights were given (CLI, API, recipe)
+    return replace(loss, weights={k: weights[k] for k in TERMS if k in weights})
