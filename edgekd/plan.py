@@ -165,7 +165,7 @@ def measure_train_ips(student_name: str, img_size: int, embed_dim: int, batch_si
     import torch.nn.functional as F
 
     from edgekd.devices import autocast, resolve_device
-    from edgekd.distill.loop import _param_groups
+    from edgekd.distill.loop import build_optimizer
     from edgekd.students.model import create_student
     from edgekd.students.registry import resolve_student
 
@@ -177,7 +177,7 @@ def measure_train_ips(student_name: str, img_size: int, embed_dim: int, batch_si
     student = create_student(preset.arch, embed_dim, img_size, preset.head, preprocess=preprocess).to(dev)
     student.to(memory_format=torch.channels_last)
     student.train()
-    opt = torch.optim.AdamW(_param_groups(student, 0.05), lr=1e-3, betas=(0.9, 0.98), eps=1e-6)
+    opt = build_optimizer(student, lr=1e-3, weight_decay=0.05)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch_size, 3, img_size, img_size, generator=g).to(dev)
     x = x.contiguous(memory_format=torch.channels_last)

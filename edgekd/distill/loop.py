@@ -93,6 +93,11 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """The optimizer distill trains with (also what `edgekd plan` times): AdamW, no decay on 1-d parameters."""
+    return torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
+
+
 @torch.no_grad()
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     for e, p in zip(ema.state_dict().values(), model.state_dict().values()):
@@ -242,7 +247,7 @@ def train(
         total = min(total, cfg.max_steps)
     warmup = int(cfg.warmup * total)
 
-    optimizer = torch.optim.AdamW(_param_groups(student, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    optimizer = build_optimizer(student, cfg.lr, cfg.weight_decay)
     ema = copy.deepcopy(student).eval().requires_grad_(False) if cfg.ema else None
     step, epoch, start_micro = 0, 0, 0
     if resume:
