@@ -8,16 +8,16 @@ retrieval@1/@5 among the held-out images, centred cosine (after subtracting the 
 cosine, and the same for the untrained student of that architecture and resolution.
 
     python benchmarks/fidelity_study.py --data /tmp/edgekd-data/cifar10-images --list
-    python benchmarks/fidelity_study.py --data /tmp/edgekd-data/cifar10-images [--factor views] [--budget-min 60]
-    python benchmarks/fidelity_study.py --data ... --only loss=cos img_size=96          # chosen grid points
-    python benchmarks/fidelity_study.py --data ... --budget-point images=5000,views=1,epochs=10,loss=cos
+    python benchmarks/fidelity_study.py --data /tmp/edgekd-data/cifar10-images [--grid old-default] [--factor student]
+    python benchmarks/fidelity_study.py --data ... --only student=efficientvit_b1 augment=crop   # chosen grid points
+    python benchmarks/fidelity_study.py --data ... --budget-point images=30000,views=1,epochs=10
+    python benchmarks/fidelity_study.py --speed           # the students' speed vs the teacher (edgekd bench)
     python benchmarks/fidelity_study.py --report          # results.md + plots from results.jsonl
 
-The grid's centre is the recipe as it was before the study (cos + rel + cls + kl); budget points are the runs off
-the grid, with the default the study chose (loss cos), that trace fidelity against wall time.
-
-Not yet a factor: augmentation on top of the cached views (crops inside the cached box, colour jitter), which the
-distill data path does not have yet.
+Two grids. "old-default" is centred on the recipe as it was before the study (cos + rel + cls + kl): the loss mix,
+views, epochs and resolution were studied there, and moved the default to feature imitation alone. "default" is
+centred on that default at the budget that met the target (5,000 images x 1 view x 10 epochs): student size and
+augmentation were studied there. Budget points are runs off the grids that trace the default against wall time.
 
 Resumable: every finished point is a line of benchmarks/results/fidelity/results.jsonl (written atomically) and is
 skipped on re-run; caches are shared by the points that need the same images and views (a reused cache's time is
@@ -42,18 +42,28 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 RESULTS = REPO / "benchmarks" / "results" / "fidelity"
-# The centre is the recipe as it was before this study (its loss mix then the `default` recipe: cos + rel + cls + kl);
-# the study moved the default to feature imitation alone (docs/distill.md "Defaults").
-CENTRE: dict[str, Any] = {"images": 2000, "views": 2, "epochs": 20, "img_size": 128,
-                          "student": "mobilenetv4_conv_small", "loss": "cos+rel+cls+kl"}
-FACTORS: dict[str, list[Any]] = {
-    "images": [1000, 2000, 5000, 10000],
-    "views": [1, 2, 4],
-    "epochs": [10, 20, 40],
-    "img_size": [64, 96, 128, 160],
-    "student": ["mobilenetv4_conv_small", "mobilenetv4_conv_medium", "efficientvit_b0", "efficientvit_b1"],
-    "loss": ["cos+rel+cls+kl", "cos", "mse", "cos+rel", "ood2023"],
+SETTINGS = ("images", "views", "epochs", "img_size", "student", "loss", "augment")
+GRIDS: dict[str, dict[str, Any]] = {
+    "default": {
+        "centre": {"images": 5000, "views": 1, "epochs": 10, "img_size": 128, "student": "mobilenetv4_conv_small",
+                   "loss": "cos", "augment": "none"},
+        "factors": {
+            "student": ["mobilenetv4_conv_small", "mobilenetv4_conv_medium", "efficientvit_b0", "efficientvit_b1"],
+            "augment": ["none", "crop", "jitter"],
+        },
+    },
+    "old-default": {
+        "centre": {"images": 2000, "views": 2, "epochs": 20, "img_size": 128, "student": "mobilenetv4_conv_small",
+                   "loss": "cos+rel+cls+kl", "augment": "none"},
+        "factors": {
+            "views": [1, 2, 4],
+            "epochs": [10, 20],
+            "img_size": [64, 96, 128],
+            "loss": ["cos+rel+cls+kl", "cos", "mse", "cos+rel", "ood2023"],
+        },
+    },
 }
+CENTRE = GRIDS["default"]["centre"]
 # loss mix -> distill options (explicit weights, so a point means the same whatever the default recipe is)
 LOSSES: dict[str, list[str]] = {
     "cos+rel+cls+kl": ["--w-cos", "1", "--w-rel", "1", "--w-cls", "1", "--w-kl", "1"],
@@ -62,26 +72,34 @@ LOSSES: dict[str, list[str]] = {
     "cos+rel": ["--w-cos", "1", "--w-rel", "1", "--w-cls", "0", "--w-kl", "0"],
     "ood2023": ["--recipe", "ood2023"],
 }
+# augmentation on top of the cached views -> distill options (edgekd.distill.augment)
+AUGMENTS: dict[str, list[str]] = {
+    "none": [],
+    "crop": ["--aug-crop", "0.6"],
+    "jitter": ["--aug-jitter", "0.3"],
+    "crop+jitter": ["--aug-crop", "0.6", "--aug-jitter", "0.3"],
+}
 
 
-def points(factor: str | None = None) -> list[dict[str, Any]]:
-    """The centre, then each factor's other values with everything else at the centre (deduplicated)."""
+def points(grid: str = "default", factor: str | None = None) -> list[dict[str, Any]]:
+    """A grid's centre, then each factor's other values with everything else at the centre (deduplicated)."""
+    centre, factors = GRIDS[grid]["centre"], GRIDS[grid]["factors"]
     out, seen = [], set()
-    for name, values in FACTORS.items():
+    for name, values in factors.items():
         if factor and name != factor:
             continue
         for v in values:
-            p = {**CENTRE, name: v}
+            p = {**centre, name: v}
             key = point_key(p)
             if key not in seen:
                 seen.add(key)
-                out.append({**p, "factor": name if v != CENTRE[name] else "centre"})
+                out.append({**p, "grid": grid, "factor": name if v != centre[name] else "centre"})
     return sorted(out, key=lambda p: p["factor"] != "centre")
 
 
 def budget_point(spec: str) -> dict[str, Any]:
-    """A point off the one-factor grid, on the way to the time-budget target: "images=20000,views=1,epochs=20"
-    (unnamed settings stay at the centre)."""
+    """A point off the grids, on the way to the time-budget target: "images=20000,views=1,epochs=20"
+    (unnamed settings stay at the default grid's centre)."""
     p = dict(CENTRE)
     for item in spec.split(","):
         name, _, value = item.partition("=")
@@ -91,8 +109,17 @@ def budget_point(spec: str) -> dict[str, Any]:
     return {**p, "factor": "budget"}
 
 
+def settings(p: dict[str, Any]) -> dict[str, Any]:
+    """A point's or row's settings (rows from before augmentation was a setting had none)."""
+    return {k: p.get(k, "none") for k in SETTINGS}
+
+
 def point_key(p: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps({k: p[k] for k in CENTRE}, sort_keys=True).encode()).hexdigest()[:12]
+    # "augment" enters the key only when set, so the keys of points run before it existed stay valid
+    s = settings(p)
+    if s["augment"] == "none":
+        del s["augment"]
+    return hashlib.sha256(json.dumps(s, sort_keys=True).encode()).hexdigest()[:12]
 
 
 # --- data -----------------------------------------------------------------------------------------------------------
@@ -176,7 +203,7 @@ def run_point(args: argparse.Namespace, p: dict[str, Any], held_out: Path, held_
         edgekd("distill", "--cache", str(cache), "--student", p["student"], "--out", str(run), "--img-size",
                str(p["img_size"]), "--epochs", str(p["epochs"]), "--batch-size", str(args.batch_size), "--workers",
                str(args.workers), "--device", "cpu", "--no-progress", *(["--resume"] if run.exists() else []),
-               *LOSSES[p["loss"]], log=work / "logs.txt")
+               *LOSSES[p["loss"]], *AUGMENTS[p["augment"]], log=work / "logs.txt")
         (run / "DONE").write_text(f"{time.perf_counter() - t0:.1f}{' resumed' if resumed else ''}")
     done = (run / "DONE").read_text().split()
     train_s, partial = float(done[0]), "resumed" in done
@@ -209,37 +236,89 @@ def append_result(path: Path, row: dict[str, Any]) -> None:
     atomic_write_text(path, old + json.dumps(row) + "\n")
 
 
+def tables(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The report's tables: per grid and factor, the rows that differ from the grid's centre in that factor only
+    (matched by settings, whatever a row was run as), then the budget points; each sorted by wall time."""
+    out = []
+    for grid, spec in GRIDS.items():
+        centre = spec["centre"]
+        for factor in spec["factors"]:
+            sel = [r for r in rows if all(settings(r)[k] == centre[k] for k in SETTINGS if k != factor)]
+            if len(sel) >= 2:
+                out.append({"grid": grid, "factor": factor, "rows": sorted(sel, key=lambda r: r["wall_seconds"])})
+    budget = [r for r in rows if r["factor"] == "budget"]
+    if budget:
+        out.append({"grid": None, "factor": "budget",
+                    "rows": sorted(budget, key=lambda r: (r["student"], r["wall_seconds"]))})
+    return out
+
+
+def describe_centre(grid: str) -> str:
+    c = GRIDS[grid]["centre"]
+    return (f"{c['images']} images x {c['views']} view(s), {c['epochs']} epochs, {c['img_size']} px, {c['student']}, "
+            f"loss {c['loss']}, augmentation {c['augment']}")
+
+
+def student_speed(results: Path) -> dict[str, Any] | None:
+    """{student: speed-up over the teacher at fp32 on the same backend, batch 1} from `--speed`'s bench run."""
+    path = results / "speed" / "results.json"
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    rows = [r for r in doc["rows"] if r["status"] == "ok" and r["precision"] == "fp32" and r["batch"] == 1]
+    teacher = next(r for r in rows if r["teacher"])
+    return {"backend": teacher["backend"], "threads": teacher["threads"], "teacher": teacher["model"],
+            "teacher_p50_ms": teacher["latency_ms"]["p50"],
+            "students": {r["model"]: {"p50_ms": r["latency_ms"]["p50"], "img_size": r["img_size"][0],
+                                      "speedup_vs_teacher": r["speedup_vs_teacher"]}
+                         for r in rows if not r["teacher"]}}
+
+
 def report(results: Path) -> None:
-    """results.md (one table per factor) and one plot per metric vs wall time, from results.jsonl."""
+    """results.md (one table per grid factor, then the budget points), results.json and one plot per metric vs
+    wall time, from results.jsonl (and the student speeds of `--speed`)."""
     from edgekd._io import atomic_write_json, atomic_write_text
     rows = [json.loads(line) for line in (results / "results.jsonl").read_text().splitlines() if line.strip()]
     host = rows[0].get("host") if rows else host_cpu()
     lines = ["# Fidelity study", "", f"Host: {host}. Teacher: {rows[0].get('teacher') if rows else '?'}. Held-out: "
              f"{rows[0]['trained']['images'] if rows else '?'} CIFAR-10 test images never cached for training. "
              "Written by `benchmarks/fidelity_study.py --report`.", ""]
-    for factor in ["centre", *FACTORS, "budget"]:
-        sel = [r for r in rows if r["factor"] == factor or (factor != "centre" and r["factor"] == "centre")]
-        if factor != "centre" and len(sel) < 2:
-            continue
-        lines += [f"## {factor}", "", "| images | views | epochs | px | student | loss | cache s | train s | R@1 | "
-                  "R@5 | centred cos | cos | untrained R@1 | untrained centred cos |", "|" + "---|" * 14]
-        for r in sorted(sel, key=lambda r: r["wall_seconds"]):
+    found = tables(rows)
+    for table in found:
+        if table["grid"]:
+            lines += [f"## {table['factor']} (grid {table['grid']}: centre {describe_centre(table['grid'])})", ""]
+        else:
+            lines += ["## budget (the default recipe against wall time; settings as listed)", ""]
+        lines += ["| images | views | epochs | px | student | loss | augment | cache s | train s | R@1 | R@5 | "
+                  "centred cos | cos | untrained R@1 | untrained centred cos |", "|" + "---|" * 15]
+        for r in table["rows"]:
             t, u = r["trained"], r["untrained"]
             slow = " †" if r.get("timing_note") else ""
             lines.append(f"| {r['images']} | {r['views']} | {r['epochs']} | {r['img_size']} | {r['student']} | "
-                         f"{r['loss']} | {r['cache_seconds']:.0f} | {r['train_seconds']:.0f}{slow} | "
-                         f"{100 * t['retrieval_at_1']:.1f}% | {100 * t['retrieval_at_5']:.1f}% | "
-                         f"{t['centred_cosine']:.3f} | {t['mean_cosine']:.3f} | {100 * u['retrieval_at_1']:.1f}% | "
-                         f"{u['centred_cosine']:.3f} |")
+                         f"{r['loss']} | {settings(r)['augment']} | {r['cache_seconds']:.0f} | "
+                         f"{r['train_seconds']:.0f}{slow} | {100 * t['retrieval_at_1']:.1f}% | "
+                         f"{100 * t['retrieval_at_5']:.1f}% | {t['centred_cosine']:.3f} | {t['mean_cosine']:.3f} | "
+                         f"{100 * u['retrieval_at_1']:.1f}% | {u['centred_cosine']:.3f} |")
+        lines.append("")
+    speed = student_speed(results)
+    if speed:
+        lines += [f"## Student speed ({speed['backend']} fp32, batch 1, {speed['threads']} threads; "
+                  "[speed/results.md](speed/results.md), `--speed`)", "",
+                  "| model | input px | p50 ms | x faster than the teacher |", "|---|---|---|---|",
+                  f"| {speed['teacher']} | 224 | {speed['teacher_p50_ms']:.2f} | 1.0x |"]
+        lines += [f"| {name} | {s['img_size']} | {s['p50_ms']:.2f} | {s['speedup_vs_teacher']:.1f}x |"
+                  for name, s in speed["students"].items()]
         lines.append("")
     notes = sorted({r["timing_note"] for r in rows if r.get("timing_note")})
     lines += [f"† {n}" for n in notes] + ([""] if notes else [])
     atomic_write_text(results / "results.md", "\n".join(lines))
-    atomic_write_json(results / "results.json", {"host": host, "centre": CENTRE, "factors": FACTORS, "rows": rows})
-    plot(rows, results)
+    atomic_write_json(results / "results.json", {
+        "host": host, "grids": GRIDS, "speed": speed, "rows": rows,
+        "tables": [{"grid": t["grid"], "factor": t["factor"], "keys": [r["key"] for r in t["rows"]]} for t in found]})
+    plot(found, results)
 
 
-def plot(rows: list[dict[str, Any]], results: Path) -> None:
+def plot(found: list[dict[str, Any]], results: Path) -> None:
     try:
         import matplotlib
 
@@ -249,38 +328,57 @@ def plot(rows: list[dict[str, Any]], results: Path) -> None:
         return
     targets = {"retrieval_at_1": 0.5, "centred_cosine": 0.8}  # issue 17's target, within 60 minutes
     for metric, label in (("retrieval_at_1", "retrieval@1"), ("centred_cosine", "centred cosine")):
-        fig, ax = plt.subplots(figsize=(8, 5))
-        budget_students = sorted({r["student"] for r in rows if r["factor"] == "budget"})
-        series = [(f, None) for f in ["centre", *FACTORS]] + [("budget", s) for s in budget_students]
-        for factor, student in series:
-            sel = sorted([r for r in rows if r["factor"] == factor and student in (None, r["student"])],
-                         key=lambda r: r["wall_seconds"])
-            if not sel:
-                continue
-            xs, ys = [r["wall_seconds"] / 60 for r in sel], [r["trained"][metric] for r in sel]
-            # a student's budget points trace its time curve; a factor's points are alternatives
-            ax.plot(xs, ys, "o-" if factor == "budget" else "o", ms=6,
-                    label=f"budget, {student}" if student else factor)
-            for r, x, y in zip(sel, xs, ys):
-                ax.annotate(point_label(r), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        fig, ax = plt.subplots(figsize=(9, 5.5))
+        for table in found:
+            centre = GRIDS[table["grid"]]["centre"] if table["grid"] else None
+            series = [(None, table["rows"])] if centre else \
+                [(s, [r for r in table["rows"] if r["student"] == s]) for s in dict.fromkeys(
+                    r["student"] for r in table["rows"])]
+            for student, sel in series:
+                if centre:  # a factor's points are alternatives to its centre (drawn once per grid, below)
+                    sel = [r for r in sel if settings(r) != centre]
+                if not sel:
+                    continue
+                xs, ys = [r["wall_seconds"] / 60 for r in sel], [r["trained"][metric] for r in sel]
+                name = f"{table['factor']} ({table['grid']})" if centre else f"budget, {student}"
+                # a student's budget points trace its time curve
+                ax.plot(xs, ys, "o" if centre else "o-", ms=6, label=name)
+                for r, x, y in zip(sel, xs, ys):
+                    ax.annotate(point_label(r, centre), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        for grid, spec in GRIDS.items():
+            row = next((r for t in found for r in t["rows"] if settings(r) == spec["centre"]), None)
+            if row:
+                ax.plot(row["wall_seconds"] / 60, row["trained"][metric], "k*", ms=11, label=f"centre ({grid})")
         ax.axhline(targets[metric], color="0.6", ls="--", lw=1)
         ax.set_xlabel("wall minutes on this CPU (teacher cache + training)")
         ax.set_ylabel(f"{label} among the held-out images")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(results / f"{metric}.png", dpi=110)
         plt.close(fig)
 
 
-def point_label(r: dict[str, Any]) -> str:
-    """What a point changes from the centre, in a few characters (budget points: images, views, epochs, loss)."""
-    if r["factor"] == "budget":
-        other = "" if r["student"] == CENTRE["student"] else f" {r['student']}"
-        return f"{r['images']}x{r['views']}v {r['epochs']}ep {r['loss']}{other}"
-    if r["factor"] == "centre":
-        return "centre"
-    return {"images": "{} img", "views": "K={}", "epochs": "{} ep", "img_size": "{} px", "student": "{}",
-            "loss": "{}"}[r["factor"]].format(r[r["factor"]])
+def point_label(r: dict[str, Any], centre: dict[str, Any] | None = None) -> str:
+    """What a point changes from `centre`, in a few characters; without a centre (budget points) its images, views,
+    epochs and loss, and its student and augmentation where not the default grid's."""
+    fmt = {"images": "{} img", "views": "K={}", "epochs": "{} ep", "img_size": "{} px", "student": "{}",
+           "loss": "{}", "augment": "aug {}"}
+    s = settings(r)
+    if centre is None:
+        extra = [fmt[k].format(s[k]) for k in ("student", "augment") if s[k] != CENTRE[k]]
+        return " ".join([f"{s['images']}x{s['views']}v {s['epochs']}ep {s['loss']}", *extra])
+    changed = [fmt[k].format(s[k]) for k in SETTINGS if s[k] != centre[k]]
+    return ", ".join(changed) or "centre"
+
+
+def run_speed(args: argparse.Namespace) -> None:
+    """`edgekd bench` of the teacher and the default grid's students at its resolution: fp32, batch 1, all cores,
+    one backend (onnxruntime), into RESULTS/speed."""
+    spec = GRIDS["default"]
+    out = args.results / "speed"
+    edgekd("bench", "--random-teacher", "--teacher", args.teacher, *spec["factors"]["student"], "--img-size",
+           str(spec["centre"]["img_size"]), "--backend", "onnxruntime", "--teacher-precisions", "fp32", "--batch",
+           "1", "--warmup-s", "1", "--min-time-s", "3", "--out", str(out), log=Path(args.work) / "logs.txt")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,11 +386,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", help="cifar10-images folder (train/ and test/)")
     ap.add_argument("--work", default=os.environ.get("EDGEKD_WORK", "/tmp/edgekd-fidelity"))
     ap.add_argument("--results", type=Path, default=RESULTS)
-    ap.add_argument("--factor", choices=list(FACTORS), help="only the centre and this factor's points")
+    ap.add_argument("--grid", choices=list(GRIDS), default="default", help="which centre the factors vary around")
+    ap.add_argument("--factor", help="only the grid's centre and this factor's points")
     ap.add_argument("--only", nargs="+", metavar="FACTOR=VALUE", default=[],
-                    help="only these points, e.g. img_size=64 epochs=40 (values as in --list)")
+                    help="only these points of the grid, e.g. student=efficientvit_b1 (values as in --list)")
     ap.add_argument("--budget-point", nargs="+", metavar="K=V,K=V", default=[],
-                    help="points off the grid, e.g. images=20000,views=1,epochs=20 (factor 'budget'); alone: only them")
+                    help="points off the grids, e.g. images=20000,views=1,epochs=20 (factor 'budget'); alone: only "
+                         "them")
     ap.add_argument("--held-out", type=int, default=1000)
     ap.add_argument("--teacher", default="ViT-B-32")
     ap.add_argument("--batch-size", type=int, default=64)
@@ -300,9 +400,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-min", type=float, default=0, help="stop starting new points after this many minutes")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--list", action="store_true", help="print the points and exit")
+    ap.add_argument("--speed", action="store_true", help="only bench the students against the teacher, then report")
     ap.add_argument("--report", action="store_true", help="only write results.md + plots from results.jsonl")
     args = ap.parse_args(argv)
-    grid = [] if args.budget_point and not (args.only or args.factor) else points(args.factor)  # budget alone: no grid
+    if args.factor and args.factor not in GRIDS[args.grid]["factors"]:
+        ap.error(f"--factor {args.factor}: grid {args.grid} varies {', '.join(GRIDS[args.grid]['factors'])}")
+    grid = [] if args.budget_point and not (args.only or args.factor) else points(args.grid, args.factor)
     todo = [p for p in grid if not args.only or
             (p["factor"] != "centre" and f"{p['factor']}={p[p['factor']]}" in args.only)]
     todo += [budget_point(spec) for spec in args.budget_point]
@@ -311,7 +414,10 @@ def main(argv: list[str] | None = None) -> int:
             print(point_key(p), json.dumps(p))
         return 0
     args.results.mkdir(parents=True, exist_ok=True)
-    if args.report:
+    if args.speed:
+        Path(args.work).mkdir(parents=True, exist_ok=True)
+        run_speed(args)
+    if args.report or args.speed:
         report(args.results)
         return 0
     if not args.data or not (Path(args.data) / "train").is_dir():

@@ -95,30 +95,37 @@ def demo_block() -> str:
 
 @block("fidelity")
 def fidelity_block(factors: str = "loss,budget") -> str:
-    """Fidelity-study rows (benchmarks/fidelity_study.py) of the named factors (comma-separated; "all" = every row),
-    with the centre, sorted by factor then wall time."""
+    """Rows of the fidelity study's tables (benchmarks/fidelity_study.py) for the named factors, in that order
+    (comma-separated; "all" = every table); a row already shown is not repeated."""
     doc = load("fidelity/results.json")
-    rows, centre = doc["rows"], doc["centre"]
-    wanted = None if factors == "all" else set(factors.split(","))
-    sel = [r for r in rows if wanted is None or r["factor"] in wanted or r["factor"] == "centre"]
-    order = ["centre", *doc["factors"], "budget"]
-    sel.sort(key=lambda r: (order.index(r["factor"]) if r["factor"] in order else len(order), r["wall_seconds"]))
-    first = rows[0]
+    by_key = {r["key"]: r for r in doc["rows"]}
+    wanted = [t["factor"] for t in doc["tables"]] if factors == "all" else factors.split(",")
+    shown: set[str] = set()
+    first = doc["rows"][0]
     out = [f"{doc['host']}; teacher {first['teacher']}; retrieval among {first['trained']['images']} held-out "
-           f"CIFAR-10 test images never cached for training; student {centre['student']} unless named. Wall time = "
-           f"teacher cache + training on this CPU, one run each ({link('fidelity/results.md')}, plots beside it; "
-           "`python benchmarks/fidelity_study.py`).", "",
-           "| varied | images | views | epochs | px | loss | cache + train min | R@1 | R@5 | centred cosine | cosine | "
-           "untrained R@1 |", "|" + "---|" * 12]
-    for r in sel:
-        t, u = r["trained"], r["untrained"]
-        flag = " †" if r.get("timing_note") else ""
-        name = r["factor"] if r["student"] == centre["student"] else f"{r['factor']}: {r['student']}"
-        out.append(f"| {name} | {r['images']} | {r['views']} | {r['epochs']} | {r['img_size']} | {r['loss']} | "
-                   f"{r['cache_seconds'] / 60:.1f} + {r['train_seconds'] / 60:.1f}{flag} | "
-                   f"**{100 * t['retrieval_at_1']:.1f}%** | {100 * t['retrieval_at_5']:.1f}% | "
-                   f"{t['centred_cosine']:.3f} | {t['mean_cosine']:.3f} | {100 * u['retrieval_at_1']:.1f}% |")
-    if any(r.get("timing_note") for r in sel):
+           "CIFAR-10 test images never cached for training. Wall time = teacher cache + training on this CPU, one "
+           f"run each ({link('fidelity/results.md')}, plots beside it; `python benchmarks/fidelity_study.py`).", "",
+           "| varied | images | views | epochs | px | student | loss | augment | cache + train min | R@1 | R@5 | "
+           "centred cosine | untrained R@1 |", "|" + "---|" * 13]
+    notes = False
+    for factor in wanted:
+        for table in (t for t in doc["tables"] if t["factor"] == factor):
+            centre = doc["grids"][table["grid"]]["centre"] if table["grid"] else None
+            for key in table["keys"]:
+                if key in shown:
+                    continue
+                shown.add(key)
+                r = by_key[key]
+                t, u = r["trained"], r["untrained"]
+                is_centre = centre is not None and all(r.get(k, "none") == v for k, v in centre.items())
+                name = f"centre ({table['grid']})" if is_centre else factor
+                notes |= bool(r.get("timing_note"))
+                out.append(f"| {name} | {r['images']} | {r['views']} | {r['epochs']} | {r['img_size']} | "
+                           f"{r['student']} | {r['loss']} | {r.get('augment', 'none')} | {r['cache_seconds'] / 60:.1f}"
+                           f" + {r['train_seconds'] / 60:.1f}{' †' if r.get('timing_note') else ''} | "
+                           f"**{100 * t['retrieval_at_1']:.1f}%** | {100 * t['retrieval_at_5']:.1f}% | "
+                           f"{t['centred_cosine']:.3f} | {100 * u['retrieval_at_1']:.1f}% |")
+    if notes:
         out += ["", "† training time inflated by another job on the same cores; the fidelity figures are unaffected "
                 "(seeded, deterministic training)."]
     return "\n".join(out) + "\n"

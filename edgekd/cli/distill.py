@@ -45,6 +45,12 @@ def _weight_options(f: Callable[..., Any]) -> Callable[..., Any]:
               help="How the student's views and the runtime's frames are resized (edgekd.resize; the same function "
                    "for both) [default: pillow, with --interpolation]. cv2-area-linear (OpenCV, the camera extra) is "
                    "~8x faster per camera frame; see benchmarks/results/resize_methods.md.")
+@click.option("--aug-crop", type=click.FloatRange(0, 1, min_open=True), default=1.0,
+              help="Train the student on a crop inside each cached view that keeps at least this fraction of the "
+                   "view's area (the teacher's target stays the whole view's; 1 = off). See docs/distill.md.")
+@click.option("--aug-jitter", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              help="Colour jitter of the student's input: brightness, contrast and saturation factors in "
+                   "[1-S, 1+S] (0 = off). See docs/distill.md.")
 @click.option("--head", type=click.Choice(["linear", "mlp"]), default="linear", help="Projection head.")
 @click.option("--head-hidden", type=click.IntRange(0), default=0, help="MLP head width (0 = trunk width).")
 @click.option("--student-weights", type=click.Path(dir_okay=False), default=None,

@@ -78,6 +78,8 @@ class DistillConfig:
     img_size: int = 224
     interpolation: str | None = None  # the student's resize filter; None = the teacher's (from the cache)
     resize_method: str | None = None  # edgekd.resize method of the student (training and runtime); None = pillow
+    aug_crop: float = 1.0  # student input: crop inside the cached view keeping >= this fraction of its area (1 = off)
+    aug_jitter: float = 0.0  # student input: brightness/contrast/saturation jitter strength (0 = off)
     head: str = "linear"
     head_hidden: int = 0
     student_weights: str | None = None

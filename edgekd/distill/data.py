@@ -19,6 +19,7 @@ import torch
 
 from edgekd import EdgekdError
 from edgekd.data.images import load_rgb
+from edgekd.distill.augment import Augment
 from edgekd.preprocess import Preprocess, sample_train_view
 
 log = logging.getLogger(__name__)
@@ -31,13 +32,16 @@ class CachedViewDataset(torch.utils.data.Dataset):
     Cached mode: view k ~ U{0..K-1} from rng([seed, epoch, row]); the student renders view k's stored box and the
     target is the cached teacher embedding of that exact view. Online mode (`teacher_preprocess` given): a fresh
     RandomResizedCrop+flip box from the same rng (with the cache's view settings), rendered for both models.
+    `augment` (edgekd.distill.augment) then changes only the student's pixels: a crop inside the view's box and colour
+    jitter, drawn from the same rng after the view (so the target is still the whole view's).
     `cache` is an opened TeacherCache (or its path): index.json is parsed once, in the main process; DataLoader
     workers receive the relative paths and labels with the dataset and open only the memmaps they read (lazily:
     memmaps do not pickle into workers cheaply).
     """
 
     def __init__(self, cache: Any, preprocess: Preprocess, seed: int = 0,
-                 teacher_preprocess: Preprocess | None = None, data_root: str | Path | None = None):
+                 teacher_preprocess: Preprocess | None = None, data_root: str | Path | None = None,
+                 augment: Augment | None = None):
         from edgekd.teacher.cache import TeacherCache
 
         if not isinstance(cache, TeacherCache):
@@ -48,6 +52,7 @@ class CachedViewDataset(torch.utils.data.Dataset):
         self.preprocess = preprocess
         self.teacher_preprocess = teacher_preprocess
         self.seed = int(seed)
+        self.augment = augment or Augment()
         self.labels = np.asarray(cache.labels, dtype=np.int64)
         self.num_views = cache.num_views
         self.has_captions = cache.caption_embeds is not None
@@ -95,7 +100,9 @@ class CachedViewDataset(torch.utils.data.Dataset):
             tp = self.teacher_preprocess
             out["teacher_pixels"] = torch.from_numpy(tp.normalize(tp.render(img, view)))
         # the student's own resize method: the same function as its runtime's (edgekd.preprocess.render_view)
-        out["pixels"] = torch.from_numpy(pp.normalize(pp.render(img, view)))
+        aug = self.augment
+        pixels = aug.colour(rng, pp.render(img, aug.inner_view(rng, view)))
+        out["pixels"] = torch.from_numpy(pp.normalize(pixels))
         if self.has_captions:
             mask = np.asarray(arr["caption_mask"][row])
             choices = np.flatnonzero(mask)

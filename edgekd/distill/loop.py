@@ -25,6 +25,7 @@ from edgekd import EdgekdError
 from edgekd._io import atomic_write_text
 from edgekd.devices import autocast, resolve_device
 from edgekd.distill import ddp
+from edgekd.distill.augment import Augment
 from edgekd.distill.checkpoint import TRAIN_STATE, load_train_state, rng_state, save_checkpoint, set_rng_state
 from edgekd.distill.config import DistillConfig, resolve_weights
 from edgekd.distill.data import CachedViewDataset, GlobalBatchSampler, worker_init
@@ -37,7 +38,7 @@ METRICS = "metrics.csv"
 # config keys that change the math: a resumed run must keep them (epochs/max_steps/workers/device may change)
 RESUME_KEYS = ("student", "img_size", "head", "head_hidden", "batch_size", "lr", "weight_decay", "warmup",
                "min_lr_ratio", "grad_clip", "accum", "ema", "ema_decay", "seed", "online_teacher", "recipe",
-               "label_text", "labels", "loss", "interpolation", "resize_method")
+               "label_text", "labels", "loss", "interpolation", "resize_method", "aug_crop", "aug_jitter")
 
 
 @dataclass
@@ -136,7 +137,8 @@ def _select_label_pack(cfg: DistillConfig, cache: Any) -> Any:
 def _check_resume(cfg: DistillConfig, state: dict[str, Any], out: Path) -> None:
     import json
 
-    saved = json.loads(state["config"])
+    # a run saved before a key existed trained with that key's default
+    saved = {**DistillConfig(cache="", student="", out="").to_dict(), **json.loads(state["config"])}
     now = cfg.to_dict()
     diff = [k for k in RESUME_KEYS if _json(saved.get(k)) != _json(now.get(k))]
     if diff:
@@ -230,7 +232,8 @@ def train(
         student.to(memory_format=torch.channels_last)
 
     dataset = CachedViewDataset(cache, student.cfg.get_preprocess(), cfg.seed,
-                                teacher.preprocess if teacher is not None else None)
+                                teacher.preprocess if teacher is not None else None,
+                                augment=Augment(cfg.aug_crop, cfg.aug_jitter))
     rows = valid_rows
     batch = cfg.batch_size
     sampler = GlobalBatchSampler(rows, batch, cfg.seed, env.rank, env.world_size)
