@@ -238,12 +238,14 @@ def minimum_images(available: dict[str, int] | int, rules: PlanRules) -> int:
 
 
 def choose_plan(available: dict[str, int] | int, minutes: float, teacher_ips: float, train_ips: float,
-                rules: PlanRules = PlanRules(), img_size: int | None = None) -> Plan:
+                rules: PlanRules = PlanRules(), img_size: int | None = None, loader_s: float = 0.0) -> Plan:
     """Images, views, epochs and resolution that fit `minutes` at the measured speeds.
 
     available: images per class (or the total for unlabeled data); teacher_ips: teacher forwards (views) per second;
     train_ips: student training images per second at `img_size` (default `rules.img_size`). One image costs
-    views/teacher_ips to cache and epochs/train_ips to train. As many images as fit at `min_epochs` are taken
+    views/teacher_ips to cache and epochs/train_ips to train, plus `loader_s` (seconds to decode and render one view)
+    per view cached and per epoch: on a CPU the data loading runs on the cores the models use, so it adds (on a GPU
+    it overlaps the model: pass 0). As many images as fit at `min_epochs` are taken
     (balanced over classes); time the dataset leaves unused buys more epochs, up to `max_epochs`. Raises EdgekdError
     naming the minutes needed when not even `minimum_images` fit.
     """
@@ -259,7 +261,7 @@ def choose_plan(available: dict[str, int] | int, minutes: float, teacher_ips: fl
         raise EdgekdError("the dataset holds no images")
     budget = minutes * 60.0
     usable = budget * (1 - rules.margin)
-    cache_cost, epoch_cost = rules.views / teacher_ips, 1 / train_ips
+    cache_cost, epoch_cost = rules.views * (1 / teacher_ips + loader_s), 1 / train_ips + loader_s
     cost = cache_cost + rules.min_epochs * epoch_cost
     need = minimum_images(available, rules)
     fit = math.floor(usable / cost + _EPS)
@@ -274,9 +276,12 @@ def choose_plan(available: dict[str, int] | int, minutes: float, teacher_ips: fl
     reasons = [
         f"budget {minutes:g} min = {budget:.0f} s, {rules.margin:.0%} held back for start-up, evaluation and noise "
         f"-> {usable:.0f} s",
-        f"one image costs {rules.views} view(s) x {1 / teacher_ips:.4g} s in the cache + {rules.min_epochs} epochs x "
-        f"{epoch_cost:.4g} s in training = {cost:.4g} s -> {fit} images fit at {rules.min_epochs} epochs",
+        f"one image costs {rules.views} view(s) x {cache_cost / rules.views:.4g} s in the cache + {rules.min_epochs} "
+        f"epochs x {epoch_cost:.4g} s in training = {cost:.4g} s -> {fit} images fit at {rules.min_epochs} epochs",
     ]
+    if loader_s > 0:
+        reasons.insert(1, f"decoding and rendering a view takes {loader_s:.4g} s on the same cores: added to each "
+                          "cached view and each image-epoch")
     if fit < total:
         how = (f"balanced subset: the first {max(per_class.values())} sorted images of each of {len(counts)} classes"
                if labeled else "the first images in sorted order")

@@ -45,6 +45,13 @@ def test_budget_arithmetic_is_exact():
     assert any("900 sorted images of each of 2 classes" in r for r in p.reasons)
 
 
+def test_cpu_data_loading_is_paid_per_view_and_per_epoch():
+    # + 0.05 s decode/render: 1 view x (0.1 + 0.05) + 20 epochs x (0.01 + 0.05) = 1.35 s -> 540 / 1.35 = 400 images
+    p = choose_plan({"a": 1000, "b": 1000}, minutes=10, teacher_ips=10, train_ips=100, rules=RULES, loader_s=0.05)
+    assert (p.images, p.epochs, p.est_cache_s, p.est_train_s) == (400, 20, 60.0, 480.0)
+    assert any("0.05 s on the same cores" in r for r in p.reasons)
+
+
 def test_small_dataset_buys_epochs_up_to_max():
     rules = PlanRules(margin=0.0, min_epochs=20, max_epochs=60)
     p = choose_plan({"a": 50, "b": 50}, minutes=0.75, teacher_ips=10, train_ips=100, rules=rules)
@@ -91,6 +98,8 @@ def test_plan_cli_measures_and_plans_the_whole_dataset(folder, tmp_path):
     assert doc["plan"]["images"] == 3 * PER_CLASS and not doc["plan"]["subset"] and doc["train_list"] is None
     assert not (tmp_path / "p" / "train.csv").exists()
     assert doc["host"]["cpu"]
+    # on a CPU the measured decode + render is part of the cost (the loader shares the cores)
+    assert doc["speeds"]["loader_s"] == m["teacher"]["detail"]["decode_render_s_per_image"] > 0
     epochs = doc["plan"]["epochs"]
     assert PlanRules().min_epochs <= epochs <= PlanRules().max_epochs
     cache, run = tmp_path / "p" / "cache", tmp_path / "p" / "run"

@@ -78,6 +78,7 @@ def plan(data, minutes, out, student, img_size, teacher, pretrained, teacher_wei
     index = build_index(data, hash_files=False)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     measured: dict = {}
+    loader_s = 0.0
     if teacher_ips is None or train_ips is None:
         t = load_teacher_from_options(teacher, pretrained, teacher_weights, random_teacher, device)
         if t.device.type == "cpu" and load is not None and load >= 0.5 * (os.cpu_count() or 1):
@@ -87,7 +88,9 @@ def plan(data, minutes, out, student, img_size, teacher, pretrained, teacher_wei
         measured = _measure(t, index, student, img_size, batch_size, teacher_ips is None, train_ips is None)
         teacher_ips = teacher_ips or measured["teacher"]["images_per_s"]
         train_ips = train_ips or measured["student"]["images_per_s"]
-    p = choose_plan(class_counts(index), minutes, teacher_ips, train_ips, rules, img_size)
+        if t.device.type == "cpu" and "teacher" in measured:  # the loader shares the cores (on a GPU it overlaps)
+            loader_s = measured["teacher"]["detail"]["decode_render_s_per_image"]
+    p = choose_plan(class_counts(index), minutes, teacher_ips, train_ips, rules, img_size, loader_s)
     if p.images < batch_size:
         raise EdgekdError(f"the plan has {p.images} images, fewer than one --batch-size {batch_size} step of "
                           "`edgekd distill`; lower --batch-size")
@@ -118,7 +121,8 @@ def plan(data, minutes, out, student, img_size, teacher, pretrained, teacher_wei
                       "resize_method": resize_method},
            "host": {"cpu": describe(facts), "cpu_facts": facts, "cpu_count": os.cpu_count(),
                     "load_avg_1min": load},
-           "measurements": measured, "speeds": {"teacher_ips": teacher_ips, "train_ips": train_ips},
+           "measurements": measured,
+           "speeds": {"teacher_ips": teacher_ips, "train_ips": train_ips, "loader_s": loader_s},
            "rules": asdict(rules), "plan": {**asdict(p), "subset": p.subset},
            "train_list": str(train_csv) if p.subset else None}
     save_plan(out_path, doc, commands)
