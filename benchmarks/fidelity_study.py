@@ -30,6 +30,7 @@ import argparse
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -215,6 +216,37 @@ def run_point(args: argparse.Namespace, p: dict[str, Any], held_out: Path, held_
             "untrained": untrained, "load_after": [round(v, 2) for v in os.getloadavg()]}
 
 
+def run_plan_check(args: argparse.Namespace, minutes: float, held_out: Path, held_cache: Path) -> None:
+    """`edgekd plan --minutes M` on the training images, then the plan's commands as a user runs them (each timed),
+    and the run evaluated like every point: does a plan fit its budget on this machine, and what does it buy?
+    Written to RESULTS/plan_check-<M>min.json (once: delete it to measure again)."""
+    from edgekd._io import atomic_write_json
+
+    out = args.results / f"plan_check-{minutes:g}min.json"
+    if out.is_file():
+        return
+    work = Path(args.work) / f"plan-{minutes:g}min"
+    if work.exists():  # a plan half run: its timings would be partial
+        shutil.rmtree(work)
+    log = Path(args.work) / "logs.txt"
+    plan_s = edgekd("plan", "--data", str(Path(args.data) / "train"), "--minutes", f"{minutes:g}", "--out",
+                    str(work), "--teacher", args.teacher, "--random-teacher", "--device", "cpu", log=log)
+    plan = json.loads((work / "plan.json").read_text())
+    seconds = []
+    for command in plan["commands"]:  # "edgekd cache ...", "edgekd distill ...": run with this interpreter
+        words = shlex.split(command)
+        seconds.append(edgekd(*words[1:], "--no-progress", log=log))
+    evaluation = evaluate(args, work / "run", held_out, held_cache, work / "eval.json", Path(args.work))
+    p = plan["plan"]
+    atomic_write_json(out, {
+        "minutes": minutes, "host": host_cpu(), "teacher": f"{args.teacher} (random weights, seeded)",
+        "plan_seconds": round(plan_s, 1), "speeds": plan["speeds"], "commands": plan["commands"],
+        "plan": {k: p[k] for k in ("images", "views", "epochs", "img_size", "est_cache_s", "est_train_s")},
+        "cache_seconds": round(seconds[0], 1), "train_seconds": round(seconds[1], 1),
+        "wall_seconds": round(plan_s + sum(seconds), 1), "trained": evaluation,
+        "load_after": [round(v, 2) for v in os.getloadavg()]})
+
+
 def host_cpu() -> str:
     from edgekd.cpu import cpu_facts, describe
 
@@ -274,6 +306,10 @@ def student_speed(results: Path) -> dict[str, Any] | None:
                          for r in rows if not r["teacher"]}}
 
 
+def plan_checks(results: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(results.glob("plan_check-*min.json"))]
+
+
 def report(results: Path) -> None:
     """results.md (one table per grid factor, then the budget points), results.json and one plot per metric vs
     wall time, from results.jsonl (and the student speeds of `--speed`)."""
@@ -309,11 +345,25 @@ def report(results: Path) -> None:
         lines += [f"| {name} | {s['img_size']} | {s['p50_ms']:.2f} | {s['speedup_vs_teacher']:.1f}x |"
                   for name, s in speed["students"].items()]
         lines.append("")
+    checks = plan_checks(results)
+    if checks:
+        lines += ["## Planner check (`edgekd plan --minutes M`, then its commands as printed, each timed; "
+                  "`--plan-check`)", "",
+                  "| budget min | planned images x epochs | estimated cache + train min | measured plan + cache + "
+                  "train min | R@1 | R@5 | centred cos |", "|---|---|---|---|---|---|---|"]
+        for c in checks:
+            p, t = c["plan"], c["trained"]
+            lines.append(f"| {c['minutes']:g} | {p['images']} x {p['epochs']} | {p['est_cache_s'] / 60:.1f} + "
+                         f"{p['est_train_s'] / 60:.1f} | {c['plan_seconds'] / 60:.1f} + {c['cache_seconds'] / 60:.1f} "
+                         f"+ {c['train_seconds'] / 60:.1f} = **{c['wall_seconds'] / 60:.1f}** | "
+                         f"{100 * t['retrieval_at_1']:.1f}% | {100 * t['retrieval_at_5']:.1f}% | "
+                         f"{t['centred_cosine']:.3f} |")
+        lines.append("")
     notes = sorted({r["timing_note"] for r in rows if r.get("timing_note")})
     lines += [f"† {n}" for n in notes] + ([""] if notes else [])
     atomic_write_text(results / "results.md", "\n".join(lines))
     atomic_write_json(results / "results.json", {
-        "host": host, "grids": GRIDS, "speed": speed, "rows": rows,
+        "host": host, "grids": GRIDS, "speed": speed, "plan_checks": checks, "rows": rows,
         "tables": [{"grid": t["grid"], "factor": t["factor"], "keys": [r["key"] for r in t["rows"]]} for t in found]})
     plot(found, results)
 
@@ -400,12 +450,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-min", type=float, default=0, help="stop starting new points after this many minutes")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--list", action="store_true", help="print the points and exit")
+    ap.add_argument("--plan-check", type=float, metavar="MINUTES",
+                    help="also run `edgekd plan --minutes MINUTES` and its commands, timed (after the points); "
+                         "alone: only that")
     ap.add_argument("--speed", action="store_true", help="only bench the students against the teacher, then report")
     ap.add_argument("--report", action="store_true", help="only write results.md + plots from results.jsonl")
     args = ap.parse_args(argv)
     if args.factor and args.factor not in GRIDS[args.grid]["factors"]:
         ap.error(f"--factor {args.factor}: grid {args.grid} varies {', '.join(GRIDS[args.grid]['factors'])}")
-    grid = [] if args.budget_point and not (args.only or args.factor) else points(args.grid, args.factor)
+    alone = (args.budget_point or args.plan_check) and not (args.only or args.factor)  # no grid unless asked
+    grid = [] if alone else points(args.grid, args.factor)
     todo = [p for p in grid if not args.only or
             (p["factor"] != "centre" and f"{p['factor']}={p[p['factor']]}" in args.only)]
     todo += [budget_point(spec) for spec in args.budget_point]
@@ -437,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"point {point_key(p)}: {json.dumps(p)}", file=sys.stderr, flush=True)
         row = run_point(args, p, held_out, held_cache)
         append_result(jsonl, {**row, "host": host_cpu(), "teacher": f"{args.teacher} (random weights, seeded)"})
+    if args.plan_check:
+        run_plan_check(args, args.plan_check, held_out, held_cache)
     report(args.results)
     return 0
 

@@ -87,3 +87,34 @@ def test_point_labels_name_what_changed(study):
     assert study.point_label(study.budget_point("images=5000,views=1,epochs=10,loss=cos")) == "5000x1v 10ep cos"
     assert study.point_label(study.budget_point("student=efficientvit_b1,augment=crop")) == \
         "5000x1v 10ep cos efficientvit_b1 aug crop"
+
+
+def test_report_writes_tables_speed_and_planner_check(study, tmp_path):
+    import json
+
+    rows = [row(study), row(study, student="efficientvit_b1"), row(study, augment="crop", factor="augment")]
+    for r in rows:
+        r.update(cache_seconds=30.0, train_seconds=30.0, host="test cpu", teacher="ViT-B-32 (random)")
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metrics = rows[0]["trained"]
+    (tmp_path / "plan_check-20min.json").write_text(json.dumps({
+        "minutes": 20, "plan": {"images": 9000, "views": 1, "epochs": 10, "img_size": 128, "est_cache_s": 420.0,
+                                "est_train_s": 600.0},
+        "plan_seconds": 30.0, "cache_seconds": 450.0, "train_seconds": 660.0, "wall_seconds": 1140.0,
+        "trained": metrics}))
+    speed = {"rows": [
+        {"model": "teacher:ViT-B-32", "teacher": True, "status": "ok", "precision": "fp32", "batch": 1,
+         "backend": "onnxruntime", "threads": 2, "img_size": [224, 224], "latency_ms": {"p50": 50.0}},
+        {"model": "efficientvit_b1", "teacher": False, "status": "ok", "precision": "fp32", "batch": 1,
+         "backend": "onnxruntime", "threads": 2, "img_size": [128, 128], "latency_ms": {"p50": 2.5},
+         "speedup_vs_teacher": 20.0}]}
+    (tmp_path / "speed").mkdir()
+    (tmp_path / "speed" / "results.json").write_text(json.dumps(speed))
+    study.report(tmp_path)
+    md = (tmp_path / "results.md").read_text()
+    assert "## student (grid default" in md and "## augment (grid default" in md
+    assert "| efficientvit_b1 | 128 | 2.50 | 20.0x |" in md
+    assert "| 20 | 9000 x 10 | 7.0 + 10.0 | 0.5 + 7.5 + 11.0 = **19.0** | 50.0% |" in md
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert [t["factor"] for t in doc["tables"]] == ["student", "augment", "budget"]
+    assert doc["plan_checks"][0]["minutes"] == 20 and (tmp_path / "retrieval_at_1.png").is_file()
