@@ -40,7 +40,7 @@ def main() -> None:
     args = p.parse_args()
 
     from edgekd.demo import _subset_imagefolder
-    from edgekd.teacher.cache import ViewConfig, _ViewDataset, build_cache
+    from edgekd.teacher.cache import ViewConfig, ViewDataset, build_cache
     from edgekd.teacher.clip import load_teacher
 
     teacher = load_teacher(args.teacher, pretrained=args.pretrained, random_init=args.random_teacher,
@@ -54,7 +54,7 @@ def main() -> None:
         from edgekd.data.index import build_index
 
         idx = build_index(data)
-        ds = _ViewDataset(idx.root, idx.rel_paths, 0, teacher.preprocess, ViewConfig(args.views))
+        ds = ViewDataset(idx.root, idx.rel_paths, 0, teacher.preprocess, ViewConfig(args.views))
         t0 = time.perf_counter()
         for i in range(min(len(ds), 200)):
             ds[i]

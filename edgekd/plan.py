@@ -110,9 +110,9 @@ def sample_paths(index: DatasetIndex, n: int) -> list[Path]:
 def _render_teacher_views(teacher: Teacher, image_paths: Sequence[Path], count: int) -> tuple[list, float]:
     """`count` uint8 [H,W,3] eval views, rendered exactly as `edgekd cache` renders them (cycling when fewer images
     decode), and the mean seconds to decode + render one."""
-    from edgekd.teacher.cache import ViewConfig, _ViewDataset
+    from edgekd.teacher.cache import ViewConfig, ViewDataset
 
-    ds = _ViewDataset(Path(), [str(p) for p in image_paths], 0, teacher.preprocess, ViewConfig(count=1))
+    ds = ViewDataset(Path(), [str(p) for p in image_paths], 0, teacher.preprocess, ViewConfig(count=1))
     views, tried, t0 = [], 0, time.perf_counter()
     for row in range(len(ds)):
         item = ds[row]
@@ -138,17 +138,17 @@ def measure_teacher_ips(teacher: Teacher, image_paths: Sequence[Path], batch_siz
     import numpy as np
     import torch
 
-    from edgekd.teacher.cache import _encode_views
+    from edgekd.teacher.cache import encode_views
 
     if batches < 2:
         raise EdgekdError("measure_teacher_ips: need at least 2 batches (the first is a warm-up)")
     views, render_s = _render_teacher_views(teacher, image_paths, batch_size * batches)
     chunks = [np.stack(views[i:i + batch_size]) for i in range(0, len(views), batch_size)]
     with torch.inference_mode():
-        _encode_views(teacher, chunks[0])  # returns numpy: the device is synced
+        encode_views(teacher, chunks[0])  # returns numpy: the device is synced
         t0 = time.perf_counter()
         for pix in chunks[1:]:
-            _encode_views(teacher, pix)
+            encode_views(teacher, pix)
         seconds = time.perf_counter() - t0
     n = batch_size * (batches - 1)
     size = teacher.preprocess.size

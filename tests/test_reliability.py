@@ -153,7 +153,7 @@ def test_cache_killed_three_times_resumes_to_identical_bytes(data, ref_cache, tm
     run_killed(cache_args(data, out), "numpy.lib.format", "open_memmap", rng.randint(1, 4))
     # 2) killed in the middle of a chunk: a batch's rows are in the memmap but not flushed / recorded
     k1 = rng.randint(2, 6)
-    run_killed(cache_args(data, out, workers=1), "edgekd.teacher.cache", "_encode_views", k1, **small_chunks)
+    run_killed(cache_args(data, out, workers=1), "edgekd.teacher.cache", "encode_views", k1, **small_chunks)
     prog = json.loads((out / "progress.json").read_text())
     assert prog["done"] == (k1 - 1) * 4 and not json.loads((out / "manifest.json").read_text())["complete"]
     r = invoke(["info", str(out)])

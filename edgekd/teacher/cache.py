@@ -276,7 +276,7 @@ def shard_bounds(num: int, index: int, count: int) -> tuple[int, int]:
     return num * index // count, num * (index + 1) // count
 
 
-class _ViewDataset:
+class ViewDataset:
     """Map-style dataset (picklable for DataLoader workers): row -> decoded image rendered at K views."""
 
     def __init__(self, root: Path, rel_paths: list[str], offset: int, preprocess: Preprocess, views: ViewConfig):
@@ -445,7 +445,7 @@ def _arrays_ok(out: Path, n: int, k: int, d: int, m: int | None) -> bool:
     return True
 
 
-def _encode_views(teacher: Teacher, pixels: np.ndarray) -> np.ndarray:
+def encode_views(teacher: Teacher, pixels: np.ndarray) -> np.ndarray:
     """uint8 [B, H, W, 3] -> float32 [B, D] unit vectors. On GPU the uint8 batch is normalised on the device."""
     import torch
 
@@ -668,7 +668,7 @@ def _run_rows(out: Path, part: DatasetIndex, offset: int, teacher: Teacher, vcfg
 
     # Batches are aligned to absolute row numbers, so a resumed build sees exactly the same batches.
     batches = [list(range(s, min(s + batch_size, n))) for s in range(done, n, batch_size)]
-    ds = _ViewDataset(part.root, part.rel_paths, offset, teacher.preprocess, vcfg)
+    ds = ViewDataset(part.root, part.rel_paths, offset, teacher.preprocess, vcfg)
     loader = torch.utils.data.DataLoader(
         ds, batch_sampler=batches, num_workers=workers, collate_fn=_collate,
         worker_init_fn=_worker_init if workers > 0 else None, prefetch_factor=4 if workers > 0 else None)
@@ -697,7 +697,7 @@ def _run_rows(out: Path, part: DatasetIndex, offset: int, teacher: Teacher, vcfg
                     valid[it["row"]] = False
             if ok:
                 pix = np.concatenate([it["pixels"] for it in ok])  # [B*K, H, W, 3]
-                e = _encode_views(teacher, pix).reshape(len(ok), vcfg.count, -1)
+                e = encode_views(teacher, pix).reshape(len(ok), vcfg.count, -1)
                 idx = np.asarray([it["row"] for it in ok])
                 emb[idx] = e.astype(np.float16)
                 vw[idx] = np.stack([it["views"] for it in ok])
