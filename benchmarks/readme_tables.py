@@ -131,6 +131,27 @@ def fidelity_block(factors: str = "loss,budget") -> str:
     return "\n".join(out) + "\n"
 
 
+@block("fidelity-plan")
+def fidelity_plan_block() -> str:
+    """The fidelity study's planner checks: `edgekd plan --minutes M`, then its commands, timed and evaluated."""
+    doc = load("fidelity/results.json")
+    if not doc.get("plan_checks"):
+        raise SystemExit("fidelity/results.json has no planner check; run benchmarks/fidelity_study.py --plan-check M")
+    out = ["| budget | `edgekd plan` chose | estimated cache + training | measured plan + cache + training | "
+           "retrieval@1 | R@5 | centred cosine |", "|---|---|---|---|---|---|---|"]
+    for c in doc["plan_checks"]:
+        p, t = c["plan"], c["trained"]
+        out.append(f"| {c['minutes']:g} min | {p['images']} images x {p['views']} view, {p['epochs']} epochs, "
+                   f"{p['img_size']} px | {p['est_cache_s'] / 60:.1f} + {p['est_train_s'] / 60:.1f} min | "
+                   f"{c['plan_seconds'] / 60:.1f} + {c['cache_seconds'] / 60:.1f} + {c['train_seconds'] / 60:.1f} = "
+                   f"**{c['wall_seconds'] / 60:.1f} min** | **{100 * t['retrieval_at_1']:.1f}%** | "
+                   f"{100 * t['retrieval_at_5']:.1f}% | {t['centred_cosine']:.3f} |")
+    c = doc["plan_checks"][0]
+    out += ["", f"{c['host']}; teacher {c['teacher']}; among the same {c['trained']['images']} held-out images "
+            f"({link('fidelity/results.md')}, `python benchmarks/fidelity_study.py --plan-check M`)."]
+    return "\n".join(out) + "\n"
+
+
 @block("transcript")
 def transcript_block(stage: str, lines: str = "8", end: str = "tail") -> str:
     """The command and the last (end="tail") or first ("head") lines of one stage of benchmarks/cifar10_pipeline.sh,
