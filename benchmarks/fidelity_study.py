@@ -379,6 +379,7 @@ def plot(found: list[dict[str, Any]], results: Path) -> None:
     targets = {"retrieval_at_1": 0.5, "centred_cosine": 0.8}  # issue 17's target, within 60 minutes
     for metric, label in (("retrieval_at_1", "retrieval@1"), ("centred_cosine", "centred cosine")):
         fig, ax = plt.subplots(figsize=(9, 5.5))
+        drawn: set[str] = set()  # a factor's point that is also a budget point is drawn once, with its factor
         for table in found:
             centre = GRIDS[table["grid"]]["centre"] if table["grid"] else None
             series = [(None, table["rows"])] if centre else \
@@ -387,20 +388,30 @@ def plot(found: list[dict[str, Any]], results: Path) -> None:
             for student, sel in series:
                 if centre:  # a factor's points are alternatives to its centre (drawn once per grid, below)
                     sel = [r for r in sel if settings(r) != centre]
+                    drawn.update(r["key"] for r in sel)
+                else:
+                    sel = [r for r in sel if r["key"] not in drawn]
                 if not sel:
                     continue
                 xs, ys = [r["wall_seconds"] / 60 for r in sel], [r["trained"][metric] for r in sel]
                 name = f"{table['factor']} ({table['grid']})" if centre else f"budget, {student}"
                 # a student's budget points trace its time curve
-                ax.plot(xs, ys, "o" if centre else "o-", ms=6, label=name)
+                (line,) = ax.plot(xs, ys, "o" if centre else "o-", ms=6, label=name)
+                # the split: a bar from the teacher-cache minutes (tick) to the total (dot) = the training minutes
+                caches = [r["cache_seconds"] / 60 for r in sel]
+                ax.hlines(ys, caches, xs, colors=line.get_color(), lw=2, alpha=0.35)
+                ax.plot(caches, ys, "|", color=line.get_color(), ms=9)
                 for r, x, y in zip(sel, xs, ys):
                     ax.annotate(point_label(r, centre), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
-        for grid, spec in GRIDS.items():
+        for (grid, spec), marker in zip(GRIDS.items(), "*X"):
             row = next((r for t in found for r in t["rows"] if settings(r) == spec["centre"]), None)
             if row:
-                ax.plot(row["wall_seconds"] / 60, row["trained"][metric], "k*", ms=11, label=f"centre ({grid})")
+                x, y = row["wall_seconds"] / 60, row["trained"][metric]
+                ax.plot(x, y, "k" + marker, ms=10, label=f"centre ({grid})")
+                ax.hlines(y, row["cache_seconds"] / 60, x, colors="k", lw=2, alpha=0.35)
+                ax.plot(row["cache_seconds"] / 60, y, "k|", ms=9)
         ax.axhline(targets[metric], color="0.6", ls="--", lw=1)
-        ax.set_xlabel("wall minutes on this CPU (teacher cache + training)")
+        ax.set_xlabel("wall minutes on this CPU: teacher cache (tick) + training (bar) = total (dot)")
         ax.set_ylabel(f"{label} among the held-out images")
         ax.legend(fontsize=7)
         fig.tight_layout()
