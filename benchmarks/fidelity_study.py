@@ -51,6 +51,7 @@ GRIDS: dict[str, dict[str, Any]] = {
         "factors": {
             "student": ["mobilenetv4_conv_small", "mobilenetv4_conv_medium", "efficientvit_b0", "efficientvit_b1"],
             "augment": ["none", "crop", "jitter"],
+            "loss": ["cos", "cos+vlalign"],
         },
     },
     "old-default": {
@@ -71,6 +72,7 @@ LOSSES: dict[str, list[str]] = {
     "cos": ["--w-cos", "1", "--w-rel", "0", "--w-cls", "0", "--w-kl", "0"],
     "mse": ["--w-mse", "1", "--w-cos", "0", "--w-rel", "0", "--w-cls", "0", "--w-kl", "0"],
     "cos+rel": ["--w-cos", "1", "--w-rel", "1", "--w-cls", "0", "--w-kl", "0"],
+    "cos+vlalign": ["--w-cos", "1", "--w-vlalign", "1", "--w-rel", "0", "--w-cls", "0", "--w-kl", "0"],
     "ood2023": ["--recipe", "ood2023"],
 }
 # augmentation on top of the cached views -> distill options (edgekd.distill.augment)
