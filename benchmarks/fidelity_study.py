@@ -438,10 +438,14 @@ def run_speed(args: argparse.Namespace) -> None:
     """`edgekd bench` of the teacher and the default grid's students at its resolution: fp32, batch 1, all cores,
     one backend (onnxruntime), into RESULTS/speed."""
     spec = GRIDS["default"]
-    out = args.results / "speed"
+    work = Path(args.work) / "speed"  # bench exports the models there too (not results to keep)
     edgekd("bench", "--random-teacher", "--teacher", args.teacher, *spec["factors"]["student"], "--img-size",
            str(spec["centre"]["img_size"]), "--backend", "onnxruntime", "--teacher-precisions", "fp32", "--batch",
-           "1", "--warmup-s", "1", "--min-time-s", "3", "--out", str(out), log=Path(args.work) / "logs.txt")
+           "1", "--warmup-s", "1", "--min-time-s", "3", "--out", str(work), log=Path(args.work) / "logs.txt")
+    (args.results / "speed").mkdir(parents=True, exist_ok=True)
+    for name in ("results.json", "results.md", "latency.png", "throughput.png"):
+        if (work / name).is_file():
+            shutil.copyfile(work / name, args.results / "speed" / name)
 
 
 def main(argv: list[str] | None = None) -> int:
