@@ -365,8 +365,11 @@ def report(results: Path) -> None:
     lines += [f"† {n}" for n in notes] + ([""] if notes else [])
     atomic_write_text(results / "results.md", "\n".join(lines))
     atomic_write_json(results / "results.json", {
-        "host": host, "grids": GRIDS, "speed": speed, "plan_checks": checks, "rows": rows,
-        "tables": [{"grid": t["grid"], "factor": t["factor"], "keys": [r["key"] for r in t["rows"]]} for t in found]})
+        "host": host, "grids": GRIDS, "speed": speed, "plan_checks": checks,
+        "rows": [{**r, **settings(r)} for r in rows],
+        "tables": [{"grid": t["grid"], "factor": t["factor"], "keys": [r["key"] for r in t["rows"]],
+                    "centre": next((r["key"] for r in t["rows"] if t["grid"] and
+                                    settings(r) == GRIDS[t["grid"]]["centre"]), None)} for t in found]})
     plot(found, results, checks)
 
 
@@ -399,10 +402,7 @@ def plot(found: list[dict[str, Any]], results: Path, checks: list[dict[str, Any]
                 name = f"{table['factor']} ({table['grid']})" if centre else f"budget, {student}"
                 # a student's budget points trace its time curve
                 (line,) = ax.plot(xs, ys, "o" if centre else "o-", ms=6, label=name)
-                # the split: a bar from the teacher-cache minutes (tick) to the total (dot) = the training minutes
-                caches = [r["cache_seconds"] / 60 for r in sel]
-                ax.hlines(ys, caches, xs, colors=line.get_color(), lw=2, alpha=0.35)
-                ax.plot(caches, ys, "|", color=line.get_color(), ms=9)
+                draw_split(ax, ys, [r["cache_seconds"] / 60 for r in sel], xs, line.get_color())
                 for r, x, y in zip(sel, xs, ys):
                     ax.annotate(point_label(r, centre), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
         for (grid, spec), marker in zip(GRIDS.items(), "*X"):
@@ -410,13 +410,11 @@ def plot(found: list[dict[str, Any]], results: Path, checks: list[dict[str, Any]
             if row:
                 x, y = row["wall_seconds"] / 60, row["trained"][metric]
                 ax.plot(x, y, "k" + marker, ms=10, label=f"centre ({grid})")
-                ax.hlines(y, row["cache_seconds"] / 60, x, colors="k", lw=2, alpha=0.35)
-                ax.plot(row["cache_seconds"] / 60, y, "k|", ms=9)
+                draw_split(ax, [y], [row["cache_seconds"] / 60], [x], "k")
         for c in checks:  # a plan run as printed: its wall time includes the planning
             x, y = c["wall_seconds"] / 60, c["trained"][metric]
             ax.plot(x, y, "rD", ms=8, label=f"edgekd plan --minutes {c['minutes']:g}, run as printed")
-            ax.hlines(y, (c["plan_seconds"] + c["cache_seconds"]) / 60, x, colors="r", lw=2, alpha=0.35)
-            ax.plot((c["plan_seconds"] + c["cache_seconds"]) / 60, y, "r|", ms=9)
+            draw_split(ax, [y], [(c["plan_seconds"] + c["cache_seconds"]) / 60], [x], "r")
             p = c["plan"]
             ax.annotate(f"{p['images']}x{p['views']}v {p['epochs']}ep", (x, y), textcoords="offset points",
                         xytext=(-70, -12), fontsize=7)
@@ -427,6 +425,13 @@ def plot(found: list[dict[str, Any]], results: Path, checks: list[dict[str, Any]
         fig.tight_layout()
         fig.savefig(results / f"{metric}.png", dpi=110)
         plt.close(fig)
+
+
+def draw_split(ax: Any, ys: list[float], caches: list[float], totals: list[float], color: Any) -> None:
+    """Under each point, its wall time split: a tick at the teacher-cache minutes, a bar from there to the total (the
+    training minutes)."""
+    ax.hlines(ys, caches, totals, colors=color, lw=2, alpha=0.35)
+    ax.plot(caches, ys, "|", color=color, ms=9)
 
 
 def point_label(r: dict[str, Any], centre: dict[str, Any] | None = None) -> str:

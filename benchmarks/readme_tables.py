@@ -110,18 +110,16 @@ def fidelity_block(factors: str = "loss,budget") -> str:
     notes = False
     for factor in wanted:
         for table in (t for t in doc["tables"] if t["factor"] == factor):
-            centre = doc["grids"][table["grid"]]["centre"] if table["grid"] else None
             for key in table["keys"]:
                 if key in shown:
                     continue
                 shown.add(key)
                 r = by_key[key]
                 t, u = r["trained"], r["untrained"]
-                is_centre = centre is not None and all(r.get(k, "none") == v for k, v in centre.items())
-                name = f"centre ({table['grid']})" if is_centre else factor
+                name = f"centre ({table['grid']})" if key == table["centre"] else factor
                 notes |= bool(r.get("timing_note"))
                 out.append(f"| {name} | {r['images']} | {r['views']} | {r['epochs']} | {r['img_size']} | "
-                           f"{r['student']} | {r['loss']} | {r.get('augment', 'none')} | {r['cache_seconds'] / 60:.1f}"
+                           f"{r['student']} | {r['loss']} | {r['augment']} | {r['cache_seconds'] / 60:.1f}"
                            f" + {r['train_seconds'] / 60:.1f}{' †' if r.get('timing_note') else ''} | "
                            f"**{100 * t['retrieval_at_1']:.1f}%** | {100 * t['retrieval_at_5']:.1f}% | "
                            f"{t['centred_cosine']:.3f} | {100 * u['retrieval_at_1']:.1f}% |")
