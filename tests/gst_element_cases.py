@@ -40,6 +40,22 @@ def bundle(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def plain_bundles(tmp_path_factory) -> dict[str, Path]:
+    """One student as an ONNX bundle taking model-size pixels and as an OpenVINO IR bundle (model.xml/.bin), both
+    gated as `edgekd export` does."""
+    pytest.importorskip("openvino")
+    from test_runtime_support import gate_images, make_bundle
+
+    from edgekd.export.pipeline import export_bundle
+
+    root = tmp_path_factory.mktemp("gst-plain")
+    onnx = make_bundle(root / "onnx")
+    ir = export_bundle(root / ".onnx-run", "openvino", "fp32", root / "ir", val_dir=gate_images(),
+                       small_gate_ok=True, gate_isa="host", overwrite=True)
+    return {"onnx": onnx, "ir": ir}
+
+
+@pytest.fixture(scope="module")
 def clf(bundle):
     from edgekd.runtime.classifier import OpenVocabClassifier
 
@@ -318,3 +334,28 @@ def test_element_is_torch_free(bundle):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("block", [True, False])
+@pytest.mark.parametrize("kind", ["ir", "onnx-on-openvino", "onnx"])
+def test_every_backend_in_both_modes(gst, plain_bundles, kind, block):
+    """OpenVINO inside GStreamer's streaming thread (block=true) and in the element's worker (default) gives the
+    python runtime's answers; it used to segfault (an infer request kept in a threading.local of a thread Python did
+    not start: docs/runtime.md). Every classified frame is checked against OpenVocabClassifier on the same backend."""
+    from edgekd.runtime.classifier import OpenVocabClassifier
+
+    backend = {"ir": "openvino", "onnx-on-openvino": "openvino", "onnx": "onnxruntime"}[kind]
+    path = plain_bundles["ir" if kind == "ir" else "onnx"]
+    n = 40
+    desc = (f"{src(n=n)} ! edgekdclassify bundle={path} backend={backend} block={str(block).lower()} top-k=3 ! "
+            "fakesink name=sink sync=false")
+    r = run(gst, desc, timeout=60)
+    assert not r.errors and len(r.frames) == n, r.errors
+    assert r.stats["frames"] == n and r.stats["classified"] + r.stats["dropped"] == n
+    assert r.stats["classified"] == (n if block else len(r.messages)) and len(r.messages) >= 1
+    ref = OpenVocabClassifier.load(path, backend=backend, threads=1)
+    stride = gst[2].VideoInfo.new_from_caps(r.caps).stride[0]
+    for m in r.messages:
+        expected = ref.classify(rgb_frame(r.frames[m["frame"]], stride), top_k=3)
+        assert m["labels"] == [p.label for p in expected]
+        np.testing.assert_allclose(m["scores"], [p.score for p in expected], atol=1e-4)

@@ -1,10 +1,8 @@
 """Runs tests/gst_element_cases.py (the `edgekdclassify` element's tests) in a pytest process of its own.
 
-Why a separate process: in one process, importing torch, then initialising GStreamer (Gst.init), then compiling an
-OpenVINO model aborts or segfaults (reproduced outside edgekd: `import torch; Gst.init(None); ov.Core().compile_model`;
-GStreamer first, or no torch, is fine). The main test session imports torch early and compiles OpenVINO models in
-process, so GStreamer must never be initialised there. The element itself runs in GStreamer processes that import
-the torch-free runtime, where the order is safe.
+Why a separate process: GStreamer's threads, its registry and its global state stay out of the main test session,
+and a native crash in the element fails this one test instead of killing the whole run. (Import orders of numpy,
+torch, GStreamer and OpenVINO in one process are covered by tests/test_unwind.py.)
 """
 
 from __future__ import annotations

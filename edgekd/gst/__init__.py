@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from edgekd import EdgekdError
+from edgekd.unwind import pin_gcc_unwinder
+
+pin_gcc_unwinder()  # before gi loads GStreamer and its libunwind (edgekd.unwind)
 
 ELEMENT_NAME = "edgekdclassify"
 GI_VERSIONS = {"Gst": "1.0", "GstBase": "1.0", "GstVideo": "1.0"}

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgekd.unwind import pin_gcc_unwinder
+
+pin_gcc_unwinder()  # before anything can load GStreamer: C++ exceptions in the backends stay safe (edgekd.unwind)
+
 _LAZY = {
     "OpenVocabClassifier": "edgekd.runtime.classifier",
     "Prediction": "edgekd.runtime.labels",

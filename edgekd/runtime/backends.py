@@ -19,6 +19,7 @@ import numpy as np
 from edgekd import EdgekdError
 from edgekd._optional import is_available, require
 from edgekd.runtime.batching import shape_batch_range
+from edgekd.unwind import unwinder_conflict
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,9 @@ def create_backend(path: str | os.PathLike, backend: str = "auto", threads: int 
     if threads is not None and threads < 1:
         raise EdgekdError(f"threads must be >= 1, got {threads}")
     backend = resolve_backend(path, backend)
+    conflict = unwinder_conflict()
+    if conflict:
+        raise EdgekdError(f"{path}: not loaded with {backend}: {conflict}")
     options: dict[str, Any] = {"spin": spin} if spin is not None and BACKEND_MODULES.get(backend) == "onnxruntime" \
         else {}
     if inference_precision and backend == "openvino":
@@ -240,7 +244,8 @@ class OpenVinoBackend(Backend):
             max(1, first.get_min_length()), first.get_max_length() if first.get_max_length() >= 0 else None)
         self.input_dtype = np.dtype(inp.get_element_type().to_dtype())
         self.output_names = [o.get_any_name() for o in self.compiled.outputs]
-        self._local = threading.local()
+        self._idle: list[Any] = []  # infer requests not in use; one per concurrent caller, kept for reuse
+        self._idle_lock = threading.Lock()
 
     @property
     def batch_range(self) -> tuple[int, int | None]:
@@ -248,11 +253,24 @@ class OpenVinoBackend(Backend):
 
     def run(self, x: np.ndarray, feeds: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         _no_feeds(self.name, feeds)
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
-        result = request.infer({0: x})
-        return {name: np.asarray(result[out]).copy() for name, out in zip(self.output_names, self.compiled.outputs)}
+        request = self._take_request()
+        try:
+            result = request.infer({0: x})
+            return {name: np.asarray(result[out]).copy() for name, out in zip(self.output_names,
+                                                                                self.compiled.outputs)}
+        finally:
+            with self._idle_lock:
+                self._idle.append(request)
+
+    def _take_request(self) -> Any:
+        """An idle infer request, or a new one. Requests belong to the backend, not to a thread: a threading.local
+        one dies with its thread's Python state, which on threads Python did not start (GStreamer's streaming
+        threads, any C library's callbacks) is torn down after every call into Python, and an InferRequest freed
+        there releases the GIL inside CPython's thread-state teardown and segfaults (docs/runtime.md)."""
+        with self._idle_lock:
+            if self._idle:
+                return self._idle.pop()
+        return self.compiled.create_infer_request()
 
 
 # --- TensorRT -----------------------------------------------------------------------------------------------------
