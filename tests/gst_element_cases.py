@@ -65,10 +65,12 @@ def clf(bundle):
 @dataclass
 class Run:
     messages: list[dict[str, Any]] = field(default_factory=list)
+    label_changes: list[dict[str, Any]] = field(default_factory=list)  # edgekd-labels messages
     stats: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     frames: dict[int, np.ndarray] = field(default_factory=dict)  # bytes reaching the sink, by frame number
+    offsets: list[int] = field(default_factory=list)  # buffer offsets reaching the sink (the source's frame numbers)
     caps: Any = None
     state_change: Any = None
 
@@ -86,6 +88,7 @@ def run(gst, desc: str, on_tap=None, before_play=None, timeout: float = 20.0) ->
         def on_buffer(_sink, buf, pad):
             out.caps = pad.get_current_caps()
             out.frames[len(out.frames)] = np.frombuffer(buf.extract_dup(0, buf.get_size()), np.uint8)
+            out.offsets.append(buf.offset)
 
         sink.connect("handoff", on_buffer)
     tap = pipe.get_by_name("tap")
@@ -120,6 +123,8 @@ def _collect(gst, bus, out: Run, timeout: float) -> None:
                 out.messages.append({k: list(v) if k in ("labels", "scores", "probs") else v for k, v in d.items()})
             elif s.get_name() == "edgekd-stats":
                 out.stats = d
+            elif s.get_name() == "edgekd-labels":
+                out.label_changes.append(d)
         elif msg.type == Gst.MessageType.WARNING:
             out.warnings.append(str(msg.parse_warning()[0].message))
         elif msg.type == Gst.MessageType.ERROR:
@@ -128,6 +133,13 @@ def _collect(gst, bus, out: Run, timeout: float) -> None:
         elif msg.type == Gst.MessageType.EOS:
             return
     raise AssertionError(f"pipeline did not finish within {timeout} s")
+
+
+def set_and_wait(element, name: str, value) -> None:
+    """Set a label property from a tap and wait for the element's label thread, so that the new set applies from
+    the frame being tapped (the element itself never waits: tests/gst_element_cases.py::test_label_change_*)."""
+    element.set_property(name, value)
+    assert element._swap.wait(timeout=20)
 
 
 def rgb_frame(data: np.ndarray, stride: int) -> np.ndarray:
@@ -151,14 +163,14 @@ def test_every_frame_matches_the_python_runtime(gst, bundle, clf):
         np.testing.assert_allclose(m["scores"], [p.score for p in ref], atol=1e-5)
         np.testing.assert_allclose(m["probs"], [p.prob for p in ref], atol=1e-5)
         assert m["pts"] == m["frame"] * 10**9 // 30 and m["latency-ms"] > 0
-    assert r.stats == {"frames": 60, "classified": 60, "dropped": 0}
+    assert r.stats == {"frames": 60, "classified": 60, "dropped": 0, "lost": 0}
     assert len({tuple(m["scores"]) for m in r.messages}) > 50  # snow: the frames (and answers) differ
 
 
 def test_interval_and_threshold(gst, bundle):
     def raise_threshold(pipe, n):
         if n == 30:
-            pipe.get_by_name("c").set_property("threshold", 0.999)
+            set_and_wait(pipe.get_by_name("c"), "threshold", 0.999)
 
     r = run(gst, f"{src()} ! identity name=tap ! edgekdclassify name=c bundle={bundle} block=true interval=7 "
                  "top-k=2 ! fakesink name=sink", on_tap=raise_threshold)
@@ -167,15 +179,17 @@ def test_interval_and_threshold(gst, bundle):
         unknown = m["label"] == "unknown"
         assert unknown == (m["frame"] >= 30), m
         assert len(m["labels"]) == 2 and (m["labels"][0] == "unknown") == unknown
-    assert r.stats == {"frames": 60, "classified": 9, "dropped": 0}
+    assert r.stats == {"frames": 60, "classified": 9, "dropped": 0, "lost": 0}
 
 
 def test_labels_change_at_the_next_frame(gst, bundle, clf):
     def change(pipe, n):
+        el = pipe.get_by_name("c")
         if n == 20:
-            pipe.get_by_name("c").set_property("labels", "green, red")
+            set_and_wait(el, "labels", "green, red")
         if n == 40:  # no text encoder in this bundle: refused with a warning, the previous labels stay
-            pipe.get_by_name("c").set_property("labels", "a forklift")
+            set_and_wait(el, "labels", "a forklift")
+            assert el.get_property("labels") == "green, red"
 
     r = run(gst, f"{src()} ! identity name=tap ! edgekdclassify name=c bundle={bundle} block=true top-k=9 ! "
                  "fakesink name=sink", on_tap=change)
@@ -183,6 +197,7 @@ def test_labels_change_at_the_next_frame(gst, bundle, clf):
     for m in r.messages:
         assert sorted(m["labels"]) == sorted(CLASSES if m["frame"] < 20 else ["green", "red"]), m
     assert len(r.warnings) == 1 and "a forklift" in r.warnings[0] and "text encoder" in r.warnings[0]
+    assert "text-encoder=DIR" in r.warnings[0] and "text_encoder" not in r.warnings[0]
     stride = gst[2].VideoInfo.new_from_caps(r.caps).stride[0]
     sub = clf.label_set.pack.subset(["green", "red"])
     from edgekd.runtime.labels import LabelSet
@@ -270,7 +285,8 @@ def test_bad_bundle_fails_at_state_change(gst, bundle, tmp_path, capfd):
     (ungated / "edgekd.json").write_text(json.dumps(meta))
     r = run(gst, f"{src(n=5)} ! edgekdclassify bundle={ungated} ! fakesink")
     assert r.state_change == Gst.StateChangeReturn.FAILURE
-    assert "parity gate" in r.errors[0] and "allow-ungated" in r.errors[0].replace("allow_ungated", "allow-ungated")
+    assert "parity gate" in r.errors[0] and "set allow-ungated=true" in r.errors[0]
+    assert "allow_ungated" not in r.errors[0]
     r = run(gst, f"{src(n=5)} ! edgekdclassify bundle={ungated} allow-ungated=true block=true ! fakesink")
     assert not r.errors and len(r.messages) == 5
     r = run(gst, f"{src(n=5)} ! edgekdclassify bundle={bundle} labels=forklift ! fakesink")
@@ -309,7 +325,7 @@ def test_labels_through_the_text_encoder(gst, bundle, tmp_path):
 
     def change(pipe, n):
         if n == 3:
-            pipe.get_by_name("c").set_property("labels", "a pallet,a forklift,green")
+            set_and_wait(pipe.get_by_name("c"), "labels", "a pallet,a forklift,green")
 
     r = run(gst, f"{src(n=6)} ! identity name=tap ! edgekdclassify name=c bundle={bundle} text-encoder={text} "
                  "labels=person,forklift block=true ! fakesink name=sink", on_tap=change)
@@ -359,3 +375,146 @@ def test_every_backend_in_both_modes(gst, plain_bundles, kind, block):
         expected = ref.classify(rgb_frame(r.frames[m["frame"]], stride), top_k=3)
         assert m["labels"] == [p.label for p in expected]
         np.testing.assert_allclose(m["scores"], [p.score for p in expected], atol=1e-4)
+
+
+def test_label_change_never_waits_for_the_text_encoder(gst, bundle, clf):
+    """A label set that takes 300 ms to build (a big text encoder) costs the calling thread and the streaming thread
+    nothing: set_property returns at once, frames keep flowing with the old set, and the new one is swapped in at a
+    frame boundary once built, announced by an edgekd-labels message."""
+    timings: dict[str, float] = {}
+
+    def slow_builder(pipe):
+        el = pipe.get_by_name("c")
+        build = el._swap._build
+        el._swap._build = lambda request: (time.sleep(0.3), build(request))[1]
+
+    def change(pipe, n):
+        if n == 10:
+            el = pipe.get_by_name("c")
+            t0 = time.perf_counter()
+            el.set_property("labels", "green, red")
+            timings["set"] = time.perf_counter() - t0
+            timings["read_back"] = el.get_property("labels")
+
+    desc = (f"videotestsrc is-live=true num-buffers=40 pattern=snow ! video/x-raw,format=RGB,width={W},height={H},"
+            f"framerate=30/1 ! identity name=tap ! edgekdclassify name=c bundle={bundle} block=true top-k=9 ! "
+            "fakesink name=sink")
+    r = run(gst, desc, on_tap=change, before_play=slow_builder, timeout=30)
+    assert not r.errors and len(r.messages) == 40
+    assert timings["set"] < 0.02 and timings["read_back"] == ""  # returned at once; the set in use is still the old
+    assert len(r.label_changes) == 1
+    change_msg = r.label_changes[0]
+    first_new = change_msg["frame"]
+    assert 10 + 5 <= first_new <= 10 + 20, change_msg  # ~300 ms at 30 fps later, not at the next frame
+    assert change_msg["build-ms"] >= 300 and change_msg["labels"] == "green, red"
+    for m in r.messages:
+        assert sorted(m["labels"]) == sorted(CLASSES if m["frame"] < first_new else ["green", "red"]), m
+    assert max(m["latency-ms"] for m in r.messages) < 250  # no frame waited for the 300 ms build
+
+
+def test_refused_labels_leave_the_property_and_the_next_start_works(gst, bundle):
+    Gst = gst[0]
+    pipe = Gst.parse_launch(f"{src(n=200)} ! identity name=tap ! edgekdclassify name=c bundle={bundle} block=true "
+                            "labels=red,blue ! fakesink")
+    el = pipe.get_by_name("c")
+    outcome = {}
+
+    def refuse(_tap, _buf):
+        if "value" not in outcome:
+            el.set_property("labels", "a forklift")  # not in the pack, no text encoder: refused
+            assert el._swap.wait(timeout=20)
+            outcome["value"] = el.get_property("labels")
+
+    pipe.get_by_name("tap").set_property("signal-handoffs", True)
+    pipe.get_by_name("tap").connect("handoff", refuse)
+    out = Run()
+    try:
+        pipe.set_state(Gst.State.PLAYING)
+        _collect(gst, pipe.get_bus(), out, 30)
+        assert outcome["value"] == "red,blue" and el.get_property("labels") == "red,blue"
+        assert len(out.warnings) == 1 and not out.errors
+        pipe.set_state(Gst.State.NULL)
+        again = Run()
+        assert pipe.set_state(Gst.State.PLAYING) != Gst.StateChangeReturn.FAILURE  # READY -> PLAYING still works
+        _collect(gst, pipe.get_bus(), again, 30)
+        assert not again.errors and sorted(again.messages[0]["labels"]) == ["blue", "red"]
+    finally:
+        pipe.set_state(Gst.State.NULL)
+
+
+def test_frames_lost_upstream_are_counted(gst, bundle):
+    """Frames that never reach the element (dropped upstream, as by a leaky queue) show as `lost`: from the source's
+    frame numbers, and from timestamp gaps where frames carry no numbers."""
+    r = run(gst, f"{src(n=120)} ! identity drop-probability=0.3 ! edgekdclassify bundle={bundle} block=true ! "
+                 "fakesink name=sink")
+    seen = len(r.frames)
+    assert not r.errors and 40 < seen < 110
+    assert r.stats["frames"] == seen and r.stats["lost"] == r.offsets[-1] - r.offsets[0] + 1 - seen > 0
+
+    Gst = gst[0]
+    pipe = Gst.parse_launch(f"appsrc name=a format=time caps=video/x-raw,format=RGB,width={W},height={H},"
+                            f"framerate=30/1 ! edgekdclassify bundle={bundle} block=true ! fakesink")
+    appsrc, out = pipe.get_by_name("a"), Run()
+    pipe.set_state(Gst.State.PLAYING)
+    try:
+        stride = (W * 3 + 3) // 4 * 4
+        for k in [0, 1, 2, 5, 6, 10]:  # 2 + 3 frames missing; no offsets: counted from the timestamps
+            buf = Gst.Buffer.new_wrapped(bytes(stride * H))
+            buf.pts, buf.duration = k * Gst.SECOND // 30, Gst.SECOND // 30
+            assert appsrc.emit("push-buffer", buf) == Gst.FlowReturn.OK
+        appsrc.emit("end-of-stream")
+        _collect(gst, pipe.get_bus(), out, 20)
+    finally:
+        pipe.set_state(Gst.State.NULL)
+    assert out.stats["frames"] == 6 and out.stats["lost"] == 5
+
+
+def test_reference_counts_like_a_c_element(gst, bundle):
+    """Created through the factory, the element is floating like a C element (no "should be floating" CRITICAL),
+    and a bin holds it with the same reference counts as it holds identity."""
+    Gst = gst[0]
+    for name in ("identity", "edgekdclassify"):
+        el = Gst.ElementFactory.make(name, None)
+        bin_ = Gst.Bin.new(None)
+        bin_.add(el)
+        counts = (el.ref_count, el.is_floating())
+        bin_.remove(el)
+        if name == "identity":
+            expected = counts
+    assert counts == expected
+
+
+FATAL_CRITICALS = """
+import gc, sys
+from edgekd.gst import import_gst, register
+Gst = import_gst()[0]
+register()
+for how in ("make", "parse"):
+    if how == "make":
+        pipe = Gst.Pipeline.new(None)
+        src, el, sink = (Gst.ElementFactory.make(n, None) for n in ("videotestsrc", "edgekdclassify", "fakesink"))
+        src.set_property("num-buffers", 3)
+        for e in (src, el, sink):
+            pipe.add(e)
+        src.link(el) and el.link(sink)
+        el.set_property("bundle", sys.argv[1])
+    else:
+        pipe = Gst.parse_launch(f"videotestsrc num-buffers=3 ! edgekdclassify bundle={sys.argv[1]} ! fakesink")
+    pipe.set_state(Gst.State.PLAYING)
+    msg = pipe.get_bus().timed_pop_filtered(20 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+    assert msg.type == Gst.MessageType.EOS, msg.type
+    pipe.set_state(Gst.State.NULL)
+    del pipe
+    gc.collect()
+print("clean")
+"""
+
+
+def test_runs_under_fatal_criticals_and_logs_to_its_debug_category(bundle):
+    env = {**os.environ, "G_DEBUG": "fatal-criticals", "GST_DEBUG": "edgekd:5", "GST_DEBUG_NO_COLOR": "1"}
+    out = subprocess.run([sys.executable, "-c", FATAL_CRITICALS, str(bundle)], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "clean", out.stderr[-3000:]
+    assert "CRITICAL" not in out.stderr
+    lines = [line for line in out.stderr.splitlines() if " edgekd " in line]
+    assert any("INFO" in line and "labels" in line and "<edgekdclassify" in line for line in lines), lines[:20]

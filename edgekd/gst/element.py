@@ -1,6 +1,6 @@
 """`edgekdclassify`: an in-place GStreamer video filter that classifies frames with an edgekd bundle.
 
-    ... ! videoconvert ! edgekdclassify bundle=BUNDLE labels="person,forklift,pallet" threshold=0.2 ! ...
+    ... ! edgekdclassify bundle=BUNDLE labels="person,forklift,pallet" threshold=0.2 ! ...
 
 Video passes through untouched (unless `overlay=true` draws the answer on it). Every `interval`-th frame is classified
 with `OpenVocabClassifier` (numpy runtime, no torch) and the answer leaves the element as
@@ -13,8 +13,14 @@ with `OpenVocabClassifier` (numpy runtime, no torch) and the answer leaves the e
 
 By default a worker thread classifies: a frame due while it is busy passes through unclassified and is counted in
 `dropped` (the video never waits for the model). `block=true` classifies in the streaming thread instead, so every
-due frame gets an answer and a slow model slows the pipeline (files, tests, offline runs).
-`labels` may change while PLAYING: the new set applies from the next frame classified after the call returns.
+due frame gets an answer and a slow model slows the pipeline (files, tests, offline runs). Frames that never reach
+the element (a leaky queue upstream, a source that skips) are counted in `lost`, from gaps in the frame numbers or
+timestamps.
+
+`labels` may change while PLAYING: the new set is built on a thread of the element's own (the text encoder runs
+there) and swapped in at the next frame boundary after it is ready, announced by an `edgekd-labels` message; neither
+the caller nor the streaming thread waits for it. Reading `labels` gives the set in use. A refused value (a WARNING
+message) changes nothing. Logs go to the `edgekd` debug category (`GST_DEBUG=edgekd:5`).
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ import numpy as np
 from edgekd import EdgekdError
 from edgekd.gst import ELEMENT_NAME, analytics_available, import_gst
 from edgekd.gst.frames import FORMATS, FrameLayout, draw_text, model_frame
+from edgekd.gst.label_swap import LabelRequest, LabelSwap, ReadyLabels
+from edgekd.gst.log import install_gst_logging
 
 Gst, GstBase, GstVideo = import_gst()
 from gi.repository import GLib, GObject  # noqa: E402  (after gi.require_version in import_gst)
@@ -39,6 +47,8 @@ log = logging.getLogger(__name__)
 
 MESSAGE_NAME = "edgekd-classification"
 STATS_MESSAGE_NAME = "edgekd-stats"
+LABELS_MESSAGE_NAME = "edgekd-labels"
+COUNTERS = ("frames", "classified", "dropped", "lost")
 THRESHOLD_OFF = -1.0  # a cosine is never below -1: the top answer is never "unknown"
 _MAX = GLib.MAXINT
 CAPS = Gst.Caps.from_string(f"video/x-raw, format=(string){{ {', '.join(FORMATS)} }}, width=(int)[1, {_MAX}], "
@@ -72,11 +82,47 @@ PROPERTIES: dict[str, tuple] = {
                    GObject.ParamFlags.READABLE),
     "dropped": (GObject.TYPE_UINT64, "Dropped", "Due frames not classified because the model was busy", 0,
                 GLib.MAXUINT64, 0, GObject.ParamFlags.READABLE),
+    "lost": (GObject.TYPE_UINT64, "Lost", "Frames missing before the element (gaps in frame numbers or timestamps, "
+             "e.g. dropped by a leaky queue upstream)", 0, GLib.MAXUINT64, 0, GObject.ParamFlags.READABLE),
 }
+# the runtime's errors name Python arguments; the element's name its properties
+PROPERTY_TERMS = (("pass allow_ungated=True / --allow-ungated", "set allow-ungated=true"),
+                  ("load it with resize_fallback=True", "install OpenCV in GStreamer's python"),
+                  ("load it with backend='onnxruntime' (or 'ort-cuda')", "set backend=onnxruntime (or ort-cuda)"),
+                  ("and pass text_encoder=DIR (or put it in the bundle)",
+                   "and set text-encoder=DIR (or put it in the bundle as BUNDLE/text)"),
+                  ("(text_encoder=DIR)", "(the text-encoder property)"))
 
 
 def _uint64(value: int) -> GObject.Value:
     return GObject.Value(GObject.TYPE_UINT64, int(value))
+
+
+def property_terms(message: str) -> str:
+    """A runtime error message with its Python argument names replaced by the element's property names."""
+    for python, prop in PROPERTY_TERMS:
+        message = message.replace(python, prop)
+    return message
+
+
+def _float_for_gstreamer(element: Gst.Element) -> None:
+    """Hand GStreamer the floating reference it expects from a new element, plus the one PyGObject keeps.
+
+    PyGObject sinks the floating reference of an object created from C (gst_element_factory_make, gst-launch)
+    while wrapping it, and GStreamer then logs "The created element should be floating" as a CRITICAL, which aborts
+    under G_DEBUG=fatal-criticals. A second, floating reference gives GStreamer what a C element gives it: the bin
+    sinks that one, and the wrapper's stays the wrapper's (the same counts as without this, as the leaks tracer
+    shows: tests/gst_element_cases.py). PyGObject refuses force_floating(), hence libgobject via ctypes."""
+    import ctypes
+
+    if element.is_floating():
+        return
+    gobject = ctypes.CDLL("libgobject-2.0.so.0")
+    ctypes.pythonapi.PyCapsule_GetPointer.restype = ctypes.c_void_p
+    ctypes.pythonapi.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    pointer = ctypes.c_void_p(ctypes.pythonapi.PyCapsule_GetPointer(element.__gpointer__, None))
+    gobject.g_object_ref(pointer)
+    gobject.g_object_force_floating(pointer)
 
 
 class EdgekdClassify(GstBase.BaseTransform):
@@ -92,13 +138,18 @@ class EdgekdClassify(GstBase.BaseTransform):
 
     def __init__(self) -> None:
         super().__init__()
+        _float_for_gstreamer(self)
         self._props: dict[str, Any] = {name: spec[-2] for name, spec in PROPERTIES.items()}
         self._threshold_set = False
-        self._config_lock = threading.Lock()  # serialises label/threshold changes against loading
+        self._config_lock = threading.Lock()  # serialises property requests against start/stop
         self._clf = None
         self._base_pack = None
-        self._labels = None  # LabelSet snapshot read by the classifying thread
+        self._labels = None  # LabelSet in use: replaced only at a frame boundary (or at start)
+        self._swap: LabelSwap | None = None  # builds requested label sets off the caller's and streaming threads
+        self._requested_labels = ""  # the newest `labels` value asked for (the property reads the one in use)
+        self._built: tuple[str, Any] | None = None  # (labels value, its LabelSet before thresholds): reused
         self._layout: FrameLayout | None = None
+        self._frame_duration = 0  # ns per frame from the caps' framerate (0: variable or unknown)
         self._pool: ThreadPoolExecutor | None = None
         self._future: Future | None = None
         self._failed = False
@@ -109,29 +160,33 @@ class EdgekdClassify(GstBase.BaseTransform):
         self.set_passthrough(True)
 
     def _reset_counters(self) -> None:
-        self._frames = self._classified = self._dropped = 0
+        self._frames = self._classified = self._dropped = self._lost = 0
+        self._last_frame: tuple[int, int] | None = None  # (offset, pts) of the previous buffer
 
     # --- properties -----------------------------------------------------------------------------------------------
 
     def do_get_property(self, prop: GObject.ParamSpec) -> Any:
         name = prop.name
-        if name in ("frames", "classified", "dropped"):
+        if name in COUNTERS:
             return getattr(self, f"_{name}")
         return self._props[name]
 
     def do_set_property(self, prop: GObject.ParamSpec, value: Any) -> None:
         name = prop.name
+        if name == "labels":
+            value = value or ""
+            with self._config_lock:
+                self._requested_labels = value
+                if self._swap is None:  # not started: checked when the bundle loads
+                    self._props["labels"] = value
+            self._request_labels()
+            return
         self._props[name] = value
         if name == "threshold":
             self._threshold_set = True
+            self._request_labels()
         if name == "overlay":
             self._update_passthrough()
-        if name in ("labels", "threshold") and self._clf is not None:
-            try:
-                self._apply_labels(resolve=name == "labels")
-            except (EdgekdError, ValueError, OSError) as e:
-                self._post(Gst.MessageType.WARNING, Gst.ResourceError.SETTINGS,
-                           f"{name}={value!r} not applied, keeping the previous labels: {e}")
 
     def _update_passthrough(self) -> None:
         # meta is added to (and text drawn on) the buffer itself, which then must be writable
@@ -139,22 +194,50 @@ class EdgekdClassify(GstBase.BaseTransform):
 
     # --- labels ---------------------------------------------------------------------------------------------------
 
-    def _apply_labels(self, resolve: bool = True) -> None:
-        """Resolve the `labels`/`threshold` properties into the classifier and publish the new LabelSet snapshot."""
+    def _label_request(self) -> LabelRequest:
+        t = float(self._props["threshold"])
+        return LabelRequest(self._requested_labels, None if t <= THRESHOLD_OFF else t, self._threshold_set)
+
+    def _request_labels(self) -> None:
+        """While running: queue the current `labels`/`threshold` for the label thread (returns at once)."""
         with self._config_lock:
-            clf = self._clf
-            if clf is None:  # stopped meanwhile: the properties apply at the next start
-                return
-            if resolve:
-                value = self._props["labels"] or ""
-                try:
-                    clf.set_labels(self._resolve_labels(value))
-                except EdgekdError as e:
-                    raise EdgekdError(f"labels={value!r}: {e}") from e
-            if self._threshold_set:
-                t = float(self._props["threshold"])
-                clf.set_thresholds(None if t <= THRESHOLD_OFF else t)
-            self._labels = clf.label_set
+            if self._swap is not None:
+                self._swap.request(self._label_request())
+
+    def _build_labels(self, request: LabelRequest) -> Any:
+        """LabelRequest -> LabelSet (on the label thread, or at start). EdgekdError naming the property if refused."""
+        value = request.labels
+        if self._built is not None and self._built[0] == value:
+            labels = self._built[1]
+        else:
+            try:
+                labels = self._clf.make_label_set(self._resolve_labels(value))
+            except EdgekdError as e:
+                raise EdgekdError(f"labels={value!r}: {property_terms(str(e))}") from e
+            self._built = (value, labels)
+        return labels.with_thresholds(request.threshold) if request.threshold_set else labels
+
+    def _refused(self, request: LabelRequest, error: Exception) -> None:
+        with self._config_lock:
+            if self._requested_labels == request.labels:  # later threshold changes build on the set in use
+                self._requested_labels = self._props["labels"]
+        self._post(Gst.MessageType.WARNING, Gst.ResourceError.SETTINGS,
+                   f"{ELEMENT_NAME}: {error}; not applied, the labels in use stay ({self._props['labels']!r})")
+
+    def _apply_ready(self, ready: ReadyLabels, n: int) -> None:
+        """At a frame boundary: the new set is used from frame `n` on."""
+        self._labels = ready.labels
+        self._props["labels"] = ready.request.labels
+        waited_ms = (time.perf_counter() - ready.requested_at) * 1e3
+        s = Gst.Structure.new_empty(LABELS_MESSAGE_NAME)
+        s.set_value("frame", _uint64(n))
+        s.set_value("labels", ready.request.labels)
+        s.set_value("classes", len(ready.labels.class_names))
+        s.set_value("build-ms", float(ready.build_ms))
+        s.set_value("request-to-frame-ms", float(waited_ms))
+        self.post_message(Gst.Message.new_element(self, s))
+        log.info("labels %r in use from frame %d (%d classes, built in %.1f ms)", ready.request.labels, n,
+                 len(ready.labels.class_names), ready.build_ms, extra={"gst_object": self})
 
     def _resolve_labels(self, value: str) -> Any:
         """'' -> the bundle's pack; a .npz/file -> that pack; 'a, b' -> a subset of the bundle's pack when it has all
@@ -177,36 +260,48 @@ class EdgekdClassify(GstBase.BaseTransform):
     # --- lifecycle ------------------------------------------------------------------------------------------------
 
     def do_start(self) -> bool:
-        """READY -> PAUSED: load the bundle; a bad bundle or labels fail the state change with an element error."""
-        from edgekd.labelpack import load_label_pack
-        from edgekd.runtime.classifier import OpenVocabClassifier
-
+        """READY -> PAUSED: load the bundle and its labels; a bad bundle or labels fail the state change with an
+        element error naming the property."""
         p = self._props
         self._reset_counters()
-        self._failed, self._overlay_text = False, ""
+        self._failed, self._overlay_text, self._built = False, "", None
         try:
-            if not p["bundle"]:
-                raise EdgekdError("the 'bundle' property is not set (an `edgekd export` output directory)")
-            clf = OpenVocabClassifier.load(p["bundle"], backend=p["backend"] or "auto", threads=p["threads"] or None,
-                                           text_encoder=p["text-encoder"] or None,
-                                           allow_ungated=p["allow-ungated"])
-            base = load_label_pack(clf.info.labels_path) if clf.info.labels_path is not None else None
-            with self._config_lock:
-                self._clf, self._base_pack = clf, base
-            self._apply_labels()
+            self._load()
         except (EdgekdError, ValueError, OSError) as e:
             code = Gst.ResourceError.SETTINGS if p["bundle"] and Path(p["bundle"]).exists() \
                 else Gst.ResourceError.NOT_FOUND
-            self._post(Gst.MessageType.ERROR, code, f"{ELEMENT_NAME}: cannot load bundle={p['bundle']!r}: {e}")
+            self._post(Gst.MessageType.ERROR, code, f"{ELEMENT_NAME}: cannot load bundle={p['bundle']!r}: "
+                                                    f"{property_terms(str(e))}")
             self._clf = None
             return False
+        clf = self._clf
+        mode = "block=true: every due frame in the streaming thread" if p["block"] else \
+            "worker thread: due frames are dropped while it is busy"
+        log.info("bundle %s on %s with %d labels (labels=%r), %s", clf.info.root, clf.backend.name,
+                 len(self._labels.class_names), p["labels"], mode, extra={"gst_object": self})
         if not clf.resize_in_graph:
             log.info("%s resizes frames in numpy; a whole-frame bundle (edgekd export --preprocess-in-graph full) "
-                     "does it inside the model", clf.info.root)
+                     "does it inside the model", clf.info.root, extra={"gst_object": self})
         if not p["block"]:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=ELEMENT_NAME)
         self._update_passthrough()
         return True
+
+    def _load(self) -> None:
+        from edgekd.labelpack import load_label_pack
+        from edgekd.runtime.classifier import OpenVocabClassifier
+
+        p = self._props
+        if not p["bundle"]:
+            raise EdgekdError("the 'bundle' property is not set (an `edgekd export` output directory)")
+        clf = OpenVocabClassifier.load(p["bundle"], backend=p["backend"] or "auto", threads=p["threads"] or None,
+                                       text_encoder=p["text-encoder"] or None, allow_ungated=p["allow-ungated"])
+        with self._config_lock:
+            self._clf = clf
+            self._base_pack = load_label_pack(clf.info.labels_path) if clf.info.labels_path is not None else None
+            self._requested_labels = p["labels"]
+            self._labels = self._build_labels(self._label_request())
+            self._swap = LabelSwap(self._build_labels, self._refused, name=f"{ELEMENT_NAME}-labels")
 
     def do_stop(self) -> bool:
         self._drain()
@@ -214,7 +309,11 @@ class EdgekdClassify(GstBase.BaseTransform):
             self._pool.shutdown(wait=True)
             self._pool = None
         with self._config_lock:
-            self._clf = self._base_pack = self._labels = None
+            swap, self._swap = self._swap, None
+        if swap is not None:
+            swap.close()
+        with self._config_lock:
+            self._clf = self._base_pack = self._labels = self._built = None
         return True
 
     def do_set_caps(self, incaps: Gst.Caps, outcaps: Gst.Caps) -> bool:
@@ -226,15 +325,18 @@ class EdgekdClassify(GstBase.BaseTransform):
                                    tuple(info.stride[: info.finfo.n_planes]), tuple(info.offset[: info.finfo.n_planes]),
                                    _MATRICES.get(cm.matrix, "bt601"),
                                    cm.range == getattr(GstVideo.VideoColorRange, "0_255"))
+        self._frame_duration = Gst.util_uint64_scale(Gst.SECOND, info.fps_d, info.fps_n) if info.fps_n > 0 else 0
         return True
 
     def do_sink_event(self, event: Gst.Event) -> bool:
         if event.type == Gst.EventType.EOS:
             self._drain()  # the last answers reach the bus before EOS does
             s = Gst.Structure.new_empty(STATS_MESSAGE_NAME)
-            for key in ("frames", "classified", "dropped"):
+            for key in COUNTERS:
                 s.set_value(key, _uint64(getattr(self, f"_{key}")))
             self.post_message(Gst.Message.new_element(self, s))
+        elif event.type in (Gst.EventType.FLUSH_STOP, Gst.EventType.SEGMENT):
+            self._last_frame = None  # a seek or a new segment: no gap to count across it
         return GstBase.BaseTransform.do_sink_event(self, event)
 
     def _drain(self) -> None:
@@ -248,11 +350,16 @@ class EdgekdClassify(GstBase.BaseTransform):
         t0 = time.perf_counter()
         n = self._frames
         self._frames += 1
+        self._count_lost(buf)
         if self._failed:
             return Gst.FlowReturn.ERROR
+        ready = self._swap.take() if self._swap is not None else None
+        if ready is not None:
+            self._apply_ready(ready, n)
         if n % self._props["interval"] == 0 and self._clf is not None:
+            labels = self._labels  # this frame's set, whichever thread classifies it
             if self._props["block"]:
-                preds = self._classify_buffer(buf, n, t0)
+                preds = self._classify_buffer(buf, n, t0, labels)
                 if preds is None:
                     return Gst.FlowReturn.ERROR
                 self._attach_meta(buf, preds)
@@ -260,29 +367,42 @@ class EdgekdClassify(GstBase.BaseTransform):
                 self._dropped += 1
             else:
                 data = self._copy(buf)
-                self._future = self._pool.submit(self._classify, data, n, buf.pts, t0)
+                self._future = self._pool.submit(self._classify, data, n, buf.pts, t0, labels)
         if self._props["overlay"] and self._overlay_text:
             self._draw(buf)
         return Gst.FlowReturn.OK
+
+    def _count_lost(self, buf: Gst.Buffer) -> None:
+        """Count frames missing before this one: by frame number where the source numbers its frames (offset_end =
+        offset + 1, as v4l2src and videotestsrc do), else by timestamp gaps at the caps' constant frame rate."""
+        offset, pts = buf.offset, buf.pts
+        numbered = offset != Gst.BUFFER_OFFSET_NONE and buf.offset_end == offset + 1
+        last, self._last_frame = self._last_frame, (offset if numbered else -1, pts)
+        if last is None:
+            return
+        if numbered and last[0] >= 0:
+            self._lost += max(0, offset - last[0] - 1)
+        elif self._frame_duration and pts != Gst.CLOCK_TIME_NONE and last[1] != Gst.CLOCK_TIME_NONE and pts > last[1]:
+            self._lost += max(0, round((pts - last[1]) / self._frame_duration) - 1)
 
     @staticmethod
     def _copy(buf: Gst.Buffer) -> np.ndarray:
         """The frame's bytes, copied: the worker classifies them after the buffer has moved on."""
         return np.frombuffer(buf.extract_dup(0, buf.get_size()), np.uint8)
 
-    def _classify_buffer(self, buf: Gst.Buffer, n: int, t0: float) -> list | None:
+    def _classify_buffer(self, buf: Gst.Buffer, n: int, t0: float, labels: Any) -> list | None:
         ok, mapinfo = buf.map(Gst.MapFlags.READ)
         if not ok:
             self._post(Gst.MessageType.ERROR, Gst.ResourceError.READ, "cannot map the video buffer for reading")
             return None
         try:
-            return self._classify(np.frombuffer(mapinfo.data, np.uint8), n, buf.pts, t0)
+            return self._classify(np.frombuffer(mapinfo.data, np.uint8), n, buf.pts, t0, labels)
         finally:
             buf.unmap(mapinfo)
 
-    def _classify(self, data: np.ndarray, n: int, pts: int, t0: float) -> list | None:
-        """Flat frame bytes -> top-k Predictions, posted as a message (None after posting an error)."""
-        labels, clf, layout = self._labels, self._clf, self._layout
+    def _classify(self, data: np.ndarray, n: int, pts: int, t0: float, labels: Any) -> list | None:
+        """Flat frame bytes -> top-k Predictions over `labels`, posted as a message (None after posting an error)."""
+        clf, layout = self._clf, self._layout
         try:
             frame, color = model_frame(data, layout)
             preds = labels.predict(clf.embed(frame, color)[None], int(self._props["top-k"]))[0]
@@ -313,7 +433,7 @@ class EdgekdClassify(GstBase.BaseTransform):
     def _draw(self, buf: Gst.Buffer) -> None:
         ok, mapinfo = buf.map(Gst.MapFlags.READ | Gst.MapFlags.WRITE)
         if not ok:
-            log.warning("%s: buffer not writable, overlay skipped", ELEMENT_NAME)
+            log.warning("%s: buffer not writable, overlay skipped", ELEMENT_NAME, extra={"gst_object": self})
             return
         try:
             draw_text(np.frombuffer(mapinfo.data, np.uint8), self._layout, self._overlay_text)
@@ -325,7 +445,8 @@ class EdgekdClassify(GstBase.BaseTransform):
         if not self._analytics:
             return
         if not buf.is_writable():  # e.g. a python reference to the buffer: adding meta would be refused
-            log.warning("%s: buffer not writable, GstAnalytics meta left out", ELEMENT_NAME)
+            log.warning("%s: buffer not writable, GstAnalytics meta left out", ELEMENT_NAME,
+                        extra={"gst_object": self})
             self._analytics = False
             return
         from gi.repository import GstAnalytics
@@ -341,3 +462,4 @@ class EdgekdClassify(GstBase.BaseTransform):
 
 
 GObject.type_register(EdgekdClassify)
+install_gst_logging()

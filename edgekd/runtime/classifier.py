@@ -152,11 +152,16 @@ class OpenVocabClassifier:
         set select that subset; otherwise they are embedded by the text encoder (templates: '{}' strings, default
         "a photo of a {}."). Packs from another teacher or embedding size are refused.
         """
-        pack = self._resolve_labels(labels, templates)
-        pack.check_compatible(self.info.teacher_id, self.info.embed_dim, what=f"the bundle {self.info.root}")
-        new = LabelSet.from_pack(pack, pack.meta.get("logit_scale") or self.info.logit_scale)
+        new = self.make_label_set(labels, templates)
         with self._write_lock:
             self._labels = new
+
+    def make_label_set(self, labels: LabelsLike, templates: Sequence[str] | None = None) -> LabelSet:
+        """What set_labels() would install, without installing it (a caller that swaps label sets itself, such as
+        the GStreamer element at a frame boundary, builds them off its hot thread with this)."""
+        pack = self._resolve_labels(labels, templates)
+        pack.check_compatible(self.info.teacher_id, self.info.embed_dim, what=f"the bundle {self.info.root}")
+        return LabelSet.from_pack(pack, pack.meta.get("logit_scale") or self.info.logit_scale)
 
     def _resolve_labels(self, labels: LabelsLike, templates: Sequence[str] | None) -> LabelPack:
         if isinstance(labels, LabelPack):
