@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -518,3 +519,31 @@ def test_runs_under_fatal_criticals_and_logs_to_its_debug_category(bundle):
     assert "CRITICAL" not in out.stderr
     lines = [line for line in out.stderr.splitlines() if " edgekd " in line]
     assert any("INFO" in line and "labels" in line and "<edgekdclassify" in line for line in lines), lines[:20]
+
+
+@pytest.mark.parametrize("block", ["true", "false"])
+def test_file_example_with_an_openvino_bundle(plain_bundles, tmp_path, block):
+    """examples/gstreamer/file.sh as a user runs it (gst-launch-1.0, the python plugin loader, decodebin) on an
+    OpenVINO IR bundle: every frame classified with block=true, no crash in the default mode either."""
+    edgekd = Path(sys.executable).parent / "edgekd"
+    if shutil.which("gst-launch-1.0") is None or not edgekd.exists():
+        pytest.skip("gst-launch-1.0 or the edgekd script is not installed")
+    clip = tmp_path / "clip.avi"
+    made = subprocess.run(["gst-launch-1.0", "-q", "videotestsrc", "num-buffers=30", "pattern=ball", "!",
+                           "video/x-raw,width=160,height=120,framerate=30/1", "!", "jpegenc", "!", "avimux", "!",
+                           "filesink", f"location={clip}"], capture_output=True, text=True, timeout=60)
+    if made.returncode != 0:
+        pytest.skip(f"cannot make a test clip (jpegenc/avimux from gstreamer1.0-plugins-good): {made.stderr[-300:]}")
+    env = {**os.environ, "SINK": "fakesink", "BLOCK": block, "GST_REGISTRY": str(tmp_path / "registry.bin"),
+           "PATH": f"{edgekd.parent}{os.pathsep}{os.environ['PATH']}"}
+    script = Path(__file__).resolve().parents[1] / "examples" / "gstreamer" / "file.sh"
+    out = subprocess.run(["bash", str(script), str(clip), str(plain_bundles["ir"])], capture_output=True, text=True,
+                         env=env, timeout=180)
+    if "No such element or plugin 'python'" in out.stdout + out.stderr:
+        pytest.skip("GStreamer's python plugin loader (libgstpython.so) is not installed")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    stats = next(line for line in out.stdout.splitlines() if "edgekd-stats" in line)
+    counts = {k: int(v) for k, v in re.findall(r"(frames|classified|dropped|lost)=\(guint64\)(\d+)", stats)}
+    assert counts["frames"] == 30 and counts["classified"] + counts["dropped"] == 30 and counts["classified"] >= 1
+    if block == "true":
+        assert counts["classified"] == 30
