@@ -223,8 +223,13 @@ def _render_pillow(img: Image.Image, view: ViewParams, size: tuple[int, int], in
         canvas = Image.new("RGB", (w + 2 * px, h + 2 * py), (fill, fill, fill))
         canvas.paste(img, (px, py))
         img, x0, y0, x1, y1 = canvas, x0 + px, y0 + py, x1 + px, y1 + py
-    out = img.resize((size[1], size[0]), _INTERPOLATION[interpolation], box=(x0, y0, x1, y1))
+    out = img.resize((size[1], size[0]), pillow_filter(interpolation), box=(x0, y0, x1, y1))
     return _finish(np.asarray(out, dtype=np.uint8), "rgb", flip)
+
+
+def pillow_filter(interpolation: str) -> Image.Resampling:
+    """Preprocess.interpolation -> the Pillow resampling filter every Pillow render uses."""
+    return _INTERPOLATION[interpolation]
 
 
 def normalize(pixels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:

@@ -547,3 +547,27 @@ def test_file_example_with_an_openvino_bundle(plain_bundles, tmp_path, block):
     assert counts["frames"] == 30 and counts["classified"] + counts["dropped"] == 30 and counts["classified"] >= 1
     if block == "true":
         assert counts["classified"] == 30
+
+
+@pytest.mark.parametrize("fmt", ["NV12", "I420"])
+def test_yuv_frames_rendered_in_the_planes(gst, bundle, clf, fmt):
+    """Camera-sized YUV frames are cropped and resized in their planes (edgekd.gst.frames.render_model_input); the
+    answers stay those of converting the whole frame to RGB first, on the very bytes the element saw."""
+    from edgekd.gst.frames import FrameLayout, model_frame, plane_boxes
+
+    w, h = 161, 121  # odd, and more than twice the 32 px model: the plane path
+    desc = (f"videotestsrc num-buffers=4 pattern=smpte ! video/x-raw,format={fmt},width={w},height={h} ! "
+            f"edgekdclassify bundle={bundle} block=true top-k=4 ! fakesink name=sink")
+    r = run(gst, desc)
+    assert not r.errors and len(r.messages) == 4
+    info = gst[2].VideoInfo.new_from_caps(r.caps)
+    n = info.finfo.n_planes
+    layout = FrameLayout(fmt, w, h, tuple(info.stride[:n]), tuple(info.offset[:n]))
+    assert plane_boxes(layout, clf.preprocess)
+    for m in r.messages:
+        frame, _ = model_frame(r.frames[m["frame"]], layout)
+        expected = {p.label: p.score for p in clf.classify(frame, top_k=4)}
+        got = dict(zip(m["labels"], m["scores"]))
+        assert set(got) == set(expected)
+        for label, score in expected.items():
+            assert abs(got[label] - score) < 0.015, (label, got[label], score)  # swapped U/V: 0.04

@@ -36,7 +36,7 @@ import numpy as np
 
 from edgekd import EdgekdError
 from edgekd.gst import ELEMENT_NAME, analytics_available, import_gst
-from edgekd.gst.frames import FORMATS, FrameLayout, draw_text, model_frame
+from edgekd.gst.frames import FORMATS, PLANAR, FrameLayout, draw_text, model_frame, render_model_input
 from edgekd.gst.label_swap import LabelRequest, LabelSwap, ReadyLabels
 from edgekd.gst.log import install_gst_logging
 
@@ -404,7 +404,10 @@ class EdgekdClassify(GstBase.BaseTransform):
         """Flat frame bytes -> top-k Predictions over `labels`, posted as a message (None after posting an error)."""
         clf, layout = self._clf, self._layout
         try:
-            frame, color = model_frame(data, layout)
+            if layout.format in PLANAR:  # YUV: rendered to the model's size in the planes, converted there
+                frame, color = render_model_input(data, layout, clf.preprocess), "rgb"
+            else:  # packed RGB/BGR: a view, rendered (or resized in the graph) by the classifier
+                frame, color = model_frame(data, layout)
             preds = labels.predict(clf.embed(frame, color)[None], int(self._props["top-k"]))[0]
         except (EdgekdError, ValueError, RuntimeError) as e:
             self._failed = True

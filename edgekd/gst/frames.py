@@ -1,20 +1,36 @@
-"""Raw GStreamer video frames <-> numpy, gi-free: views of packed RGB formats, YUV 4:2:0 to RGB, a text box.
+"""Raw GStreamer video frames <-> numpy, gi-free: views of packed RGB formats, YUV 4:2:0 to RGB, the model's input
+rendered straight from the planes, a text box.
 
     layout = FrameLayout("NV12", 640, 480, strides=(640, 640), offsets=(0, 307200))
-    frame, color = model_frame(np.frombuffer(data, np.uint8), layout)     # uint8 [480, 640, 3], "rgb"
+    pixels = render_model_input(np.frombuffer(data, np.uint8), layout, clf.preprocess)   # uint8 [h, w, 3] RGB
+    frame, color = model_frame(np.frombuffer(data, np.uint8), layout)     # the whole frame: uint8 [480, 640, 3]
 
 Packed formats become views with the row padding skipped (no copy; the classifier copies only what a non-contiguous
-view needs). Only the planar YUV formats are converted: full-resolution RGB from the luma plane and nearest-neighbour
-upsampled chroma, with the caps' matrix (BT.601/709/2020) and range. GStreamer's `videoconvert` interpolates the
-chroma linearly, so its output differs at sharp colour edges (tests/test_gst_element.py measures the gap).
+view needs). For the planar YUV formats (NV12, I420: what hardware decoders and CSI cameras deliver),
+`render_model_input` crops the eval view's box and resizes in the planes, luma at full resolution and chroma at half,
+with the bundle's own resize method, and converts only the model's pixels to RGB: a fraction of converting the
+whole frame first, and within a grey level of it on average (the YUV -> RGB map is affine, so it commutes with the
+resampling except for rounding and clipping; tests/test_gst_frames.py bounds the difference on textures and on
+saturated colour bars). Where the planes cannot be used (a crop under twice the model's size, where chroma would be
+enlarged; a padded 'longest' view; an odd crop for the whole-pixel array methods), only the region the render reads
+is converted, and the result is bit for bit the render of the whole converted frame. The conversion repeats each
+chroma sample 2x2 and uses the caps' matrix (BT.601/709/2020) and range; GStreamer's `videoconvert` interpolates
+the chroma, so its output differs at sharp colour edges (tests/gst_element_cases.py measures the gap).
 """
 
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from PIL import Image
+
+from edgekd._optional import is_available
+from edgekd.preprocess import Preprocess, pillow_filter
+from edgekd.resize import PILLOW, pixel_box, resize_array
 
 # format -> (bytes per pixel, channel order) of the packed formats; the planar ones are converted
 PACKED = {"RGB": (3, "rgb"), "BGR": (3, "bgr"), "RGBx": (4, "rgb"), "BGRx": (4, "bgr"), "RGBA": (4, "rgb"),
@@ -68,35 +84,155 @@ def model_frame(data: np.ndarray, layout: FrameLayout) -> tuple[np.ndarray, str]
     if layout.format in PACKED:
         bpp, order = PACKED[layout.format]
         return plane(data, layout, 0, layout.height, layout.width, bpp)[:, :, :3], order
+    return yuv420_to_rgb(*yuv_planes(data, layout), layout.matrix, layout.full_range), "rgb"
+
+
+def yuv_planes(data: np.ndarray, layout: FrameLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views (no copy) of a planar frame's luma [H, W] and chroma U, V [ceil(H/2), ceil(W/2)] (NV12: strided views
+    into the interleaved UV plane)."""
     y = plane(data, layout, 0, layout.height, layout.width)[:, :, 0]
     ch, cw = layout.chroma_size
     if layout.format == "NV12":
         uv = plane(data, layout, 1, ch, cw, 2)
-        u, v = uv[:, :, 0], uv[:, :, 1]
+        return y, uv[:, :, 0], uv[:, :, 1]
+    return y, plane(data, layout, 1, ch, cw)[:, :, 0], plane(data, layout, 2, ch, cw)[:, :, 0]
+
+
+def render_model_input(data: np.ndarray, layout: FrameLayout, preprocess: Preprocess) -> np.ndarray:
+    """Flat frame bytes -> the model's input pixels, uint8 [h, w, 3] RGB at preprocess.size: the eval view rendered
+    with the bundle's resize method. Packed formats: exactly `preprocess.render` of the frame. NV12/I420: resized in
+    the planes and converted at the model's size where `plane_boxes` allows it (see the module docstring), else
+    exactly `preprocess.render` of the RGB conversion, converting only the pixels the render reads."""
+    if layout.format in PACKED:
+        frame, color = model_frame(data, layout)
+        return preprocess.render(frame, color=color)
+    boxes = plane_boxes(layout, preprocess)
+    if boxes is None:
+        return _render_converted_crop(data, layout, preprocess)
+    luma_box, chroma_box = boxes
+    y, u, v = yuv_planes(data, layout)
+    if layout.format == "NV12" and preprocess.resize_method != PILLOW:  # both chroma planes in one interleaved pass
+        uv = resize_plane(plane(data, layout, 1, *layout.chroma_size, 2), chroma_box, preprocess)
+        chroma = (uv[..., 0], uv[..., 1])
     else:
-        u, v = plane(data, layout, 1, ch, cw)[:, :, 0], plane(data, layout, 2, ch, cw)[:, :, 0]
-    return yuv420_to_rgb(y, u, v, layout.matrix, layout.full_range), "rgb"
+        chroma = tuple(resize_plane(c, chroma_box, preprocess) for c in (u, v))
+    return yuv_to_rgb(resize_plane(y, luma_box, preprocess), *chroma, layout.matrix, layout.full_range)
+
+
+Box4 = tuple[float, float, float, float]
+
+
+def plane_boxes(layout: FrameLayout, preprocess: Preprocess) -> tuple[Box4, Box4] | None:
+    """(luma box, chroma box) of the eval view when it can be rendered in the planes, else None: the crop must lie
+    inside the frame (no 'longest' padding) and be at least twice the model's size both ways (so the half-resolution
+    chroma is shrunk, never enlarged); the array methods, which crop whole pixels, also need the luma crop on even
+    pixels, so that the chroma crop is exactly half of it (chroma sample j covers luma pixels 2j and 2j + 1)."""
+    x0, y0, x1, y1, _ = preprocess.eval_view(layout.width, layout.height)
+    h, w = preprocess.size
+    if x0 < 0 or y0 < 0 or x1 > layout.width or y1 > layout.height or y1 - y0 < 2 * h or x1 - x0 < 2 * w:
+        return None
+    if preprocess.resize_method == PILLOW:  # Pillow resamples exact float boxes
+        return (x0, y0, x1, y1), (x0 / 2, y0 / 2, x1 / 2, y1 / 2)
+    box = pixel_box((x0, y0, x1, y1), (layout.height, layout.width), preprocess.size)
+    if any(c % 2 for c in box):
+        return None
+    return box, tuple(c // 2 for c in box)
+
+
+def resize_plane(a: np.ndarray, box: Box4, preprocess: Preprocess) -> np.ndarray:
+    """One uint8 plane [h, w] (or, for the array methods, interleaved planes [h, w, C]; views with padded rows are
+    fine) -> its `box` resized to preprocess.size, uint8 [H, W] (or [H, W, C]), with the preprocessing's resize
+    method: the same Pillow filter, or the same array method, as training."""
+    size = preprocess.size
+    if preprocess.resize_method == PILLOW:
+        return np.asarray(_plane_image(a).resize((size[1], size[0]), pillow_filter(preprocess.interpolation),
+                                                 box=box))
+    x0, y0, x1, y1 = pixel_box(box, a.shape[:2], size)
+    crop = a[y0:y1, x0:x1] if a.ndim == 3 else a[y0:y1, x0:x1, None]
+    return resize_array(crop, size, preprocess.resize_method).reshape(*size, *a.shape[2:])
+
+
+def _render_converted_crop(data: np.ndarray, layout: FrameLayout, preprocess: Preprocess) -> np.ndarray:
+    """`preprocess.render` of the whole frame's RGB conversion, bit for bit, converting only the region the render
+    reads: the eval view's box plus the resampling filter's reach, widened to even luma pixels (so the chroma
+    repeats exactly as in the whole frame), the view shifted into it."""
+    view = preprocess.eval_view(layout.width, layout.height)
+    reach = 2 * math.ceil(3 * max((view[3] - view[1]) / preprocess.size[0], (view[2] - view[0]) / preprocess.size[1],
+                                  1.0)) + 2  # Lanczos' support (3) at the shrink factor, and rounding
+    x0 = max(0, math.floor(view[0]) - reach) // 2 * 2
+    y0 = max(0, math.floor(view[1]) - reach) // 2 * 2
+    x1, y1 = min(layout.width, math.ceil(view[2]) + reach), min(layout.height, math.ceil(view[3]) + reach)
+    y, u, v = yuv_planes(data, layout)
+    rgb = yuv420_to_rgb(y[y0:y1, x0:x1], *(c[y0 // 2: (y1 + 1) // 2, x0 // 2: (x1 + 1) // 2] for c in (u, v)),
+                        layout.matrix, layout.full_range)
+    shifted = (view[0] - x0, view[1] - y0, view[2] - x0, view[3] - y0, view[4])
+    return preprocess.render(rgb, view=shifted)
+
+
+def _plane_image(a: np.ndarray) -> Image.Image:
+    """uint8 [h, w] -> a Pillow 'L' image over the same memory where the rows are unit-step and padded rows fit in
+    the buffer (Pillow reads `stride` bytes per row, the last one included); otherwise over a compact copy (NV12's
+    interleaved chroma)."""
+    h, w = a.shape
+    stride = a.strides[0]
+    if a.strides[1] != 1 or stride < w or _bytes_after(a) < stride * h:
+        a, stride = np.ascontiguousarray(a), w
+    rows = np.lib.stride_tricks.as_strided(a, (stride * h,), (1,), writeable=False)
+    return Image.frombuffer("L", (w, h), rows, "raw", "L", stride, 1)
+
+
+def _bytes_after(a: np.ndarray) -> int:
+    """Bytes of the underlying buffer from a's first element to its end."""
+    root = a
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    start = a.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    return root.nbytes - start
 
 
 def yuv420_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, matrix: str = "bt601",
                   full_range: bool = False) -> np.ndarray:
-    """Luma [H, W] + chroma [ceil(H/2), ceil(W/2)] (uint8) -> RGB uint8 [H, W, 3]."""
+    """Luma [H, W] + chroma [ceil(H/2), ceil(W/2)] (uint8) -> RGB uint8 [H, W, 3] (chroma repeated 2x2)."""
     h, w = y.shape
-    coef = _coefficients(matrix, full_range)
-    yf = (y.astype(np.float32) - coef[0]) * coef[1]
-    up = np.empty((2, h, w), np.float32)  # nearest-neighbour 2x upsampling of (U, V)
-    for i, c in enumerate((u, v)):
-        up[i] = np.repeat(np.repeat(c, 2, axis=0), 2, axis=1)[:h, :w]
-    up -= 128.0
-    up *= coef[2]
-    cb, cr = up
-    kr, kb = MATRICES[matrix]
-    out = np.empty((h, w, 3), np.float32)
-    out[:, :, 0] = yf + (2.0 - 2.0 * kr) * cr
-    out[:, :, 2] = yf + (2.0 - 2.0 * kb) * cb
-    out[:, :, 1] = yf - (2.0 * kr * (1.0 - kr) * cr + 2.0 * kb * (1.0 - kb) * cb) / (1.0 - kr - kb)
+    up = [np.repeat(np.repeat(c, 2, axis=0), 2, axis=1)[:h, :w] for c in (u, v)]
+    return yuv_to_rgb(y, *up, matrix, full_range)
+
+
+def yuv_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, matrix: str = "bt601",
+               full_range: bool = False) -> np.ndarray:
+    """Luma, U and V of one size [H, W] (uint8) -> RGB uint8 [H, W, 3] with the matrix and range of the caps: one
+    affine map, clipped and rounded to the nearest grey level (OpenCV's cv2.transform where OpenCV is installed,
+    ~10x faster; numpy float32 otherwise; the two differ by at most one grey level on rounding ties)."""
+    m, b = yuv_matrix(matrix, full_range)
+    cv2 = sys.modules.get("cv2") or (_import_cv2() if is_available("cv2") else None)
+    if cv2 is not None:
+        return cv2.transform(cv2.merge([np.ascontiguousarray(c) for c in (y, u, v)]), np.hstack([m, b[:, None]]))
+    h, w = y.shape
+    x = np.empty((3, h, w), np.float32)
+    x[0], x[1], x[2] = y, u, v
+    out = np.tensordot(m, x, axes=1)  # [3, H, W]
+    out += b[:, None, None]
     np.clip(out, 0.0, 255.0, out=out)
-    return np.rint(out, out=out).astype(np.uint8)
+    return np.moveaxis(np.rint(out, out=out).astype(np.uint8), 0, -1).copy()
+
+
+@lru_cache(maxsize=16)
+def yuv_matrix(matrix: str, full_range: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 [3, 3], float32 [3]): RGB = M @ (Y, U, V) + b, in 0..255 units, for the caps' matrix and range."""
+    offset, luma_scale, chroma_scale = _coefficients(matrix, full_range)
+    kr, kb = MATRICES[matrix]
+    kg = 1.0 - kr - kb
+    m = np.array([[luma_scale, 0.0, (2.0 - 2.0 * kr) * chroma_scale],
+                  [luma_scale, -2.0 * kb * (1.0 - kb) / kg * chroma_scale, -2.0 * kr * (1.0 - kr) / kg * chroma_scale],
+                  [luma_scale, (2.0 - 2.0 * kb) * chroma_scale, 0.0]], np.float64)
+    b = -(m @ np.array([offset, 128.0, 128.0]))
+    return m.astype(np.float32), b.astype(np.float32)
+
+
+def _import_cv2():
+    import cv2
+
+    return cv2
 
 
 def _coefficients(matrix: str, full_range: bool) -> tuple[float, float, float]:
