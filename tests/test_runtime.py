@@ -372,3 +372,30 @@ def test_frame_to_image_orders_channels_exactly():
     assert grey.shape == (7, 9, 3) and (grey == rgb[:, :, :1]).all()
     with pytest.raises(ValueError, match="color must be"):
         frame_to_image(rgb, "hsv")
+
+
+def test_large_jpegs_decode_at_reduced_scale(bundle_in_graph, tmp_path):
+    """A JPEG four times the model's size or more is decoded by libjpeg at reduced scale, the crop still at least
+    twice the model's size: the rendered pixels stay within a fraction of a grey level of the full decode on a
+    photo-like picture; small files, other formats and reduced_jpeg=False decode in full."""
+    yy, xx = np.mgrid[0:720, 0:1280].astype(np.float32)
+    rng = np.random.default_rng(0)
+    picture = np.clip(np.stack([xx / 5.1, yy / 2.9, 128 + 60 * np.sin(xx / 40) * np.cos(yy / 30)], -1)
+                      + rng.normal(0, 6, (720, 1280, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(picture).save(tmp_path / "big.jpg", quality=90)
+    Image.fromarray(picture).save(tmp_path / "big.png")
+    Image.fromarray(picture[:100, :120]).save(tmp_path / "small.jpg", quality=90)
+    reduced = OpenVocabClassifier.load(bundle_in_graph, threads=1)
+    full = OpenVocabClassifier.load(bundle_in_graph, threads=1, reduced_jpeg=False)
+    side = 2 * max(full.preprocess.size)
+    assert reduced._jpeg_at_least() == (side, side) and full._jpeg_at_least() is None
+    from edgekd.data.images import load_rgb
+
+    assert min(load_rgb(tmp_path / "big.jpg", at_least=(side, side)).size) < 720 // 2  # 1/4 or 1/8 scale here
+    a, b = reduced.prepare(str(tmp_path / "big.jpg")), full.prepare(str(tmp_path / "big.jpg"))
+    assert a.dtype == np.uint8 and a.shape == b.shape
+    diff = np.abs(a.astype(int) - b.astype(int))
+    assert 0 < diff.mean() < 1.0 and diff.max() <= 8
+    np.testing.assert_array_equal(reduced.prepare(str(tmp_path / "big.png")), full.prepare(str(tmp_path / "big.png")))
+    np.testing.assert_array_equal(reduced.prepare(str(tmp_path / "small.jpg")),
+                                  full.prepare(str(tmp_path / "small.jpg")))

@@ -33,11 +33,14 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
-def load_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def load_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS,
+             at_least: tuple[int, int] | None = None) -> Image.Image:
     """Decode `path` fully into an 8-bit RGB image, or raise `BadImageError`.
 
     Handles grayscale, palette, CMYK, 16-bit and alpha images (alpha is composited over black, as the eye of a
     camera would see nothing behind it). Zero-byte, truncated, non-image and oversized files raise.
+    at_least: (w, h): a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, Pillow's `draft`)
+    as long as both sides stay at least this large; other formats decode in full. Training never uses it.
     """
     path = Path(path)
     try:
@@ -55,6 +58,8 @@ def load_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Ima
                     raise BadImageError(path, "too large", f"{w}x{h} > {max_pixels} pixels")
                 if w < 1 or h < 1:
                     raise BadImageError(path, "empty image", f"{w}x{h}")
+                if at_least is not None and img.format == "JPEG":
+                    img.draft("RGB", at_least)
                 img.load()
                 return to_rgb(img)
     except BadImageError:
