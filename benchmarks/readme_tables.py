@@ -370,6 +370,49 @@ def runtime_overhead_block() -> str:
     return "\n".join(out) + "\n"
 
 
+@block("gst-element")
+def gst_element_block(rel: str = "gstreamer/gst_element.json") -> str:
+    """edgekdclassify per frame by format (vs RGB of the same run), memory with text encoders, label changes."""
+    doc = load(rel)
+    env = doc["environment"]
+    md = link(rel.replace(".json", ".md"))
+    out = [f"{cpu_of(env)}, {env['cores']} cores, GStreamer {env['gstreamer'].split()[-1]}, {doc['arch']} fp32 at "
+           f"{doc['img_size']} px, {doc['threads']} threads, 1000 labels; p50 of the time GStreamer's streaming thread "
+           f"spends in the element per frame (block=true), one run of `benchmarks/gst_element.py` ({md}). In "
+           "brackets: against RGB frames of the same size, bundle and backend in that run.", "",
+           "| resize | backend | frame | RGB | BGR | NV12 | I420 | classify() on RGB |",
+           "|---|---|---|---|---|---|---|---|"]
+    keys = dict.fromkeys((r["resize"], r["backend"], r["size"]) for r in doc["rows"])
+    for key in keys:
+        rows = {r["format"]: r for r in doc["rows"] if (r["resize"], r["backend"], r["size"]) == key}
+
+        def cell(fmt: str, rows: dict = rows) -> str:
+            r = rows.get(fmt)
+            if r is None:
+                return "-"
+            ms = f"{r['element_ms']['p50']:.2f} ms"
+            return ms if fmt == "RGB" else f"{ms} ({r['vs_rgb_p50']:.2f}x)"
+
+        classify = next(iter(rows.values()))["classify_rgb_ms"]["p50"]
+        out.append(f"| {' | '.join(key)} | " + " | ".join(cell(f) for f in ("RGB", "BGR", "NV12", "I420"))
+                   + f" | {classify:.2f} ms |")
+    if doc.get("memory"):
+        mem = ", ".join(f"{m['precision'] if m['precision'] != 'none' else 'no text encoder'} {m['rss_max_mb']:.0f} MB"
+                        for m in doc["memory"])
+        growth = max(m["rss_end_mb"] - m["rss_start_mb"] for m in doc["memory"])
+        out += ["", f"Memory, {doc['memory'][0]['frames']:,} RGB 640x480 frames per run (labels changed to new texts "
+                f"every tenth of the run where a text encoder is loaded; {doc['teacher']}'s text tower, random "
+                f"weights): peak RSS {mem}; largest growth from frame 500 to the end {growth:+.0f} MB."]
+    for c in doc.get("label_changes", []):
+        out += ["", f"Label changes ({c['precision']} text encoder, live 30 fps, {c['applied']} of {c['changes']} "
+                f"applied): the app's set_property returns in {c['set_property_ms']['max']:.2f} ms at most; the "
+                f"streaming thread spends {c['element_ms_at_swap']['max']:.2f} ms at most in the element on the frames "
+                f"that swap a set in ({c['element_ms_normal']['p50']:.2f} ms p50 on the others; a frame lasts "
+                f"{c['frame_interval_ms']:.1f} ms); the set is in use {c['request_to_frame_ms']['p50']:.0f} ms after "
+                f"the request (p50; the text encoder takes {c['build_ms']['p50']:.0f} ms of it, on its own thread)."]
+    return "\n".join(out) + "\n"
+
+
 @block("measured")
 def measured_block() -> str:
     """The other measurements: teacher cache and training speed, runtime overhead and memory."""

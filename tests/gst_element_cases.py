@@ -571,3 +571,50 @@ def test_yuv_frames_rendered_in_the_planes(gst, bundle, clf, fmt):
         assert set(got) == set(expected)
         for label, score in expected.items():
             assert abs(got[label] - score) < 0.015, (label, got[label], score)  # swapped U/V: 0.04
+
+
+def _printed_examples() -> dict[str, str]:
+    """The element's shell examples as printed in README.md, docs/runtime.md and edgekd.gst's docstring."""
+    import edgekd.gst
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("## GStreamer and DeepStream"):]
+    docs = (root / "docs" / "runtime.md").read_text()
+    docs_section = docs[docs.index("## GStreamer: the `edgekdclassify` element"):]
+    return {"README.md": section[section.index("```bash\n") + 8: section.index("```\n", section.index("```bash"))],
+            "docs/runtime.md": docs_section[docs_section.index("    eval"): docs_section.index("autovideosink") + 13],
+            "edgekd.gst": edgekd.gst.__doc__[edgekd.gst.__doc__.index("    eval"):
+                                             edgekd.gst.__doc__.index("autovideosink") + 13]}
+
+
+@pytest.mark.parametrize("where", ["README.md", "docs/runtime.md", "edgekd.gst"])
+def test_printed_examples_run_as_printed(where, bundle, tmp_path):
+    """The printed commands, with only what this machine lacks swapped in (a test bundle for BUNDLE, the tiny random
+    teacher for the pretrained one, a live test pattern for the camera, fakesink for the screen, `make gst` done)."""
+    edgekd = Path(sys.executable).parent / "edgekd"
+    if shutil.which("gst-launch-1.0") is None or not edgekd.exists():
+        pytest.skip("gst-launch-1.0 or the edgekd script is not installed")
+    text = _printed_examples()[where].replace("\\\n", " ")
+    target = tmp_path / "bundle"
+    shutil.copytree(bundle, target)
+    swaps = {"make gst && ": "", ".venv/bin/": f"{edgekd.parent}/", "BUNDLE": str(target),
+             "--teacher ViT-B-32 --pretrained openai": "--teacher edgekd-test-tiny --random-teacher",
+             "v4l2src": "videotestsrc is-live=true num-buffers=5", "autovideosink": "fakesink",
+             "gst-launch-1.0 ": "gst-launch-1.0 -m "}
+    for printed, here in swaps.items():
+        text = text.replace(printed, here)
+    lines = [line.split("  # ")[0].strip() for line in text.strip().splitlines() if line.strip()]
+    env = {**os.environ, "GST_REGISTRY": str(tmp_path / "registry.bin"),
+           "PATH": f"{edgekd.parent}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run(["bash", "-c", "set -e\n" + "\n".join(lines)], capture_output=True, text=True, env=env,
+                         timeout=300, cwd=tmp_path)
+    if "No such element or plugin 'python'" in out.stdout + out.stderr:
+        pytest.skip("GStreamer's python plugin loader (libgstpython.so) is not installed")
+    assert out.returncode == 0, (lines, out.stdout[-2000:] + out.stderr[-2000:])
+    answers = [line for line in out.stdout.splitlines() if "edgekd-classification" in line]
+    assert len(answers) >= 3, out.stdout[-2000:]  # a live source, as a camera: the worker keeps up with most frames
+    for answer in answers:  # the printed labels, embedded by the exported text tower ('unknown' below a threshold)
+        labels = re.search(r"labels=\([^)]*\)<([^>]*)>", answer).group(1).replace('"', "").replace(" ", "").split(",")
+        named = set(labels) - {"unknown"}
+        assert named <= {"person", "forklift", "pallet"} and len(named) >= 2, answer

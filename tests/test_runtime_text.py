@@ -128,3 +128,64 @@ def test_export_text_cli_help_and_errors(tmp_path):
     assert runner.invoke(cli, ["export-text", "--help"]).exit_code == 0
     res = runner.invoke(cli, ["export-text", "--teacher", "no-such-model", "--random-teacher", "--out", str(tmp_path)])
     assert res.exit_code == 1 and "not an open_clip model" in res.output
+
+
+# --- int8 text encoders (edgekd export-text --precision int8) ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def int8_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("text8") / "text"
+    res = CliRunner().invoke(cli, ["export-text", "--teacher", TINY_TEACHER, "--random-teacher", "--precision",
+                                   "int8", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "(int8," in res.output and "gate against fp32 passed on 1920 prompts" in res.output
+    return out
+
+
+def test_int8_text_encoder_is_small_loadable_and_close(text_dir, int8_dir):
+    import onnx
+
+    onnx.checker.check_model(str(int8_dir / "text_encoder.onnx"), full_check=True)
+    meta = json.loads((int8_dir / "text_encoder.json").read_text())
+    assert meta["precision"] == "int8" and meta["gate"]["passed"] is True
+    gate = meta["gate"]
+    assert set(gate["floors"]) <= set(gate["metrics"]) and gate["metrics"]["prompts"] == 1920 and gate["cpu"]
+    assert all(gate["metrics"][k] >= v for k, v in gate["floors"].items())
+    assert (int8_dir / "text_encoder.onnx").stat().st_size < 0.4 * (text_dir / "text_encoder.onnx").stat().st_size
+    fp32, int8 = TextEncoder.load(text_dir), TextEncoder.load(int8_dir)
+    assert (fp32.precision, int8.precision) == ("fp32", "int8")
+    texts = ["a photo of a forklift.", "a red car", "it's a café's menu — 3½ dishes"]
+    cos = np.sum(fp32.encode(texts) * int8.encode(texts), axis=1)
+    assert cos.min() > 0.99  # not exact: int8 arithmetic (and CPUs) differ in the last bits
+    assert sorted(list(int8_dir.parent.iterdir())) == [int8_dir]  # no work directory left beside it
+
+
+def test_a_failing_gate_leaves_nothing_behind(text_dir, tmp_path):
+    from edgekd.export.text import export_text_encoder
+
+    out = tmp_path / "kept"
+    shutil.copytree(text_dir, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(EdgekdError, match="int8 text encoder gate failed.*label_cosine_min.*--precision fp32"):
+        export_text_encoder(teacher(), out, precision="int8", floors={"label_cosine_min": 1.01})
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the previous fp32 export is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+    with pytest.raises(EdgekdError, match="--precision 'fp16'"):
+        export_text_encoder(teacher(), tmp_path / "new", precision="fp16")
+    assert not (tmp_path / "new").exists()
+
+
+def test_runtime_refuses_a_text_encoder_whose_gate_failed(int8_dir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(int8_dir, bad)
+    meta = json.loads((bad / "text_encoder.json").read_text())
+    meta["gate"]["passed"] = False
+    (bad / "text_encoder.json").write_text(json.dumps(meta))
+    with pytest.raises(EdgekdError, match="did not pass its gate.*--precision fp32"):
+        TextEncoder.load(bad)
+
+
+def test_export_text_rejects_an_unknown_precision(tmp_path):
+    res = CliRunner().invoke(cli, ["export-text", "--teacher", TINY_TEACHER, "--random-teacher", "--precision",
+                                   "int4", "--out", str(tmp_path / "t")])
+    assert res.exit_code == 2 and "'int4' is not one of 'fp32', 'int8'" in res.output

@@ -131,8 +131,15 @@ def agreeing_images(ref: np.ndarray, exp: np.ndarray, w: np.ndarray, tie_margin:
     decision boundary between the two classes it and the export picked; the distance is inf where they agree.
     """
     ref_cos = ref @ w.T  # [N, C]
-    pred_ref, pred_exp = ref_cos.argmax(1), (exp @ w.T).argmax(1)
-    rows = np.arange(len(ref))
+    return boundary_agreement(ref_cos, (exp @ w.T).argmax(1), w, tie_margin)
+
+
+def boundary_agreement(ref_cos: np.ndarray, pred_exp: np.ndarray, w: np.ndarray, tie_margin: float
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Per query: (agrees, flip's boundary distance) for the reference's scores ref_cos [N, C] over labels w [C, D]
+    against another pick pred_exp [N] (the module docstring's near-tie rule; inf where both pick the same class)."""
+    pred_ref = ref_cos.argmax(1)
+    rows = np.arange(len(ref_cos))
     pair_dist = np.linalg.norm(w[pred_ref] - w[pred_exp], axis=1)
     boundary = np.where(pred_ref == pred_exp, np.inf,
                         (ref_cos[rows, pred_ref] - ref_cos[rows, pred_exp]) / np.maximum(pair_dist, 1e-12))

@@ -1,7 +1,9 @@
 """GStreamer integration: the `edgekdclassify` element (gst-python) on the numpy runtime, and where GStreamer finds it.
 
-    GST_PLUGIN_PATH=$(edgekd gst-path) gst-launch-1.0 v4l2src ! videoconvert ! \
-        edgekdclassify bundle=BUNDLE labels="person,forklift,pallet" ! videoconvert ! autovideosink
+    eval "$(edgekd gst-path --env)"            # GST_PLUGIN_PATH and the PYTHONPATH GStreamer's python needs
+    edgekd export-text --teacher ViT-B-32 --pretrained openai --precision int8 --out BUNDLE/text   # label texts
+    gst-launch-1.0 v4l2src ! videoconvert ! edgekdclassify bundle=BUNDLE labels="person,forklift,pallet" ! \
+        videoconvert ! autovideosink
 
     from edgekd.gst import register                       # in-process, without gst-python's plugin loader
     register()                                            # Gst.ElementFactory.make("edgekdclassify") works now

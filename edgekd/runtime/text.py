@@ -193,6 +193,7 @@ class TextEncoder:
 
     def __init__(self, root: Path, meta: dict[str, Any], tokenizer: ClipTokenizer, backend: Any):
         self.root, self.meta, self.tokenizer, self.backend = root, meta, tokenizer, backend
+        self.precision = str(meta.get("precision") or "fp32")  # text encoders before --precision were fp32
         self.embed_dim = int(meta["embed_dim"])
         self.logit_scale = float(meta.get("logit_scale") or 100.0)
         self.teacher_id = str(meta.get("teacher_id") or "")
@@ -222,6 +223,11 @@ class TextEncoder:
                 raise CorruptBundleError(f"{meta_path}: tokenizer vocab size {tok['vocab_size']} does not match the "
                                          f"merges file ({tokenizer.vocab_size})")
             int(meta["embed_dim"])
+            gate = meta.get("gate")
+            if isinstance(gate, dict) and gate.get("passed") is not True:
+                raise EdgekdError(f"{meta_path}: this {meta.get('precision')} text encoder did not pass its gate "
+                                  f"against the fp32 tower ({gate.get('metrics')}); re-export it with "
+                                  "`edgekd export-text --precision fp32`")
         except (KeyError, TypeError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CorruptBundleError(f"{meta_path}: malformed text encoder metadata ({type(e).__name__}: {e})") from e
         return cls(root, meta, tokenizer, create_backend(root / files["model"], backend, threads, device, spin=False))
