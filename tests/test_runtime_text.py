@@ -130,62 +130,134 @@ def test_export_text_cli_help_and_errors(tmp_path):
     assert res.exit_code == 1 and "not an open_clip model" in res.output
 
 
-# --- int8 text encoders (edgekd export-text --precision int8) ------------------------------------------------------
+# --- compact text encoders (edgekd export-text --precision fp16 | int8) -------------------------------------------
 
 @pytest.fixture(scope="module")
-def int8_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("text8") / "text"
+def compact_dirs(tmp_path_factory) -> dict[str, Path]:
+    """int8 through the CLI, fp16 through the API (both of the tiny random teacher)."""
+    from edgekd.export.text import export_text_encoder
+
+    root = tmp_path_factory.mktemp("compact")
     res = CliRunner().invoke(cli, ["export-text", "--teacher", TINY_TEACHER, "--random-teacher", "--precision",
-                                   "int8", "--out", str(out)])
+                                   "int8", "--out", str(root / "int8")])
     assert res.exit_code == 0, res.output
-    assert "(int8," in res.output and "gate against fp32 passed on 1920 prompts" in res.output
-    return out
+    assert "(int8," in res.output and "gate passed: int8 against the fp32 tower on 480 prompts" in res.output
+    export_text_encoder(teacher(), root / "fp16", precision="fp16")
+    return {"int8": root / "int8", "fp16": root / "fp16"}
 
 
-def test_int8_text_encoder_is_small_loadable_and_close(text_dir, int8_dir):
+@pytest.mark.parametrize("precision, size_ratio, min_cos", [("fp16", 0.55, 0.9999), ("int8", 0.3, 0.99)])
+def test_compact_text_encoder_is_small_loadable_and_close(text_dir, compact_dirs, precision, size_ratio, min_cos):
+    """fp16 also covers convert_fp16's repairs: the tiny tower's shared LayerNorm weights (Identity of an initializer)
+    made a file onnxruntime refused before inline_initializer_identities."""
     import onnx
+    import onnxruntime as ort
 
-    onnx.checker.check_model(str(int8_dir / "text_encoder.onnx"), full_check=True)
-    meta = json.loads((int8_dir / "text_encoder.json").read_text())
-    assert meta["precision"] == "int8" and meta["gate"]["passed"] is True
+    from edgekd.export.text_gate import FLOORS, gate_prompts
+
+    path = compact_dirs[precision]
+    onnx.checker.check_model(str(path / "text_encoder.onnx"), full_check=True)
+    sess = ort.InferenceSession(str(path / "text_encoder.onnx"), providers=["CPUExecutionProvider"])
+    assert [(i.name, i.type) for i in sess.get_inputs()] == [("tokens", "tensor(int64)")]
+    assert [(o.name, o.type) for o in sess.get_outputs()] == [("embedding", "tensor(float)")]
+    meta = json.loads((path / "text_encoder.json").read_text())
     gate = meta["gate"]
-    assert set(gate["floors"]) <= set(gate["metrics"]) and gate["metrics"]["prompts"] == 1920 and gate["cpu"]
+    assert meta["precision"] == gate["precision"] == precision and gate["passed"] is True and meta["compression"]
+    assert gate["floors"] == FLOORS[precision] and set(gate["floors"]) <= set(gate["metrics"])
+    assert gate["metrics"]["prompts"] == len(gate_prompts()) and gate["validated_on"]["cpu_name"]
     assert all(gate["metrics"][k] >= v for k, v in gate["floors"].items())
-    assert (int8_dir / "text_encoder.onnx").stat().st_size < 0.4 * (text_dir / "text_encoder.onnx").stat().st_size
-    fp32, int8 = TextEncoder.load(text_dir), TextEncoder.load(int8_dir)
-    assert (fp32.precision, int8.precision) == ("fp32", "int8")
+    size = (path / "text_encoder.onnx").stat().st_size
+    assert size < size_ratio * (text_dir / "text_encoder.onnx").stat().st_size
+    fp32, compact = TextEncoder.load(text_dir), TextEncoder.load(path)
+    assert (fp32.precision, compact.precision) == ("fp32", precision)
     texts = ["a photo of a forklift.", "a red car", "it's a café's menu — 3½ dishes"]
-    cos = np.sum(fp32.encode(texts) * int8.encode(texts), axis=1)
-    assert cos.min() > 0.99  # not exact: int8 arithmetic (and CPUs) differ in the last bits
-    assert sorted(list(int8_dir.parent.iterdir())) == [int8_dir]  # no work directory left beside it
+    cos = np.sum(fp32.encode(texts) * compact.encode(texts), axis=1)
+    assert cos.min() > min_cos  # not exact: int8 arithmetic (and CPUs) differ in the last bits
+    assert sorted(p.name for p in path.parent.iterdir()) == ["fp16", "int8"]  # no work directory left beside them
 
 
-def test_a_failing_gate_leaves_nothing_behind(text_dir, tmp_path):
+def test_fp32_export_records_its_parity_as_the_gate(text_dir):
+    meta = json.loads((text_dir / "text_encoder.json").read_text())
+    gate = meta["gate"]
+    assert meta["precision"] == "fp32" and gate["passed"] is True and gate["reference"] == "the torch teacher"
+    assert gate["floors"] == {"prompt_cosine_min": 0.9999} and gate["metrics"]["prompt_cosine_min"] >= 0.9999
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_a_failing_gate_leaves_nothing_behind(text_dir, tmp_path, precision):
     from edgekd.export.text import export_text_encoder
 
     out = tmp_path / "kept"
     shutil.copytree(text_dir, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    with pytest.raises(EdgekdError, match="int8 text encoder gate failed.*label_cosine_min.*--precision fp32"):
-        export_text_encoder(teacher(), out, precision="int8", floors={"label_cosine_min": 1.01})
+    with pytest.raises(EdgekdError, match=rf"^{precision} text encoder gate failed against the fp32 tower on 480 "
+                                          r"prompts \(label_cosine_min .* < 1.01\); export it with --precision fp32$"):
+        export_text_encoder(teacher(), out, precision=precision, floors={"label_cosine_min": 1.01})
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the previous fp32 export is untouched
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
-    with pytest.raises(EdgekdError, match="--precision 'fp16'"):
-        export_text_encoder(teacher(), tmp_path / "new", precision="fp16")
+    with pytest.raises(EdgekdError, match="gate failed"):
+        export_text_encoder(teacher(), tmp_path / "new", precision=precision, floors={"top1_agreement": 1.5})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]  # no "new", no work directory
+    with pytest.raises(EdgekdError, match="--precision 'fp8'"):
+        export_text_encoder(teacher(), tmp_path / "new", precision="fp8")
+    with pytest.raises(EdgekdError, match="floors apply to --precision fp16 / int8"):
+        export_text_encoder(teacher(), tmp_path / "new", floors={"label_cosine_min": 0.5})
+    with pytest.raises(EdgekdError, match="floors label_cos: not a gate metric; use prompt_cosine_mean, "):
+        export_text_encoder(teacher(), tmp_path / "new", precision=precision, floors={"label_cos": 0.5})
     assert not (tmp_path / "new").exists()
 
 
-def test_runtime_refuses_a_text_encoder_whose_gate_failed(int8_dir, tmp_path):
-    bad = tmp_path / "bad"
-    shutil.copytree(int8_dir, bad)
-    meta = json.loads((bad / "text_encoder.json").read_text())
-    meta["gate"]["passed"] = False
-    (bad / "text_encoder.json").write_text(json.dumps(meta))
-    with pytest.raises(EdgekdError, match="did not pass its gate.*--precision fp32"):
+def _with_gate(src: Path, dst: Path, edit) -> Path:
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "text_encoder.json").read_text())
+    edit(meta)
+    (dst / "text_encoder.json").write_text(json.dumps(meta))
+    return dst
+
+
+def test_runtime_refuses_a_text_encoder_whose_gate_failed(text_dir, compact_dirs, tmp_path, caplog):
+    from edgekd.runtime.bundle import UngatedBundleError
+
+    bad = _with_gate(compact_dirs["int8"], tmp_path / "bad", lambda m: m["gate"].update(passed=False))
+    with pytest.raises(UngatedBundleError, match=r"this int8 text encoder did not pass its gate \(int8 against the "
+                                                 r"fp32 tower on 480 prompts: .*\); re-export .*--precision fp32.*"
+                                                 "allow_ungated=True"):
         TextEncoder.load(bad)
+    assert TextEncoder.load(bad, allow_ungated=True).precision == "int8"
+    assert "did not pass its gate" in caplog.text
+    none = _with_gate(compact_dirs["fp16"], tmp_path / "none", lambda m: m.pop("gate"))
+    with pytest.raises(UngatedBundleError, match="this fp16 text encoder has no gate verdict"):
+        TextEncoder.load(none)
+    # text encoders exported before --precision had neither `precision` nor `gate`: they still load, as fp32
+    old = _with_gate(text_dir, tmp_path / "old", lambda m: (m.pop("gate"), m.pop("precision")))
+    assert TextEncoder.load(old).precision == "fp32"
 
 
 def test_export_text_rejects_an_unknown_precision(tmp_path):
     res = CliRunner().invoke(cli, ["export-text", "--teacher", TINY_TEACHER, "--random-teacher", "--precision",
                                    "int4", "--out", str(tmp_path / "t")])
-    assert res.exit_code == 2 and "'int4' is not one of 'fp32', 'int8'" in res.output
+    assert res.exit_code == 2 and "'int4' is not one of 'fp32', 'fp16', 'int8'" in res.output
+    assert not (tmp_path / "t").exists()
+
+
+def test_retarget_casts_repairs_the_converters_cast_types():
+    """onnxconverter-common retypes a converted Cast(to=FLOAT)'s output fp16 and leaves `to` (its issue #320):
+    onnxruntime refuses that file; retarget_casts makes the Cast produce its declared type."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from edgekd.export.onnx import retarget_casts
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["h"], to=TensorProto.FLOAT, name="bad"),
+         helper.make_node("Cast", ["h"], ["y"], to=TensorProto.FLOAT, name="out")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        value_info=[helper.make_tensor_value_info("h", TensorProto.FLOAT16, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(Exception, match="does not match expected type"):
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert retarget_casts(model) == 1 and retarget_casts(model) == 0
+    onnx.checker.check_model(model, full_check=True)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(sess.run(None, {"x": np.array([1.5, -2], np.float16)})[0], [1.5, -2])

@@ -177,18 +177,56 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> dict[str, An
     from edgekd.export.onnx_int8 import float_boundary_nodes
 
     model = onnx.load(str(src))
+    inline_initializer_identities(model)
     kept_nodes = float_boundary_nodes(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model16 = f16.convert_float_to_float16(model, keep_io_types=True, op_block_list=list(FP16_BLOCKED_OPS),
                                                node_block_list=kept_nodes)
     restore_output_types(model, model16)
+    retarget_casts(model16)
     onnx.checker.check_model(model16)
     with atomic_path(dst) as tmp:
         onnx.save(model16, str(tmp))
     n_fp16 = sum(1 for t in model16.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16)
     return {"converter": converter, "op_block_list": list(FP16_BLOCKED_OPS), "fp32_nodes": kept_nodes,
             "fp16_initializers": n_fp16}
+
+
+def inline_initializer_identities(model: Any) -> int:
+    """Replace each `Identity(initializer)` by a copy of the initializer under the Identity's output name; returns
+    how many.
+
+    torch's exporter shares equal weights that way (a random tower's LayerNorm and bias vectors are all ones and
+    zeros), and the converter then types one weight fp16 for one reader while a blocked reader (LayerNorm) still
+    wants float32: onnxruntime refuses the file ("Type (tensor(float16)) of output arg ... of node (Identity_120)
+    does not match expected type"). Separate copies let each reader get its own type; only equal tensors were
+    shared, which trained weights rarely are. Edits `model` in place."""
+    from onnx import TensorProto
+
+    weights = {t.name: t for t in model.graph.initializer}
+    found = [n for n in model.graph.node if n.op_type == "Identity" and n.input[0] in weights]
+    for node in found:
+        copy = TensorProto()
+        copy.CopyFrom(weights[node.input[0]])
+        copy.name = node.output[0]
+        model.graph.initializer.append(copy)
+        model.graph.node.remove(node)
+    return len(found)
+
+
+def retarget_casts(converted: Any) -> int:
+    """The converter retypes the output of a converted `Cast(to=FLOAT)` as fp16 but leaves `to` alone
+    (onnxconverter-common issue #320), which onnxruntime refuses to load: make each Cast produce the type its output
+    is declared with. Returns how many were retargeted. Edits `converted` in place."""
+    declared = {v.name: v.type.tensor_type.elem_type for v in [*converted.graph.value_info, *converted.graph.output]}
+    fixed = 0
+    for node in converted.graph.node:
+        want = declared.get(node.output[0]) if node.op_type == "Cast" else None
+        for attr in node.attribute:
+            if want and attr.name == "to" and attr.i != want:
+                attr.i, fixed = want, fixed + 1
+    return fixed
 
 
 def restore_output_types(original: Any, converted: Any) -> None:

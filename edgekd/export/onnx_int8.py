@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgekd import EdgekdError
+from edgekd._io import atomic_path
 from edgekd._optional import require
 from edgekd.export.targets import ExportRequest, ExportResult
 
@@ -70,7 +71,9 @@ class _Reader:
 
 def float_boundary_nodes(model: Any, output_names: tuple[str, ...] = ("embedding", "scores")) -> list[str]:
     """Nodes that must stay float: the L2-normalisation tail before `embedding` (back to the last Conv/MatMul/Gemm),
-    the label-scores MatMul, and the in-graph preprocessing head before the first heavy op."""
+    the label-scores MatMul, and the in-graph preprocessing head before the first heavy op. A table lookup in the
+    head (Gather from a weight: a text tower's token embeddings) passes the walk on but may itself go to fp16 / int8:
+    it only reads its table, which is most of such a tower's weights."""
     producers = {o: n for n in model.graph.node for o in n.output}
     keep: list[str] = []
     stack = [o for o in output_names if o in producers]
@@ -88,13 +91,15 @@ def float_boundary_nodes(model: Any, output_names: tuple[str, ...] = ("embedding
     for n in model.graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
+    weights = {t.name for t in model.graph.initializer}
     stack = [i.name for i in model.graph.input]
     while stack:  # preprocessing head: Cast / Mul / Sub / Div / Transpose up to the first heavy op
         for node in consumers.get(stack.pop(), []):
             if node.op_type in HEAVY_OPS or node.name in seen:
                 continue
             seen.add(node.name)
-            keep.append(node.name)
+            if not (node.op_type == "Gather" and node.input[0] in weights):
+                keep.append(node.name)
             stack.extend(node.output)
     return keep
 
@@ -125,6 +130,32 @@ def quantize(pre_path: Path, out_path: Path, calib: np.ndarray | None, input_nam
                       per_channel=per_channel, reduce_range=reduce_range, activation_type=act,
                       weight_type=q.QuantType.QInt8, nodes_to_exclude=list(exclude), calibrate_method=methods[method],
                       extra_options=extra, calibration_cache_path=str(cache))
+
+
+# Dynamic (weight-only) INT8 for onnxruntime on CPUs: weights int8 per output channel, activations quantised to
+# uint8 per tensor at run time. In 7 bits (reduce_range): MLAS's u8 x s8 kernels on AVX2 / AVX-512 without VNNI
+# multiply with vpmaddubsw, which sums two u8 x s8 products into a saturating int16 (2 x 255 x 127 = 64770 > 32767);
+# with weights in [-64, 63] a pair stays within 32640, so those CPUs compute the same integers as VNNI / AMX ones and
+# a gate measured on one x86 CPU holds on the others (onnxruntime's docs: reduce_range or U8U8 on non-VNNI CPUs;
+# U8U8 would keep 8 bits but needs another kernel path). The bit costs accuracy: ViT-B-32's text tower (random
+# weights, edgekd.export.text_gate's prompts, on a VNNI CPU where 8 bits are safe) has prompt cosine p1 0.9976 in 7
+# bits per channel, 0.9990 in 8 bits per channel and 0.9963 in 7 bits per tensor.
+DYNAMIC_INT8: dict[str, Any] = {"weight_type": "int8", "activation_type": "uint8 (dynamic, per tensor)",
+                                "per_channel": True, "reduce_range": True}
+
+
+def quantize_weights(src: str | os.PathLike, dst: str | os.PathLike,
+                     op_types: tuple[str, ...] = ("MatMul", "Gemm")) -> dict[str, Any]:
+    """fp32 ONNX -> dynamic INT8 ONNX (DYNAMIC_INT8 settings) of the ops in `op_types`, checked with onnx's full
+    checker. No calibration data: the fit for transformer towers, whose weights are in MatMul/Gemm (and Gather).
+    Returns the settings, for the metadata."""
+    q = require("onnxruntime.quantization", extra="onnx", purpose="INT8 quantisation")
+    onnx = require("onnx", purpose="INT8 quantisation")
+    with atomic_path(dst) as tmp:
+        q.quantize_dynamic(str(src), str(tmp), weight_type=q.QuantType.QInt8, per_channel=DYNAMIC_INT8["per_channel"],
+                           reduce_range=DYNAMIC_INT8["reduce_range"], op_types_to_quantize=list(op_types))
+        onnx.checker.check_model(str(tmp), full_check=True)
+    return {"method": "onnxruntime quantize_dynamic", **DYNAMIC_INT8, "op_types": list(op_types)}
 
 
 def build_int8(req: ExportRequest, model_name: str = "model.onnx", flavour: str = "onnxruntime") -> ExportResult:

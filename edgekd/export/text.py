@@ -3,15 +3,24 @@ CLIP BPE merges file the pure-Python tokenizer (edgekd.runtime.text.ClipTokenize
 
     DIR/text_encoder.onnx  DIR/bpe_simple_vocab_16e6.txt.gz  DIR/text_encoder.json
 
-text_encoder.json: format "edgekd.text_encoder", version, precision ("fp32" | "int8"), teacher_id, teacher
+text_encoder.json: format "edgekd.text_encoder", version, precision ("fp32" | "fp16" | "int8"), teacher_id, teacher
 (Teacher.describe()), embed_dim, logit_scale, files {model, tokenizer}, sha256 {file: hex}, input {name "tokens",
-shape ["batch", 77], dtype int64}, output {name "embedding", shape ["batch", D]}, tokenizer {type "clip_bpe",
-context_length, vocab_size, sot_id, eot_id, clean "lower"}, opset, parity {tokens_equal, min_cosine, texts} (the
-fp32 tower against open_clip), gate (int8: the compact tower against the fp32 one, see text_gate), versions, created.
+shape ["batch", 77], dtype int64}, output {name "embedding", shape ["batch", D], dtype float32}, tokenizer {type
+"clip_bpe", context_length, vocab_size, sot_id, eot_id, clean "lower"}, opset, parity {tokens_equal, min_cosine,
+threshold, texts} (the fp32 tower against open_clip), gate {precision, reference, passed, metrics, floors,
+validated_on, ...} (edgekd.export.text_gate), compression (fp16 / int8: how), versions, created.
 
-`--precision int8` quantizes the weights of the MatMul/Gemm layers and the token embedding table (Gather) to 8 bits
-with onnxruntime's dynamic quantization: a quarter of the size (ViT-B-32: 254 -> 65 MB) and of the memory. The
-directory is written beside `out` and moved in only when the tower passed: a failed gate leaves `out` as it was.
+Precisions (COMPRESSORS; tokens stay int64 and the embedding float32 in each):
+  fp32  the tower as exported; its gate is the parity with the torch teacher.
+  fp16  MatMul weights and the token table in fp16 (edgekd.export.onnx.convert_fp16): half the file (not the memory
+        where onnxruntime has no fp16 MatMul kernel and casts them back at load, as on the x86 CPU measured). The
+        residual stream, LayerNorms, softmax and the final normalisation stay float32 (convert_fp16's float boundary
+        keeps what the tokens reach without a MatMul), which keeps it within ~1e-6 of fp32.
+  int8  MatMul/Gemm weights and the token table in 8 bits, onnxruntime dynamic quantization in 7-bit range
+        (edgekd.export.onnx_int8.quantize_weights, where the reason is): a quarter of the file, under half the
+        memory, about twice as fast on the CPU measured (benchmarks/results/text_encoder.md).
+The directory is written beside `out` and moved in only when the tower passed its gate: a failure leaves `out` as it
+was.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ import torch.nn.functional as F
 
 from edgekd import EdgekdError
 from edgekd._io import atomic_path, atomic_write_json, sha256_file
-from edgekd.export.parity import INT8_TIE_MARGIN, boundary_agreement
+from edgekd.export.text_gate import GATE_METRICS, failure_message, fp32_gate, gate_compact
 from edgekd.runtime.bundle import TEXT_ENCODER_FILE
 from edgekd.runtime.text import BPE_FILE, TEXT_FORMAT, ClipTokenizer, TextEncoder
 from edgekd.teacher.clip import Teacher
@@ -41,15 +50,7 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "text_encoder.onnx"
 VERSION = 1
 MIN_COSINE = 0.9999  # fp32 parity gate (STYLE.md habit 8)
-PRECISIONS = ("fp32", "int8")
-# int8 gate floors, against the fp32 tower over GATE_CLASSES x the 80 OpenAI templates. Measured with random weights
-# (classes within cosine 0.986 of each other: harder than a trained tower): ViT-B-32 prompt cosine p1 0.9978, label
-# cosine min 0.9986, top-1 agreement 99.8% (strict 98.0%); the tests' 32-d tower 0.9968 / 0.9984 / 97.1%.
-INT8_FLOORS = {"prompt_cosine_p01": 0.99, "label_cosine_min": 0.995, "top1_agreement": 0.95}
-GATE_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck", "person",
-                "bicycle", "bus", "traffic light", "forklift", "pallet", "cardboard box", "a person wearing a hard hat",
-                "a damaged parcel", "smoke", "an open door", "it's a café's menu — 3½ dishes", "zebra crossing, at "
-                "night 42", "UPPER-case LABEL")
+PRECISIONS = ("fp32", "fp16", "int8")
 PARITY_TEXTS = ("a photo of a cat.", "a red car", "A Photo Of A DOG!", "zebra crossing, at night 42",
                 "it's a café's menu — 3½ dishes", "")
 
@@ -82,27 +83,37 @@ def _check_tokenizer(teacher: Teacher) -> tuple[Path, int]:
 def export_text_encoder(teacher: Teacher, out: str | os.PathLike, opset: int = 17,
                         parity_texts: tuple[str, ...] = PARITY_TEXTS, precision: str = "fp32",
                         floors: dict[str, float] | None = None) -> dict[str, Any]:
-    """Write the on-device text encoder of `teacher` into `out`; check tokens and embeddings against open_clip, and
-    (int8) the compact tower against the fp32 one (floors: INT8_FLOORS unless given).
+    """Write the on-device text encoder of `teacher` into `out` in `precision` (PRECISIONS); check tokens and
+    embeddings against open_clip, and a compact tower against the fp32 one (floors: entries that override
+    edgekd.export.text_gate.FLOORS[precision]).
 
     Returns the text_encoder.json dict. Raises EdgekdError when the tokenizer is unsupported, parity fails or the
-    int8 gate fails; `out` is then left as it was.
+    gate fails; `out` is then left as it was.
     """
-    if precision not in PRECISIONS:
-        raise EdgekdError(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    _check_options(precision, floors)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))  # same file system: published by rename
     try:
         meta = _export_fp32(teacher, work, opset, parity_texts)
-        if precision == "int8":
-            meta = _quantize_int8(work, meta, {**INT8_FLOORS, **(floors or {})})
+        if precision != "fp32":
+            meta = _compress(work, meta, precision, floors)
         _publish(work, out, meta)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info("wrote %s: %s text encoder of %s (min cosine %.6f)", out, precision, teacher.teacher_id,
              meta["parity"]["min_cosine"])
     return meta
+
+
+def _check_options(precision: str, floors: dict[str, float] | None) -> None:
+    if precision not in PRECISIONS:
+        raise EdgekdError(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if floors and precision == "fp32":
+        raise EdgekdError("floors apply to --precision fp16 / int8; fp32 is judged by its parity with the teacher")
+    unknown = sorted(set(floors or {}) - set(GATE_METRICS))
+    if unknown:
+        raise EdgekdError(f"floors {', '.join(unknown)}: not a gate metric; use {', '.join(GATE_METRICS)}")
 
 
 def _export_fp32(teacher: Teacher, out: Path, opset: int, parity_texts: tuple[str, ...]) -> dict[str, Any]:
@@ -142,76 +153,46 @@ def _export_fp32(teacher: Teacher, out: Path, opset: int, parity_texts: tuple[st
     }
     meta["sha256"] = {name: sha256_file(out / name) for name in meta["files"].values()}
     meta["parity"] = _parity(teacher, tokenizer, out, meta, [t for t in parity_texts if t] or ["a photo"])
+    meta["gate"] = fp32_gate(meta["parity"])
     atomic_write_json(out / TEXT_ENCODER_FILE, meta)
     return meta
 
 
-def _quantize_int8(work: Path, meta: dict[str, Any], floors: dict[str, float]) -> dict[str, Any]:
-    """Replace the fp32 tower in `work` by its int8 one, gated against it; EdgekdError when the gate fails."""
+def _to_fp16(src: Path, dst: Path) -> dict[str, Any]:
+    """fp16 weights, float32 boundary (convert_fp16), checked with onnx's full checker."""
     from edgekd._optional import require
-    from edgekd.cpu import cpu_facts, describe
-    from edgekd.runtime.backends import create_backend
-    from edgekd.runtime.batching import run_batched
-    from edgekd.teacher.prompts import builtin_templates
+    from edgekd.export.onnx import convert_fp16
 
-    onnx = require("onnx", purpose="text encoder export")
-    q = require("onnxruntime.quantization", extra="onnx", purpose="int8 text encoder")
+    info = convert_fp16(src, dst)
+    require("onnx", purpose="text encoder export").checker.check_model(str(dst), full_check=True)
+    return {"method": f"{info['converter']} convert_float_to_float16, keep_io_types", "fp32_nodes":
+            len(info["fp32_nodes"]), "fp16_initializers": info["fp16_initializers"]}
+
+
+def _to_int8(src: Path, dst: Path) -> dict[str, Any]:
+    """8-bit MatMul/Gemm weights and token table (quantize_weights: dynamic, per channel, 7-bit range)."""
+    from edgekd.export.onnx_int8 import quantize_weights
+
+    return quantize_weights(src, dst, op_types=("MatMul", "Gemm", "Gather"))
+
+
+COMPRESSORS = {"fp16": _to_fp16, "int8": _to_int8}  # precision -> (fp32 ONNX, out ONNX) -> "compression" metadata
+
+
+def _compress(work: Path, meta: dict[str, Any], precision: str, floors: dict[str, float] | None) -> dict[str, Any]:
+    """Replace the fp32 tower in `work` by its `precision` one, gated against it; EdgekdError when the gate fails."""
     fp32 = work / "text_encoder.fp32.onnx"
     os.replace(work / MODEL_FILE, fp32)
-    with atomic_path(work / MODEL_FILE) as tmp:
-        # Weights only, per channel, in 7 bits (reduce_range): u8 x s7 products summed in pairs cannot saturate the
-        # 16-bit intermediate of AVX2 / AVX-512 kernels without VNNI (vpmaddubsw), so every x86 CPU computes the
-        # same integers and the verdict below holds beyond this one.
-        q.quantize_dynamic(str(fp32), str(tmp), weight_type=q.QuantType.QInt8, per_channel=True,
-                           reduce_range=True, op_types_to_quantize=["MatMul", "Gemm", "Gather"])
-        onnx.checker.check_model(str(tmp), full_check=True)
-    templates = builtin_templates()["default"]
-    tokens = ClipTokenizer(work / BPE_FILE, meta["tokenizer"]["context_length"])(
-        [t.format(c) for c in GATE_CLASSES for t in templates])
-
-    def embed(path: Path) -> np.ndarray:
-        out = next(iter(run_batched(create_backend(path, "onnxruntime"), tokens, batch_size=64).values()))
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-
-    gate = text_gate(embed(fp32), embed(work / MODEL_FILE), len(GATE_CLASSES), floors)
-    gate.update({"precision": "int8", "classes": len(GATE_CLASSES), "templates": len(templates),
-                 "method": "onnxruntime quantize_dynamic: MatMul/Gemm/Gather weights int8 per channel, reduce_range",
-                 "cpu": describe(cpu_facts())})
+    compression = COMPRESSORS[precision](fp32, work / MODEL_FILE)
+    tokenizer = ClipTokenizer(work / BPE_FILE, meta["tokenizer"]["context_length"])
+    gate = gate_compact(fp32, work / MODEL_FILE, tokenizer, meta, precision, floors)
     fp32.unlink()
     if not gate["passed"]:
-        failed = ", ".join(f"{k} {gate['metrics'][k]:.5f} < {v}" for k, v in floors.items()
-                           if gate["metrics"][k] < v)
-        raise EdgekdError(f"int8 text encoder gate failed against the fp32 tower ({failed}); export it with "
-                          "--precision fp32")
-    meta = {**meta, "precision": "int8", "gate": gate}
+        raise EdgekdError(failure_message(gate))
+    meta = {**meta, "precision": precision, "compression": compression, "gate": gate}
     meta["sha256"] = {name: sha256_file(work / name) for name in meta["files"].values()}
     atomic_write_json(work / TEXT_ENCODER_FILE, meta)
     return meta
-
-
-def text_gate(ref: np.ndarray, got: np.ndarray, n_classes: int, floors: dict[str, float]) -> dict[str, Any]:
-    """Compact tower vs fp32 over prompts ordered class-major ([n_classes * n_templates, D] unit rows each).
-
-    prompt_cosine_*: each prompt's embedding against the fp32 one; label_cosine_*: each class's label embedding (the
-    normalised template mean, as build_label_pack makes it); top1_agreement: with every fp32 prompt embedding as a
-    query (text queries stand in for images, which share the space), the best class under the compact labels equals
-    the best under the fp32 ones, near-ties forgiven as the image gate forgives them (edgekd.export.parity,
-    INT8_TIE_MARGIN; the strict rate is reported too). passed: every floored metric at or above its floor."""
-    cos = np.sum(ref * got, axis=1)
-
-    def labels(e: np.ndarray) -> np.ndarray:
-        m = e.reshape(n_classes, -1, e.shape[1]).mean(axis=1)
-        return m / np.linalg.norm(m, axis=1, keepdims=True)
-
-    lr, lg = labels(ref), labels(got)
-    label_cos = np.sum(lr * lg, axis=1)
-    agrees, boundary = boundary_agreement(ref @ lr.T, np.argmax(ref @ lg.T, axis=1), lr, INT8_TIE_MARGIN)
-    metrics = {"prompts": int(len(cos)), "prompt_cosine_mean": float(cos.mean()),
-               "prompt_cosine_p01": float(np.percentile(cos, 1)), "prompt_cosine_min": float(cos.min()),
-               "label_cosine_mean": float(label_cos.mean()), "label_cosine_min": float(label_cos.min()),
-               "top1_agreement": float(agrees.mean()), "top1_agreement_strict": float(np.mean(np.isinf(boundary))),
-               "tie_margin": INT8_TIE_MARGIN}
-    return {"passed": all(metrics[k] >= v for k, v in floors.items()), "metrics": metrics, "floors": dict(floors)}
 
 
 def _publish(work: Path, out: Path, meta: dict[str, Any]) -> None:

@@ -87,6 +87,7 @@ PROPERTIES: dict[str, tuple] = {
 }
 # the runtime's errors name Python arguments; the element's name its properties
 PROPERTY_TERMS = (("pass allow_ungated=True / --allow-ungated", "set allow-ungated=true"),
+                  ("pass allow_ungated=True to use it anyway", "set allow-ungated=true to use it anyway"),
                   ("load it with resize_fallback=True", "install OpenCV in GStreamer's python"),
                   ("load it with backend='onnxruntime' (or 'ort-cuda')", "set backend=onnxruntime (or ort-cuda)"),
                   ("and pass text_encoder=DIR (or put it in the bundle)",

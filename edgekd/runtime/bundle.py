@@ -10,6 +10,7 @@ beside edgekd.json.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,12 +160,13 @@ def _inside(root: Path, name: Any, what: str) -> Path:
 # --- the parity verdict a bundle carries ---------------------------------------------------------------------------
 
 class UngatedBundleError(EdgekdError):
-    """A bundle whose parity gate failed or was skipped, loaded without allow_ungated."""
+    """A bundle (or text encoder) whose gate failed or was skipped, loaded without allow_ungated."""
 
 
-def gate_status(meta: dict[str, Any]) -> str:
-    """'passed', 'failed', 'skipped' (--no-gate, or an engine still to be built) or 'missing' (no verdict)."""
-    parity = meta.get("parity")
+def gate_status(meta: dict[str, Any], key: str = "parity") -> str:
+    """'passed', 'failed', 'skipped' (--no-gate, or an engine still to be built) or 'missing' (no verdict) of the
+    verdict under `key` (a bundle's "parity"; a text encoder's "gate")."""
+    parity = meta.get(key)
     if not isinstance(parity, dict):
         return "missing"
     if parity.get("passed") is True:
@@ -210,8 +212,6 @@ def gate_summary(meta: dict[str, Any]) -> str:
 def require_gate(info: BundleInfo, allow_ungated: bool = False) -> str:
     """The bundle's gate status; raises UngatedBundleError for a failed, skipped or missing gate unless
     `allow_ungated` (then it only logs a warning)."""
-    import logging
-
     status = gate_status(info.meta)
     if status == "passed":
         return status
@@ -220,7 +220,13 @@ def require_gate(info: BundleInfo, allow_ungated: bool = False) -> str:
     what = {"failed": "failed", "skipped": "was skipped", "missing": "left no verdict"}[status]
     message = (f"{info.root}: its parity gate {what} ({gate_summary(info.meta)}){where}; re-export it with the gate, "
                "or pass allow_ungated=True / --allow-ungated to use it anyway")
+    refuse_ungated(message, allow_ungated)
+    return status
+
+
+def refuse_ungated(message: str, allow_ungated: bool) -> None:
+    """Raise UngatedBundleError(message), or only log it as a warning under `allow_ungated`: the one place that
+    decides whether an artifact without a passed gate is used."""
     if not allow_ungated:
         raise UngatedBundleError(message)
-    logging.getLogger(__name__).warning("using an ungated bundle: %s", message)
-    return status
+    logging.getLogger(__name__).warning("using an ungated artifact: %s", message)

@@ -121,7 +121,7 @@ class OpenVocabClassifier:
         if te_dir is not None:
             from edgekd.runtime.text import TextEncoder
 
-            te = TextEncoder.load(te_dir, backend="auto", threads=threads, verify=verify)
+            te = TextEncoder.load(te_dir, backend="auto", threads=threads, verify=verify, allow_ungated=allow_ungated)
             _check_text_encoder(te, info)
         clf = cls(info, be, None, te)
         clf.reduced_jpeg = reduced_jpeg
