@@ -180,20 +180,20 @@ def render_view(img: Image.Image | np.ndarray, view: ViewParams, size: tuple[int
     (H, W) with `resize_method` and flip: -> uint8 [H, W, 3] RGB. A frame already at `size` whose box is the whole
     frame is not resampled (every method is the identity there: camera caps negotiated at the model's size)."""
     if isinstance(img, np.ndarray) and img.shape[:2] == tuple(size) and _whole(view, img.shape):
-        return _finish(*as_rgb_frame(img, color), view[4])
+        return finish_pixels(*as_rgb_frame(img, color), view[4])
     if resize_method == PILLOW:
         img = frame_to_image(img, color) if isinstance(img, np.ndarray) else img
         return _render_pillow(img, view, size, interpolation, fill)
     frame, color = as_rgb_frame(img, color) if isinstance(img, np.ndarray) else (np.asarray(img.convert("RGB")), "rgb")
     x0, y0, x1, y1 = pixel_box(view[:4], frame.shape[:2], size)
-    return _finish(resize_array(frame[y0:y1, x0:x1], size, resize_method), color, view[4])
+    return finish_pixels(resize_array(frame[y0:y1, x0:x1], size, resize_method), color, view[4])
 
 
 def _whole(view: ViewParams, shape: tuple[int, ...]) -> bool:
     return tuple(view[:4]) == (0, 0, shape[1], shape[0])
 
 
-def _finish(pixels: np.ndarray, color: str, flip: float) -> np.ndarray:
+def finish_pixels(pixels: np.ndarray, color: str, flip: float) -> np.ndarray:
     """uint8 [H, W, 3] in `color` order -> RGB, flipped when `flip` >= 0.5, C-contiguous. Reversing each row's bytes
     flips and swaps BGR<->RGB in one fast pass (numpy copies a reversed pixel axis alone ~5x slower)."""
     if flip >= 0.5:
@@ -224,7 +224,7 @@ def _render_pillow(img: Image.Image, view: ViewParams, size: tuple[int, int], in
         canvas.paste(img, (px, py))
         img, x0, y0, x1, y1 = canvas, x0 + px, y0 + py, x1 + px, y1 + py
     out = img.resize((size[1], size[0]), pillow_filter(interpolation), box=(x0, y0, x1, y1))
-    return _finish(np.asarray(out, dtype=np.uint8), "rgb", flip)
+    return finish_pixels(np.asarray(out, dtype=np.uint8), "rgb", flip)
 
 
 def pillow_filter(interpolation: str) -> Image.Resampling:
