@@ -92,9 +92,9 @@ class OpenVocabClassifier:
         UngatedBundleError names the parity report); resize_fallback: when the bundle's resize method needs a module
         this runtime lacks (OpenCV), use its numpy-only fallback (close, not bit-exact; refused by default with a
         MissingDependencyError naming the extra to install); reduced_jpeg: decode JPEG files at 1/2, 1/4 or 1/8
-        scale while the model's crop stays at least twice its size (2-3x faster for 1080p files; the render moves by
-        a fraction of a grey level on photos, ~2 on pure noise: benchmarks/results/gstreamer/); False decodes every
-        file in full, as training did.
+        scale while the model's crop stays at least twice its size (for 1080p files and a 224-px model, 0.57-0.73x
+        the time, the render moving by 0.25-1.9 grey levels: benchmarks/results/gstreamer/gst_element.md); False
+        decodes every file in full, as training did.
 
         On a CPU the bundle's gate did not run on, one guarded inference runs in a child process first
         (edgekd.runtime.canary), so that a model that crashes this CPU's kernels raises NativeCrashError here instead
