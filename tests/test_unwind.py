@@ -25,6 +25,7 @@ STEPS = {
 }
 # loads the bundle on both backends and classifies a frame; prints one line per backend
 CLASSIFY = """
+import numpy as np
 from edgekd import EdgekdError
 from edgekd.runtime.classifier import OpenVocabClassifier
 for backend in ("openvino", "onnxruntime"):
