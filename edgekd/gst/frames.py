@@ -25,14 +25,13 @@ range; GStreamer's `videoconvert` interpolates the chroma, so its output differs
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image
 
-from edgekd._optional import is_available
+from edgekd._optional import is_available, require
 from edgekd.preprocess import Preprocess, ViewParams, finish_pixels, pillow_filter
 from edgekd.resize import PILLOW, decimation, pixel_box, resize_array
 
@@ -283,15 +282,11 @@ def yuv_matrix(matrix: str, full_range: bool) -> np.ndarray:
     return np.hstack([m, b[:, None]]).astype(np.float32)
 
 
+@lru_cache(maxsize=1)
 def _cv2():
-    """OpenCV where it is installed (imported once), else None: the fast paths are optional."""
-    return sys.modules.get("cv2") or (_import_cv2() if is_available("cv2") else None)
-
-
-def _import_cv2():
-    import cv2
-
-    return cv2
+    """OpenCV where it is installed, else None (the fast paths are optional), looked up once: frames call this
+    several times each, and a failed lookup would otherwise search sys.path every time."""
+    return require("cv2", purpose="fast YUV paths") if is_available("cv2") else None
 
 
 def _coefficients(matrix: str, full_range: bool) -> tuple[float, float, float]:

@@ -57,7 +57,8 @@ def channel_order_feed(color: str) -> np.ndarray:
 class OpenVocabClassifier:
     """A loaded bundle: `embed*` -> unit embeddings [D], `classify*` -> top-k `Prediction`s over the label set."""
 
-    def __init__(self, info: BundleInfo, backend: Any, labels: LabelSet | None = None, text_encoder: Any = None):
+    def __init__(self, info: BundleInfo, backend: Any, labels: LabelSet | None = None, text_encoder: Any = None,
+                 reduced_jpeg: bool = False):
         self.info = info
         self.backend = backend
         self.text_encoder = text_encoder
@@ -68,7 +69,7 @@ class OpenVocabClassifier:
         self.resize_in_graph = info.resize_in_graph
         self.input_dtype = np.dtype(getattr(backend, "input_dtype", np.uint8 if self.in_graph else np.float32))
         self._output = info.output_name
-        self.reduced_jpeg = False  # load() turns it on unless asked not to
+        self.reduced_jpeg = reduced_jpeg  # load()'s default is on
 
     @property
     def static_batch(self) -> int | None:
@@ -123,8 +124,7 @@ class OpenVocabClassifier:
 
             te = TextEncoder.load(te_dir, backend="auto", threads=threads, verify=verify, allow_ungated=allow_ungated)
             _check_text_encoder(te, info)
-        clf = cls(info, be, None, te)
-        clf.reduced_jpeg = reduced_jpeg
+        clf = cls(info, be, None, te, reduced_jpeg)
         if labels is not None:
             clf.set_labels(labels)
         elif info.labels_path is not None:
