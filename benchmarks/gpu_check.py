@@ -1,16 +1,23 @@
-"""The GPU path, proven on a CUDA host: gpu-marked tests, a ViT-B-32 teacher cache, distillation speed, ORT CUDA parity.
+"""The GPU path, proven on a CUDA host: the runtime's cudart helpers, torch latency of student and teacher, gpu-marked
+tests, a ViT-B-32 teacher cache, distillation speed (bf16 AMP), ONNX parity (onnxruntime's CUDA EP when installed).
 
 Driven by benchmarks/gpu_check.sh (which installs edgekd from the checkout first); the subcommands are:
 
     python benchmarks/gpu_check.py detect      # exit 0 when torch sees a CUDA GPU, else one line and exit 10
-    python benchmarks/gpu_check.py prepare     # (any host) 2,000 + 300 CIFAR-10 images into .gpucheck/data
+    python benchmarks/gpu_check.py prepare     # (a host with PyPI) the carried wheels + 2,000/300 CIFAR-10 images
+                                               # into .gpucheck/, checked against the carry limit
     python benchmarks/gpu_check.py run [--budget S] [--steps N] [--out benchmarks/results/gpu]
 
-`run` executes each stage in its own process with a timeout (a crash or hang in one stage is recorded and the others
-still run): environment, the `gpu`-marked tests, a ViT-B-32 cache (random weights) of the training images, the
-distillation data path alone, mobilenetv4_conv_small distilled at 224 for a fixed number of steps, ONNX export with
-onnxruntime's CUDA EP parity, TensorRT when importable. GPU utilisation is sampled through NVML (nvidia-ml-py, else
-`nvidia-smi -lms`). It writes results.json and results.md to --out and exits 1 when any stage failed.
+`run` executes each stage of STAGES in its own process with its own timeout (STAGE_TIME; a crash or hang in one stage
+is recorded and the others still run) inside one overall budget: environment; cudart (edgekd.runtime's cuda-python
+helpers on the real CUDA runtime: device info, malloc, an async memcpy round trip, a stream, CUDA-graph capture and
+replay, all without torch or TensorRT); latency (torch eager p50 of the student and of the ViT-B-32 image tower, random
+weights, fp32 and fp16, batch 1 and a larger batch, channels_last and not on the CNN); the `gpu`-marked tests; a
+ViT-B-32 cache (random weights) of the training images; the distillation data path alone; mobilenetv4_conv_small
+distilled at 224 for a fixed number of steps under bf16 autocast; ONNX export gated on CPU, then on onnxruntime's CUDA
+EP; TensorRT when importable. A stage that cannot run on the host records "skipped" with the reason. GPU utilisation
+is sampled through NVML (nvidia-ml-py, else `nvidia-smi -lms`). It writes results.json and results.md to --out and
+exits 1 when any stage failed.
 Images: --data/--val, else $EDGEKD_GPU_CHECK_DATA/{train,val}, else .gpucheck/data/{train,val} (made by `prepare`),
 else a subset unpacked from --assets (default $EDGEKD_ASSETS or ../shared/assets beside the checkout).
 """
@@ -21,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -33,13 +41,37 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 NO_GPU_EXIT = 10
 CARRY_DIR = ROOT / ".gpucheck"  # ignored by git; the device tool's `carry` brings it (wheels + images)
-STAGES = ("environment", "tests", "cache", "loader", "distill", "onnx", "tensorrt")
-STAGE_TIMEOUT = {"environment": 60, "tests": 150, "cache": 150, "loader": 90, "distill": 150, "onnx": 150,
-                 "tensorrt": 120}
+STAGES = ("environment", "cudart", "latency", "tests", "cache", "loader", "distill", "onnx", "tensorrt")
+# (expected seconds on one H100/H200, timeout): estimated from the step counts, image numbers and timing plans below,
+# about 5 minutes in all, and to be replaced by the wall_s of a run there; a stage hanging until its timeout still
+# leaves every other stage its time inside the budget of gpu_check.sh (test_gpu_check checks the arithmetic)
+STAGE_TIME = {"environment": (10, 45), "cudart": (5, 45), "latency": (60, 120), "tests": (60, 120), "cache": (30, 90),
+              "loader": (20, 60), "distill": (60, 120), "onnx": (40, 90), "tensorrt": (5, 60)}
+STAGE_TIMEOUT = {name: timeout for name, (_, timeout) in STAGE_TIME.items()}
+RUN_BUDGET_S = 430  # gpu_check.sh: 480 s in all, less the install (~30 s) and a margin for writing the results
 NEEDS = {"loader": "cache", "distill": "cache", "onnx": "distill", "tensorrt": "distill"}
+NEEDS_IMAGES = ("cache", "onnx", "tensorrt")
 MIN_STAGE_SECONDS = 20
 LOADER_BATCHES = 100
 TARGET_UTIL = 80.0
+# torch latency: warm-up, then timed calls until both counts are reached; the larger batch is a throughput point
+LATENCY_TIMING = {"cuda": {"warmup_s": 0.5, "min_time_s": 1.0, "min_iters": 20, "batches": (1, 128)},
+                  "cpu": {"warmup_s": 0.2, "min_time_s": 0.3, "min_iters": 3, "batches": (1, 4)}}
+LATENCY_PRECISIONS = ("fp32", "fp16")
+
+# Wheels for CPython 3.12 x86-64 that the lent CUDA host (torch 2.11 + CUDA 13, no index reachable) may lack; pip
+# takes each only where the host has no satisfying version. Pure Python except wcwidth (abi3) and cuda-bindings.
+CARRIED_WHEELS = (
+    "open_clip_torch==3.3.0", "ftfy==6.3.1", "wcwidth==0.9.4",  # the teacher and its tokenizer's needs
+    "timm==1.0.31",  # recent enough for open_clip 3.x
+    # the onnx extra's fp16 converter; needs numpy, onnx, packaging, protobuf>=3.20.2, which torch images have
+    "onnxconverter-common==1.16.0",
+    # the runtime's cudart helpers (edgekd.runtime.backends._import_cudart); 13.0.x = the CUDA of the hosts' r580
+    # driver, so no newer-driver call can sneak in. Installed by gpu_check.sh only where `cuda.bindings` is missing.
+    "cuda-bindings==13.0.3", "cuda-pathfinder==1.9.1",
+)
+WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+CARRY_LIMIT_MIB = 50  # the device tool carries 64 MiB per call, the checkout's own files included
 
 
 # ---------------------------------------------------------------- detection (torch only, before edgekd is installed)
@@ -103,6 +135,109 @@ def resolve_images(args: argparse.Namespace, work: Path) -> dict[str, Path]:
             return {"train": Path(args.data or base / "train"), "val": Path(args.val or base / "val")}
     found = unpack_subset(Path(args.assets) / "cifar10-jpg.tar.gz", work / "images")
     return {"train": Path(args.data or found["train"]), "val": Path(args.val or found["val"])}
+
+
+# ---------------------------------------------------------------- what is carried to a host with no package index
+
+class CarryError(RuntimeError):
+    """`prepare` could not make a complete .gpucheck/ within the carry limit."""
+
+
+def dist_key(name: str, version: str) -> tuple[str, str]:
+    """(PEP 503 normalised project name, version): a spec `open_clip_torch==3.3.0` and its wheel file agree on it."""
+    return re.sub(r"[-_.]+", "-", name).lower(), version
+
+
+def spec_key(spec: str) -> tuple[str, str]:
+    name, sep, version = spec.partition("==")
+    if not sep:
+        raise ValueError(f"{spec}: carried wheels are pinned as NAME==VERSION")
+    return dist_key(name, version)
+
+
+def wheel_key(path: Path) -> tuple[str, str]:
+    name, version = path.name.split("-")[:2]
+    return dist_key(name, version)
+
+
+def download_wheels(dest: Path, specs: tuple[str, ...]) -> None:
+    """pip download of `specs` for CPython 3.12 on manylinux x86-64 (the lent hosts), without their dependencies."""
+    platforms = [a for p in WHEEL_PLATFORMS for a in ("--platform", p)]
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
+           "3.12", "--implementation", "cp", *platforms, "-d", str(dest), *specs]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise CarryError(f"pip download failed (exit {r.returncode}; is a package index reachable from here?): "
+                         f"{r.stderr.strip()[-800:]}")
+
+
+def sync_wheels(dest: Path, specs: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """Delete the wheels in `dest` that `specs` do not pin (two versions of one package stop pip's install) ->
+    (removed file names, specs that still have no wheel)."""
+    want = {spec_key(s): s for s in specs}
+    removed = []
+    for whl in sorted(dest.glob("*.whl")):
+        if wheel_key(whl) not in want:
+            whl.unlink()
+            removed.append(whl.name)
+    have = {wheel_key(w) for w in dest.glob("*.whl")}
+    return removed, [s for k, s in want.items() if k not in have]
+
+
+def tree_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def checkout_bytes(root: Path = ROOT) -> int | None:
+    """Bytes of the files a device call sends besides the carried folder (tracked + untracked, not ignored)."""
+    try:
+        r = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
+                           capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if r.returncode != 0:
+        return None
+    files = (root / n for n in r.stdout.decode(errors="replace").split("\0") if n)
+    return sum(f.stat().st_size for f in files if f.is_file() and not f.is_symlink())
+
+
+def prepare_carry(carry: Path, assets: Path, download: Any = download_wheels, specs: tuple[str, ...] = CARRIED_WHEELS,
+                  limit_mib: float = CARRY_LIMIT_MIB) -> dict[str, Any]:
+    """carry/wheels (exactly `specs`) + carry/data (2,000 training, 300 held-out images) + carry/CARRIED.json, or a
+    CarryError when a wheel is missing or the folder is over `limit_mib`. `download(dest, specs)` fetches the wheels
+    (None: use the wheels already there)."""
+    wheels = carry / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    if download is not None:
+        download(wheels, specs)
+    removed, missing = sync_wheels(wheels, specs)
+    if missing:
+        raise CarryError(f"{wheels}: no wheel for {', '.join(missing)}; run `bash benchmarks/gpu_check.sh --prepare` "
+                         "where PyPI is reachable")
+    images = unpack_subset(assets / "cifar10-jpg.tar.gz", carry / "data")
+    doc = {"wheels": {w.name: w.stat().st_size for w in sorted(wheels.glob("*.whl"))}, "removed": removed,
+           "images": {k: sum(1 for _ in v.rglob("*.jpg")) for k, v in images.items()},
+           "data_bytes": tree_bytes(carry / "data"), "limit_mib": limit_mib, "checkout_bytes": checkout_bytes()}
+    (carry / "CARRIED.json").unlink(missing_ok=True)
+    doc["carried_bytes"] = tree_bytes(carry)  # all but this manifest (under 1 KiB)
+    (carry / "CARRIED.json").write_text(json.dumps(doc, indent=1) + "\n")
+    if doc["carried_bytes"] > limit_mib * 2**20:
+        raise CarryError(f"{carry} holds {doc['carried_bytes'] / 2**20:.1f} MiB, over the {limit_mib} MiB it may "
+                         "take of a device call's 64 MiB: carry fewer wheels or images (CARRIED_WHEELS, unpack_subset)")
+    return doc
+
+
+def carry_summary(doc: dict[str, Any]) -> str:
+    mib = 2**20
+    whl = sum(doc["wheels"].values())
+    line = (f"{len(doc['wheels'])} wheels ({whl / mib:.1f} MiB), {doc['images'].get('train', 0):,} + "
+            f"{doc['images'].get('val', 0):,} images ({doc['data_bytes'] / mib:.1f} MiB): "
+            f"{doc['carried_bytes'] / mib:.1f} MiB carried (limit {doc['limit_mib']} MiB)")
+    if doc.get("checkout_bytes") is not None:
+        line += f"; with the checkout {(doc['carried_bytes'] + doc['checkout_bytes']) / mib:.1f} of 64 MiB per call"
+    if doc.get("removed"):
+        line += f"; removed {', '.join(doc['removed'])}"
+    return line
 
 
 # ---------------------------------------------------------------- GPU utilisation sampling
@@ -197,6 +332,7 @@ def nvml_index() -> int:
 def stage_environment(ctx: dict[str, Any]) -> dict[str, Any]:
     import torch
 
+    from edgekd._optional import installed_version
     from edgekd.bench.env import collect_environment
     from edgekd.cpu import cpu_facts, describe
 
@@ -209,8 +345,11 @@ def stage_environment(ctx: dict[str, Any]) -> dict[str, Any]:
     return {**gpu, "driver": (env["gpu"][0]["driver"] if isinstance(env["gpu"], list) and env["gpu"] else "unknown"),
             "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
             "host_cpu": describe(cpu_facts()), "cpu_cores_usable": env["cpu"]["cores_usable"],
-            "python": platform.python_version(), "packages": env["packages"], "os": env["os"],
-            "onnxruntime_providers": _ort_providers()}
+            "python": platform.python_version(), "os": env["os"], "onnxruntime_providers": _ort_providers(),
+            "packages": {**env["packages"], **{d: installed_version(d) or "not installed" for d in EXTRA_DISTS}}}
+
+
+EXTRA_DISTS = ("cuda-bindings", "onnxconverter-common", "onnxscript", "nvidia-ml-py")
 
 
 def _ort_providers() -> list[str] | str:
@@ -219,6 +358,222 @@ def _ort_providers() -> list[str] | str:
     except ImportError as e:
         return f"onnxruntime not importable ({e})"
     return ort.get_available_providers()
+
+
+def stage_cudart(ctx: dict[str, Any]) -> dict[str, Any]:
+    """edgekd.runtime's cuda-python helpers on the real CUDA runtime, in a process without torch: the binding
+    (_import_cudart), device info (engine_check.gpu_info), then TensorRTBackend's own buffer, copy, CUDA-graph and
+    close methods (see cudart_round_trip)."""
+    torch_before = "torch" in sys.modules
+    from edgekd._optional import installed_version
+    from edgekd.runtime import backends
+
+    try:
+        cudart = backends._import_cudart()
+    except ImportError as e:
+        return {"status": "skipped", "reason": f"cuda-python is not importable ({str(e).splitlines()[0]})"}
+    out: dict[str, Any] = {"binding": cudart.__name__, "cuda_bindings": installed_version("cuda-bindings",
+                                                                                         "cuda-python"),
+                           "runtime_version": _cuda_version(cudart.cudaRuntimeGetVersion()),
+                           "driver_version": _cuda_version(cudart.cudaDriverGetVersion())}
+    err, count = cudart.cudaGetDeviceCount()
+    if int(err) != 0 or not count:
+        return {**out, "status": "skipped", "reason": f"cudart sees no CUDA device (cudaGetDeviceCount: "
+                                                      f"{getattr(err, 'name', err)})"}
+    from edgekd.runtime.engine_check import gpu_info
+
+    out["gpu"] = gpu_info(0, cudart)
+    out.update(cudart_round_trip(backends, cudart))
+    # the runtime never imports torch (this stage's process starts without it)
+    out["imported_torch"] = "torch" in sys.modules and not torch_before
+    failed = [k for k in ("round_trip_equal", "graph_captured", "graph_replay_equal", "closed") if not out[k]]
+    if out["imported_torch"]:
+        failed.append("the runtime imported torch")
+    if failed:
+        out["error"] = "cudart check failed: " + ", ".join(failed)
+    return out
+
+
+def _cuda_version(result: tuple[Any, Any]) -> str | None:
+    err, v = result
+    return f"{v // 1000}.{v % 1000 // 10}" if int(err) == 0 and v else None
+
+
+class DeviceCopyContext:
+    """Stands in for a TensorRT IExecutionContext in the cudart stage (the lent hosts have no TensorRT), with the
+    contract TensorRT 10 documents for `execute_async_v3(stream_handle) -> bool`: enqueue the work on that stream
+    without waiting and return True when it was enqueued. The work is one device-to-device cudaMemcpyAsync of `nbytes`
+    from `src` to `dst`, which stream capture records into a graph as it records an engine's kernels. `calls` counts
+    the enqueues, so a graph replay (which makes none) is told apart from a direct run."""
+
+    def __init__(self, cudart: Any, src: int, dst: int, nbytes: int):
+        self.cudart, self.src, self.dst, self.nbytes, self.calls = cudart, src, dst, nbytes, 0
+
+    def execute_async_v3(self, stream_handle: Any) -> bool:
+        self.calls += 1
+        kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+        return int(self.cudart.cudaMemcpyAsync(self.dst, self.src, self.nbytes, kind, stream_handle)[0]) == 0
+
+
+def backend_shell(backends: Any, cudart: Any) -> Any:
+    """A TensorRTBackend without an engine. Its __init__ needs tensorrt and a serialized engine, so this sets the
+    state __init__ leaves for the buffer, copy, capture and close methods, and creates the stream as __init__ does."""
+    be = backends.TensorRTBackend.__new__(backends.TensorRTBackend)
+    be._cudart, be.path, be.cuda_graph = cudart, Path("gpu_check cudart stage (no engine)"), True
+    be._lock, be._device, be._graphs, be._shape = threading.Lock(), {}, {}, None
+    err, be.stream = cudart.cudaStreamCreate()
+    backends._check_cuda(err, "cudaStreamCreate")
+    return be
+
+
+def cudart_round_trip(backends: Any, cudart: Any, nbytes: int = 4 << 20) -> dict[str, Any]:
+    """On the backend's stream: `_reserve` two device buffers (cudaMalloc), host -> device -> host (`_copy`, async,
+    then cudaStreamSynchronize) with the bytes compared; `_execute` of a DeviceCopyContext twice: a direct run that
+    the backend then captures into a CUDA graph, and a graph launch that must copy new input bytes without an
+    enqueue; `close` frees buffers, graphs and stream."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    first, second = (rng.integers(0, 256, nbytes, dtype=np.uint8) for _ in range(2))
+    back = np.zeros(nbytes, np.uint8)
+    be = backend_shell(backends, cudart)
+    t0 = time.perf_counter()
+    try:
+        be._reserve("input", nbytes)
+        be._reserve("output", nbytes)
+        src, dst = be._device["input"][0], be._device["output"][0]
+
+        def holds(ptr: int, want: Any) -> bool:
+            back[:] = 0
+            be._copy(back.ctypes.data, ptr, nbytes, "DeviceToHost")
+            backends._check_cuda(cudart.cudaStreamSynchronize(be.stream)[0], "cudaStreamSynchronize")
+            return bool(np.array_equal(back, want))
+
+        be._copy(src, first.ctypes.data, nbytes, "HostToDevice")
+        round_trip = holds(src, first)
+        be.context = DeviceCopyContext(cudart, src, dst, nbytes)
+        shape = (1, nbytes)
+        be._execute(shape)  # the direct run, then the capture (recorded, not run)
+        captured = shape in be._graphs and be.context.calls == 2
+        direct = holds(dst, first)
+        be._copy(src, second.ctypes.data, nbytes, "HostToDevice")
+        be._execute(shape)  # the graph launch
+        replay = holds(dst, second) and be.context.calls == 2
+    finally:
+        be.close()
+    return {"bytes": nbytes, "round_trip_equal": round_trip, "graph_captured": captured and direct,
+            "graph_replay_equal": replay, "closed": be.stream is None and not be._device and not be._graphs,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "exercised": "edgekd.runtime.backends: _import_cudart, _malloc, _check_cuda, TensorRTBackend._reserve/"
+                         "_copy/_execute/_capture/_drop_graphs/close; engine_check.gpu_info",
+            "note": "TensorRT's execute_async_v3 is a stand-in (DeviceCopyContext: one device-to-device "
+                    "cudaMemcpyAsync); everything else is the runtime's code on the real cudart"}
+
+
+def stage_latency(ctx: dict[str, Any]) -> dict[str, Any]:
+    """torch eager latency (edgekd.bench.timer: warm-up, device sync per call, p50/p90) of the student (random init,
+    its preset's head, channels_last and contiguous) and the teacher's image tower (random weights, built from its
+    config), fp32 then fp16 weights and inputs (.half()), at batch 1 and a larger batch."""
+    import torch
+
+    from edgekd.bench.models import resolve_teacher
+    from edgekd.bench.timer import Timer
+    from edgekd.bench.worker import build_torch_module
+    from edgekd.students.model import create_student
+    from edgekd.students.registry import resolve_student
+
+    cuda = ctx["device"] == "cuda"
+    plan = LATENCY_TIMING[ctx["device"]]
+    torch.backends.cudnn.benchmark = True  # fixed shapes, as a deployment has; the warm-up pays for the search
+    sync = torch.cuda.synchronize if cuda else None
+    timer = Timer(plan["warmup_s"], plan["min_time_s"], plan["min_iters"], sync=sync)
+    teacher = resolve_teacher(ctx["teacher"], random_init=True)
+    preset = resolve_student(ctx["student"])
+    rows: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    torch.manual_seed(0)
+    student = create_student(preset.arch, teacher.embed_dim or 512, ctx["img_size"], preset.head)
+    rows += latency_rows(f"student {preset.arch}", student.eval().requires_grad_(False).to(ctx["device"]),
+                         (ctx["img_size"], ctx["img_size"]), ("channels_last", "contiguous"), timer, ctx, plan)
+    del student
+    tower = build_torch_module(teacher, ctx["device"])
+    rows += latency_rows(f"teacher {ctx['teacher']} image tower", tower, teacher.img_size, ("contiguous",), timer,
+                         ctx, plan)
+    return {"rows": rows, "speedup": student_speedup(rows), "seconds": round(time.perf_counter() - t0, 1),
+            "cudnn_benchmark": True, "fp32_matmul_precision": torch.get_float32_matmul_precision(),
+            "note": "torch eager, inference_mode; fp16 = .half() weights and inputs (norms included); cos_min = the "
+                    "lowest cosine of an fp16 embedding to the fp32 one of the same input"}
+
+
+def latency_rows(name: str, module: Any, hw: tuple[int, int], layouts: tuple[str, ...], timer: Any,
+                 ctx: dict[str, Any], plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per precision x layout x batch: p50/p90 ms, images/s at p50, and fp16's cosine to fp32."""
+    import torch
+
+    from edgekd.bench.teacher_precisions import precision_reason
+
+    gen = torch.Generator().manual_seed(0)
+    inputs = {b: torch.randn(b, 3, *hw, generator=gen).to(ctx["device"]) for b in plan["batches"]}
+    reference: dict[int, Any] = {}
+    rows = []
+    for precision in LATENCY_PRECISIONS:  # fp32 first: it gives the reference embeddings, then .half() in place
+        # every precision runs on CUDA; on a CPU rehearsal the bench's own reason skips fp16
+        reason = None if ctx["device"] == "cuda" else precision_reason("torch", precision, None, "cpu")
+        if reason:
+            rows.append({"model": name, "precision": precision, "status": "skipped", "reason": reason})
+            continue
+        dtype = torch.float16 if precision == "fp16" else torch.float32
+        module.to(dtype)
+        for layout in layouts:
+            fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+            module.to(memory_format=fmt)
+            for batch, x32 in inputs.items():
+                x = x32.to(dtype).contiguous(memory_format=fmt)
+                rows.append(_latency_row(module, x, timer, {"model": name, "precision": precision, "layout": layout,
+                                                            "batch": batch}, reference))
+    return rows
+
+
+def _latency_row(module: Any, x: Any, timer: Any, row: dict[str, Any], reference: dict[int, Any]) -> dict[str, Any]:
+    import torch
+
+    def infer() -> Any:
+        with torch.inference_mode():
+            return module(x)
+
+    timing = timer.measure(infer)
+    stats = timing.stats_ms()
+    out = infer().float()
+    if not bool(torch.isfinite(out).all()):
+        return {**row, "status": "failed", "error": "non-finite embeddings", "p50_ms": round(stats["p50"], 3)}
+    batch = row["batch"]
+    cos = None
+    if row["precision"] == "fp32":
+        reference.setdefault(batch, out)
+    elif batch in reference:
+        cos = round(float(torch.nn.functional.cosine_similarity(out, reference[batch], dim=-1).min()), 5)
+    return {**row, "status": "ok", "p50_ms": round(stats["p50"], 3), "p90_ms": round(stats["p90"], 3),
+            "n": stats["n"], "images_per_s": round(batch * 1e3 / stats["p50"], 1),
+            "first_call_ms": round(timing.first_call_s * 1e3, 1), "cos_min": cos}
+
+
+def student_speedup(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per batch: the teacher's fastest p50 / the student's fastest p50 (each at its best precision and layout)."""
+    best: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in rows:
+        if r.get("status") != "ok":
+            continue
+        key = (r["model"].split()[0], r["batch"])
+        if key not in best or r["p50_ms"] < best[key]["p50_ms"]:
+            best[key] = r
+    out: dict[str, Any] = {}
+    for (role, batch), s in sorted(best.items()):
+        t = best.get(("teacher", batch))
+        if role == "student" and t:
+            out[f"batch {batch}"] = {"ratio": round(t["p50_ms"] / s["p50_ms"], 1),
+                                     "student": f"{s['precision']} {s['layout']} {s['p50_ms']} ms",
+                                     "teacher": f"{t['precision']} {t['layout']} {t['p50_ms']} ms"}
+    return out
 
 
 def stage_tests(ctx: dict[str, Any]) -> dict[str, Any]:
@@ -483,7 +838,8 @@ def run_stage(name: str, ctx_file: Path, work: Path, deadline: float, failed: se
 
 
 def one_line(name: str, r: dict[str, Any]) -> str:
-    bits = [f"[{name}] {r['status']}", f"{r.get('wall_s', 0)} s"]
+    head = f"[{name}] {r['status']}" + (f": {r['reason']}" if r["status"] == "skipped" and "reason" in r else "")
+    bits = [head, f"{r.get('wall_s', 0)} s"]
     if "images_per_s" in r:
         bits.append(f"{r['images_per_s']:,.0f} img/s")
     util = r.get("gpu", {}).get("util_mean")
@@ -493,9 +849,12 @@ def one_line(name: str, r: dict[str, Any]) -> str:
         bits.append(f"peak {r['peak_memory_allocated_mib']} MiB")
     if "passed" in r and name == "tests":
         bits.append(f"{r['passed']} passed, {r.get('skipped', 0)} skipped")
-    for key in ("error", "reason"):
-        if key in r:
-            bits.append(r[key])
+    if name in ("cudart", "latency") and r["status"] == "ok":
+        bits.append(_detail(name, r))
+    if "error" in r:
+        bits.append(r["error"])
+    if "reason" in r and r["status"] != "skipped":
+        bits.append(r["reason"])
     return ", ".join(bits)
 
 
@@ -551,14 +910,36 @@ def render_markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {name} | {r['status']} | {r.get('wall_s', '')} | {r.get('images_per_s', '')} | {util} | "
                      f"{mem} | {str(detail).replace('|', '/')} |")
     lines += ["", f"Data path: {doc['data_path']}", ""]
+    lat = doc["stages"].get("latency", {})
+    if lat.get("rows"):
+        lines += latency_markdown(lat)
     return "\n".join(lines)
+
+
+def latency_markdown(r: dict[str, Any]) -> list[str]:
+    lines = ["## Torch eager latency (random weights)", "", r.get("note", ""), "",
+             "| model | precision | layout | batch | p50 ms | p90 ms | images/s at p50 | fp16 cos min vs fp32 |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for row in r["rows"]:
+        if row["status"] != "ok":
+            why = row.get("reason") or row.get("error", "")
+            lines.append(f"| {row['model']} | {row['precision']} | {row.get('layout', '')} | {row.get('batch', '')} "
+                         f"| {row['status']}: {why} | | | |")
+            continue
+        lines.append(f"| {row['model']} | {row['precision']} | {row['layout']} | {row['batch']} | {row['p50_ms']} | "
+                     f"{row['p90_ms']} | {row['images_per_s']:,.0f} | {row.get('cos_min') or ''} |")
+    for batch, v in r.get("speedup", {}).items():
+        lines.append(f"\nAt {batch} the student is {v['ratio']}x faster than the teacher, each at its fastest here "
+                     f"(student {v['student']}, teacher {v['teacher']}).")
+    return lines + [""]
 
 
 def _detail(name: str, r: dict[str, Any]) -> str:
     if name == "tests" and "error" not in r:
         return f"{r.get('passed')} passed, {r.get('skipped')} skipped, {r.get('failures')} failed"
     if name == "distill" and "student" in r:
-        return (f"{r['student']} @ {r['img_size']}, batch {r['batch_size']}, {r['steps']} steps, median-step rate "
+        return (f"{r['student']} @ {r['img_size']}, {r.get('precision', '?')}, batch {r['batch_size']}, "
+                f"{r['steps']} steps, median-step rate "
                 f"{r['images_per_s_median_step']} img/s, last loss {r['last_loss']:.4g}")
     if name == "onnx":
         gates = {k: r[k] for k in ("cpu_gate", "cuda_gate") if k in r}
@@ -566,7 +947,20 @@ def _detail(name: str, r: dict[str, Any]) -> str:
                          for k, v in gates.items())
     if name == "cache" and "teacher" in r:
         return f"{r['teacher']} ({r['weights']} weights), {r['images']} images x {r['views']} views"
+    if name == "cudart" and "round_trip_equal" in r:
+        gpu = (r.get("gpu") or {}).get("name", "?")
+        return (f"{r['binding']} {r.get('cuda_bindings')} (runtime {r.get('runtime_version')}, driver "
+                f"{r.get('driver_version')}) on {gpu}: memcpy round trip {_yes(r['round_trip_equal'])}, graph capture "
+                f"{_yes(r['graph_captured'])}, replay {_yes(r['graph_replay_equal'])}, close {_yes(r['closed'])}")
+    if name == "latency" and "rows" in r:
+        ok = [x for x in r["rows"] if x["status"] == "ok"]
+        best = "; ".join(f"{b}: {v['ratio']}x" for b, v in r.get("speedup", {}).items())
+        return f"{len(ok)} of {len(r['rows'])} rows timed (table below); student vs teacher p50, {best or 'n/a'}"
     return ""
+
+
+def _yes(ok: bool) -> str:
+    return "ok" if ok else "FAILED"
 
 
 def install_record(status: str, log_file: str | None) -> dict[str, Any]:
@@ -610,7 +1004,7 @@ def run_all(args: argparse.Namespace) -> int:
     ctx_file.write_text(json.dumps(ctx))
     failed: set[str] = set() if images else {"cache"}
     for name in STAGES:
-        if images is None and name in ("cache", "onnx", "tensorrt"):
+        if images is None and name in NEEDS_IMAGES:
             stages[name] = {"status": "skipped", "reason": "no images (see the images stage)"}
             continue
         stages[name] = run_stage(name, ctx_file, work, deadline, failed, 1 if args.device == "cuda" else 4)
@@ -631,7 +1025,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("detect", help="exit 0 when torch sees a CUDA GPU, else say why in one line and exit 10")
-    prep = sub.add_parser("prepare", help="unpack the 2,000 training + 300 held-out images into .gpucheck/data")
+    prep = sub.add_parser("prepare", help="the carried wheels and 2,000 training + 300 held-out images into "
+                          ".gpucheck/, within the carry limit")
+    prep.add_argument("--carry", default=str(CARRY_DIR), help=argparse.SUPPRESS)
+    prep.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
+                      help="pip download the wheels of CARRIED_WHEELS (--no-download: check the ones already there)")
     run = sub.add_parser("run", help="every stage, then results.json + results.md")
     for q in (prep, run):
         q.add_argument("--assets", default=os.environ.get("EDGEKD_ASSETS", str(ROOT.parent / "shared" / "assets")),
@@ -640,7 +1038,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--val", default=None, help="held-out images for the parity gates (>= 200)")
     run.add_argument("--work", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "edgekd-gpu-check"))
     run.add_argument("--out", default=None, help="results folder [default: benchmarks/results/gpu]")
-    run.add_argument("--budget", type=float, default=450, help="seconds for all stages together")
+    run.add_argument("--budget", type=float, default=RUN_BUDGET_S, help="seconds for all stages together")
     run.add_argument("--steps", type=int, default=300, help="timed distillation steps (after --warmup-steps)")
     run.add_argument("--warmup-steps", type=int, default=10)
     run.add_argument("--batch-size", type=int, default=128)
@@ -672,8 +1070,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gpu_check: no CUDA GPU on this host ({what}); nothing to check")
         return 0 if ok else NO_GPU_EXIT
     if args.cmd == "prepare":
-        found = unpack_subset(Path(args.assets) / "cifar10-jpg.tar.gz", CARRY_DIR / "data")
-        print(" ".join(f"{k}={v} ({sum(1 for _ in v.rglob('*.jpg'))} images)" for k, v in found.items()))
+        try:
+            doc = prepare_carry(Path(args.carry), Path(args.assets), download_wheels if args.download else None)
+        except (CarryError, OSError, tarfile.TarError) as e:
+            print(f"gpu_check prepare: {type(e).__name__}: {e}", file=sys.stderr)
+            return 1
+        print(f"gpu_check prepare: {args.carry}: {carry_summary(doc)}")
         return 0
     if args.cmd == "stage":
         return run_stage_here(args.name, args.ctx)

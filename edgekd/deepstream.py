@@ -8,6 +8,12 @@ UNTESTED ON DEEPSTREAM: the config follows NVIDIA's Gst-nvinfer documentation an
 replaying nvinfer's documented preprocessing (y = net-scale-factor * (x - offsets[c])) in onnxruntime
 (tests/test_deepstream.py), but it has not run on a Jetson or a dGPU DeepStream install yet.
 
+What nvinfer reads: an engine edgekd built (TensorRT bundle after `--from-onnx` or build_engine.sh), else an ONNX that
+nvinfer builds and caches itself: the ONNX bundle's model, or the TensorRT bundle's model.onnx (fp32) /
+model.fp16.onnx (fp16). INT8 needs the engine, or a calibration cache for nvinfer's calibrator (--trt-calibrator):
+without `int8-calib-file` nvinfer builds FP16 instead, so INT8 ONNX alone is refused, and asymmetric (uint8, zero
+point) Q/DQ, which TensorRT cannot take, is refused with its own reason. Ungated bundles need allow_ungated.
+
 nvinfer scales by one factor for all channels, the student normalises by a std per channel: for ONNX bundles the
 remaining per-channel factor std_mean / std_c is folded into a copy of the model (a Mul before the first layer), so the
 result is exact; a prebuilt TensorRT engine cannot be changed and runs with the mean std (the notes give the error).
@@ -24,9 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from edgekd import EdgekdError
+from edgekd._io import read_json, sha256_file
 from edgekd._optional import require
+from edgekd.export.trtexec import BUILD_FILE, ENGINE_FILE, ENGINE_MANIFEST
 from edgekd.preprocess import Preprocess
-from edgekd.runtime.bundle import BundleInfo, gate_status, read_bundle
+from edgekd.runtime.bundle import BUNDLE_FILE, BundleInfo, gate_status, gate_summary, read_bundle, refuse_ungated
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +45,13 @@ NETWORK_MODE = {"fp32": 0, "int8": 1, "fp16": 2}
 # Preprocess.interpolation -> nvinfer scaling-filter (NvBufSurfTransform_Inter: 0 nearest, 1 bilinear, 2 Algo1 =
 # GPU cubic / VIC 5-tap)
 SCALING_FILTER = {"nearest": 0, "bilinear": 1, "bicubic": 2}
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+# the ONNX nvinfer builds from in a TensorRT bundle without its engine (roles of edgekd.export.tensorrt.ONNX_FILES);
+# INT8 only from model.onnx with a calibration cache (model.qdq.onnx needs edgekd's builder: see nvinfer_model)
+TENSORRT_ONNX_ROLE = {"fp32": "onnx", "fp16": "onnx_fp16", "int8": "onnx"}
+# nvinfer's calibrator is an IInt8EntropyCalibrator2 reading int8-calib-file (NvDsInferInt8Calibrator,
+# nvdsinfer_context_impl.cpp); TensorRT recalibrates when a cache's header names another algorithm
+NVINFER_CALIBRATOR = "EntropyCalibration2"
 
 
 @dataclass
@@ -95,38 +110,243 @@ def centre_crop(frame_size: tuple[int, int], pp: Preprocess) -> str:
     return f"{(fw - cw) // 2}:{(fh - ch) // 2}:{cw}:{ch}"
 
 
+@dataclass(frozen=True)
+class NvinferModel:
+    """The file nvinfer reads for a bundle: an engine edgekd built, or an ONNX that nvinfer builds and caches."""
+
+    path: Path
+    precision: str
+    calib_file: Path | None = None  # int8-calib-file: a TensorRT calibration cache, for an ONNX built in INT8
+
+    @property
+    def is_engine(self) -> bool:
+        return self.path.suffix in ENGINE_SUFFIXES
+
+
+def nvinfer_engine_name(onnx_file: str, batch_size: int, gpu_id: int, precision: str) -> str:
+    """The engine nvinfer builds from `onnx_file` and saves beside it: as model-engine-file, the next start loads it.
+
+    nvdsinfer's TrtModelBuilder::buildModel(initParams, suggestedPathName) (DeepStream 8.0 SDK API reference). Its
+    sources as released in DeepStream 6.2 (sources/libs/nvdsinfer/nvdsinfer_model_builder.h/.cpp) document "suggested
+    path = [modelName]_b[#batchSize]_[#device]_[#dataType].engine" and build modelPath + "_b" + maxBatchSize
+    (batch-size) + "_" + "gpu<gpu-id>" (or "dla<core>") + "_" + networkMode2Str (fp32 | fp16 | int8) + ".engine" with
+    the mode really built: INT8 without a readable int8-calib-file becomes FP16 ("INT8 calibration file not
+    specified. Trying FP16 mode.")."""
+    return f"{onnx_file}_b{batch_size}_gpu{gpu_id}_{precision}.engine"
+
+
 def build_nvinfer_config(info: BundleInfo, model_file: str, frame_size: tuple[int, int] | None = None,
-                         batch_size: int = 1, gpu_id: int = 0) -> NvinferConfig:
-    """The config for `info`'s bundle with `model_file` (an .onnx or .engine path as nvinfer should read it)."""
+                         batch_size: int = 1, gpu_id: int = 0, calib_file: str | None = None) -> NvinferConfig:
+    """The config for `info`'s bundle with `model_file` (an .onnx or engine path as nvinfer should read it) and, for
+    an ONNX built in INT8, `calib_file` (its int8-calib-file)."""
     if info.input_layout != "NCHW" or info.input_dtype != "float32":
         raise EdgekdError(f"{info.root}: its model takes {info.input_dtype} {info.input_layout} "
                           f"{'whole frames' if info.resize_in_graph else 'frames'} ({info.input_name!r}); nvinfer "
-                          "feeds float32 NCHW pixels: export the bundle with --preprocess-in-graph none")
+                          "feeds float32 NCHW pixels: export the bundle again without --preprocess-in-graph")
     if batch_size < 1:
         raise EdgekdError(f"batch size must be >= 1, got {batch_size}")
     props, scale, notes = nvinfer_preprocessing(info.preprocess)
     precision = str(info.meta.get("precision", "fp32"))
+    if precision not in NETWORK_MODE:
+        notes.append(f"precision {precision!r} has no nvinfer network-mode; using fp32")
+        precision = "fp32"
+    is_onnx = model_file.endswith(".onnx")
+    if is_onnx and precision == "int8" and calib_file is None:
+        raise EdgekdError(f"{model_file}: nvinfer builds INT8 from an ONNX only with an int8-calib-file (else FP16); "
+                          "pass the calibration cache, or use the engine edgekd built")
     h, w = info.size
     base: dict[str, Any] = {"gpu-id": gpu_id, "gie-unique-id": 1, "process-mode": 1, "batch-size": batch_size,
                             "network-type": NETWORK_TYPE_OTHER, "output-tensor-meta": 1,
-                            "network-mode": NETWORK_MODE.get(precision, 0), "infer-dims": [3, h, w],
+                            "network-mode": NETWORK_MODE[precision], "infer-dims": [3, h, w],
                             "output-blob-names": info.output_name}
-    if model_file.endswith(".onnx"):
+    if is_onnx:
         base["onnx-file"] = model_file
-        mode = {v: k for k, v in NETWORK_MODE.items()}[base["network-mode"]]
-        base["model-engine-file"] = f"{model_file}_b{batch_size}_gpu{gpu_id}_{mode}.engine"  # nvinfer's cache name
+        base["model-engine-file"] = nvinfer_engine_name(model_file, batch_size, gpu_id, precision)
     else:
         base["model-engine-file"] = model_file
-    if precision not in NETWORK_MODE:
-        notes.append(f"precision {precision!r} has no nvinfer network-mode; using fp32")
-    if precision == "int8" and model_file.endswith(".onnx"):
-        notes.append("int8: the ONNX carries its quantization (QDQ); no int8-calib-file is written")
+    if calib_file is not None:
+        base["int8-calib-file"] = calib_file
     cfg = NvinferConfig({**base, **props}, notes, scale)
     if frame_size is not None:
         cfg.src_crop = centre_crop(frame_size, info.preprocess)
         cfg.notes.append(f"for {frame_size[0]}x{frame_size[1]} frames put `nvvideoconvert src-crop={cfg.src_crop}` "
                          "before nvstreammux")
     return cfg
+
+
+# --- what nvinfer reads --------------------------------------------------------------------------------------------
+
+INT8_FIX = ("export with `--target tensorrt --precision int8` and build the engine on the device with the command in "
+            "its tensorrt_build.json, then run deepstream-config on that bundle; or export with --precision fp16")
+
+
+def read_for_nvinfer(bundle: str | os.PathLike) -> tuple[BundleInfo, NvinferModel]:
+    """The bundle (its files checked) and the file nvinfer reads for it; an EdgekdError with the fix where nvinfer
+    cannot run it at its precision. A TensorRT bundle whose engine is pending is read with its ONNX as the model."""
+    path = Path(bundle)
+    root = path.parent if path.name == BUNDLE_FILE else path
+    meta = _peek_meta(root)
+    precision = str(meta.get("precision", "fp32"))
+    files = meta.get("files") if isinstance(meta.get("files"), dict) else {}
+    if meta.get("target") != "tensorrt" or "model" in files:
+        info = read_bundle(root)  # also says what is wrong with a bundle that is not one
+        return info, _model_of(info, precision)
+    info = read_bundle(root, model_role=TENSORRT_ONNX_ROLE.get(precision, "onnx"))
+    return info, _pending_engine_model(info, precision)
+
+
+def _peek_meta(root: Path) -> dict[str, Any]:
+    """edgekd.json as it is ({} when unreadable: read_bundle then says why)."""
+    try:
+        meta = read_json(root / BUNDLE_FILE)
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _model_of(info: BundleInfo, precision: str) -> NvinferModel:
+    """A bundle with its model: an engine as it is; an ONNX unless it is INT8, which nvinfer cannot build as such."""
+    model = info.model_path
+    if model.suffix in ENGINE_SUFFIXES:
+        return NvinferModel(model, precision)
+    if model.suffix != ".onnx":
+        raise EdgekdError(f"{model}: nvinfer reads ONNX models or TensorRT engines, not {model.suffix} files; "
+                          "export the bundle with --target onnx or tensorrt")
+    if precision == "int8":
+        problem = asymmetric_qdq(model)
+        if problem is not None:
+            raise EdgekdError(f"{model}: INT8 that TensorRT cannot take ({problem}; it takes only symmetric int8 "
+                              f"Q/DQ, zero point 0): {INT8_FIX}")
+        raise EdgekdError(f"{model}: an INT8 ONNX without an engine or a calibration file, which nvinfer would build "
+                          f"in FP16 instead (at every start): {INT8_FIX}")
+    return NvinferModel(model, precision)
+
+
+def _pending_engine_model(info: BundleInfo, precision: str) -> NvinferModel:
+    """A TensorRT bundle without an engine in edgekd.json: the engine build_engine.sh left, else the ONNX for the
+    precision (INT8: model.onnx with the calibration cache of --trt-calibrator)."""
+    engine = built_engine(info.root)
+    if engine is not None:
+        return NvinferModel(engine, precision)
+    if precision != "int8":
+        return NvinferModel(info.model_path, precision)
+    calib = calibration_cache(info)
+    if calib is None:
+        command = build_command(info.root, info.meta)
+        raise EdgekdError(f"{info.root}: its INT8 engine is not built yet and nvinfer builds INT8 from an ONNX only "
+                          f"with a calibration file (else FP16): build it on the device with `{command}` and run "
+                          "deepstream-config again, or export with --precision fp16")
+    return NvinferModel(info.model_path, precision, calib)
+
+
+def built_engine(root: Path) -> Path | None:
+    """The engine that edgekd.export.trtexec's build_engine.sh left in the bundle (engine.json records its sha256;
+    edgekd's own builder also names it in edgekd.json), or None."""
+    engine, manifest = root / ENGINE_FILE, root / ENGINE_MANIFEST
+    if not engine.is_file() or not manifest.is_file():
+        return None
+    if read_json(manifest).get("engine_sha256") != sha256_file(engine):
+        raise EdgekdError(f"{engine}: not the engine {ENGINE_MANIFEST} describes (sha256 differs); build it again on "
+                          f"the device with `{build_command(root)}`")
+    return engine
+
+
+def calibration_cache(info: BundleInfo) -> Path | None:
+    """The TensorRT calibration cache of a --trt-calibrator bundle (files.calib_cache, else the name the builder gives
+    it: edgekd.export.tensorrt.calib_cache_name), checked to be one nvinfer's calibrator reads; None when absent."""
+    name = (info.meta.get("files") or {}).get("calib_cache")
+    if not name:
+        from edgekd.export.tensorrt import calib_cache_name
+
+        name = calib_cache_name(info.model_path)
+    path = info.root / name
+    if not path.is_file():
+        return None
+    with open(path, "rb") as f:
+        header = f.readline(200).decode(errors="replace").strip()
+    if NVINFER_CALIBRATOR not in header:
+        raise EdgekdError(f"{path}: a {header!r} calibration cache, but nvinfer calibrates with TensorRT's "
+                          f"{NVINFER_CALIBRATOR} and would recalibrate without images: build it with --calib-method "
+                          "entropy")
+    return path
+
+
+def build_command(root: Path, meta: dict[str, Any] | None = None) -> str:
+    """The edgekd command that builds the bundle's engine on the device, as its tensorrt_build.json records it."""
+    build = root / ((meta or {}).get("files") or {}).get("build", BUILD_FILE)
+    try:
+        return str(read_json(build)["commands"]["edgekd"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"edgekd export {root} --target tensorrt --from-onnx"
+
+
+def asymmetric_qdq(onnx_path: str | os.PathLike) -> str | None:
+    """None when TensorRT takes every QuantizeLinear / DequantizeLinear of the ONNX at `onnx_path` (symmetric int8:
+    int8 zero points, all 0), else the first that it refuses, e.g. "QuantizeLinear 'q': UINT8 zero point (...)".
+    The rules are edgekd.export.trt_contract's (TensorRT 10.x, as in DeepStream 7.1+); QOperator ops (QLinearConv,
+    ...) count as refused: TensorRT's parser has no importer for them."""
+    onnx = require("onnx", extra="onnx", purpose="checking INT8 quantization for TensorRT")
+    from edgekd.export.trt_contract import tensorrt_refusals
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    for refusal in tensorrt_refusals(model, "10.x", strongly_typed=False):
+        op = refusal.op
+        if op in ("QuantizeLinear", "DequantizeLinear") or op.startswith("QLinear") or op.endswith("Integer"):
+            return f"{op} {refusal.node!r}: {refusal.reason}"
+    return None
+
+
+# --- gate and writing -----------------------------------------------------------------------------------------------
+
+def nvinfer_gate(info: BundleInfo, model: NvinferModel) -> str:
+    """The parity verdict on what nvinfer reads: the bundle's, or for the ONNX of a TensorRT bundle whose engine is
+    pending, the verdict on that very ONNX (parity.onnx_gate, judged on onnxruntime; its "where" names the file)."""
+    status = gate_status(info.meta)
+    parity = info.meta.get("parity")
+    if status == "passed" or model.is_engine or not isinstance(parity, dict):
+        return status
+    where = str((parity.get("onnx_gate") or {}).get("where") or "")
+    return gate_status(parity, "onnx_gate") if where.split(" ", 1)[0] == model.path.name else status
+
+
+def require_nvinfer_gate(info: BundleInfo, model: NvinferModel, allow_ungated: bool = False) -> str:
+    """nvinfer_gate's verdict; raises UngatedBundleError unless it passed or `allow_ungated`."""
+    status = nvinfer_gate(info, model)
+    if status != "passed":
+        what = {"failed": "failed", "skipped": "was skipped", "missing": "left no verdict"}[status]
+        refuse_ungated(f"{info.root}: its parity gate {what} ({gate_summary(info.meta)}); export it again with the "
+                       "gate (an engine: `edgekd export BUNDLE --target tensorrt --from-onnx` on the device checks "
+                       "it), or pass --allow-ungated / allow_ungated=True", allow_ungated)
+    return status
+
+
+def folded_name(onnx_path: Path) -> str:
+    """model.onnx -> model_deepstream.onnx, model.fp16.onnx -> model_deepstream.fp16.onnx."""
+    stem, _, rest = onnx_path.name.partition(".")
+    return f"{stem}_deepstream.{rest}"
+
+
+def exact_std_config(info: BundleInfo, model: NvinferModel, out: Path, frame_size: tuple[int, int] | None,
+                     batch_size: int, gpu_id: int) -> NvinferConfig:
+    """build_nvinfer_config for `model`, with the per-channel std folded into a copy of an ONNX in `out` (exact
+    inputs), or for an engine a note with the error it leaves."""
+    calib = str(model.calib_file.resolve()) if model.calib_file is not None else None
+    cfg = build_nvinfer_config(info, str(model.path.resolve()), frame_size, batch_size, gpu_id, calib)
+    err = max(abs(k - 1.0) for k in cfg.channel_scale)
+    if err <= 1e-6:
+        return cfg
+    if model.is_engine:
+        cfg.notes.append(f"the engine cannot take the per-channel std: inputs are off by up to {err:.1%} per channel; "
+                         "an ONNX that nvinfer builds (fp32/fp16) gets it folded in by this generator")
+        return cfg
+    folded = fold_channel_scale(model.path, out / folded_name(model.path), info.input_name, cfg.channel_scale)
+    exact = build_nvinfer_config(info, str(folded.resolve()), frame_size, batch_size, gpu_id, calib)
+    exact.notes = [*cfg.notes, f"{folded.name} = the bundle's {model.path.name} with the per-channel std factors "
+                               f"{_ini(list(cfg.channel_scale))} folded in (exact normalisation)"]
+    if calib is not None:
+        exact.notes.append("the calibration cache has no range for the folded Mul's output, so TensorRT keeps that "
+                           "one tensor out of INT8")
+    return exact
 
 
 def fold_channel_scale(src: str | os.PathLike, dst: str | os.PathLike, input_name: str,
@@ -148,32 +368,18 @@ def fold_channel_scale(src: str | os.PathLike, dst: str | os.PathLike, input_nam
 
 
 def write_deepstream_config(bundle: str | os.PathLike, out: str | os.PathLike | None = None,
-                            frame_size: tuple[int, int] | None = None, batch_size: int = 1,
-                            gpu_id: int = 0) -> tuple[Path, NvinferConfig]:
-    """Write OUT/nvinfer_config.txt (default OUT: BUNDLE/deepstream) and, for ONNX bundles whose stds differ per
-    channel, OUT/model_deepstream.onnx. Returns (config path, config)."""
-    info = read_bundle(bundle)
+                            frame_size: tuple[int, int] | None = None, batch_size: int = 1, gpu_id: int = 0,
+                            allow_ungated: bool = False) -> tuple[Path, NvinferConfig]:
+    """Write OUT/nvinfer_config.txt (default OUT: BUNDLE/deepstream) and, for an ONNX whose stds differ per channel,
+    OUT/<model>_deepstream.onnx. Refuses what nvinfer cannot run at the bundle's precision and, unless
+    `allow_ungated`, a bundle without a passed parity gate. Returns (config path, config)."""
+    info, model = read_for_nvinfer(bundle)
+    status = require_nvinfer_gate(info, model, allow_ungated)
     out = Path(out) if out is not None else info.root / "deepstream"
     out.mkdir(parents=True, exist_ok=True)
-    model = info.model_path
-    if model.suffix not in (".onnx", ".engine", ".plan", ".trt"):
-        raise EdgekdError(f"{model}: nvinfer reads ONNX models or TensorRT engines, not {model.suffix} files; "
-                          "export the bundle with --target onnx or tensorrt")
-    cfg = build_nvinfer_config(info, str(model.resolve()), frame_size, batch_size, gpu_id)
-    status = gate_status(info.meta)
+    cfg = exact_std_config(info, model, out, frame_size, batch_size, gpu_id)
     if status != "passed":
-        cfg.notes.append(f"the bundle's parity gate {status}; re-export it with the gate before deploying")
-    if max(abs(k - 1.0) for k in cfg.channel_scale) > 1e-6:
-        if model.suffix == ".onnx":
-            folded = fold_channel_scale(model, out / FOLDED_MODEL, info.input_name, cfg.channel_scale)
-            notes = cfg.notes
-            cfg = build_nvinfer_config(info, str(folded.resolve()), frame_size, batch_size, gpu_id)
-            cfg.notes = [*notes, f"{FOLDED_MODEL} = the bundle's model with the per-channel std factors "
-                             f"{_ini(list(cfg.channel_scale))} folded in (exact normalisation)"]
-        else:
-            err = max(abs(k - 1.0) for k in cfg.channel_scale)
-            cfg.notes.append(f"the engine cannot take the per-channel std: inputs are off by up to {err:.1%} per "
-                             "channel; build the engine from the bundle's ONNX with this generator for exact inputs")
+        cfg.notes.append(f"the parity gate of what nvinfer reads {status}; written anyway (allow_ungated)")
     path = out / CONFIG_FILE
     path.write_text(cfg.render(), encoding="utf-8")
     log.info("wrote %s", path)

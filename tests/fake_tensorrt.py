@@ -9,7 +9,9 @@
           calibrators, no int8_calibrator / calibration profile / platform_has_fast_* (migration guide 10.x -> 11.x)
 
 The builder records what it was asked (trt.calls) and "builds" by returning bytes, failing like TensorRT does for
-requests the version refuses.
+requests the version refuses. The parser refuses what onnx-tensorrt's parser of that family refuses
+(edgekd.export.trt_contract: its operator table, Q/DQ rules and strong typing), so a test fails where the real
+parser would.
 """
 
 from __future__ import annotations
@@ -17,14 +19,21 @@ from __future__ import annotations
 import importlib.machinery
 import types
 
+from edgekd.export.trt_contract import tensorrt_refusals
+
 # ops TensorRT's DLA cannot run (the fake's answer to IBuilderConfig.can_run_on_DLA)
 NOT_ON_DLA = {"ReduceL2", "Div", "Expand", "Shape", "Clip", "Cast", "Flatten", "Gemm", "MatMul", "Constant"}
 
 
-def make_fake_trt(version: str = "10.3.0", dla_cores: int = 2, dla_ops: set[str] | None = None) -> types.ModuleType:
+def make_fake_trt(version: str = "10.3.0", dla_cores: int | None = None,
+                  dla_ops: set[str] | None = None) -> types.ModuleType:
     import onnx
 
     major = int(version.split(".")[0])
+    # DLA cores a build machine reports (NVIDIA "Working with DLA", TensorRT 11.4.1 docs): 2 (Orin) on 8.x and
+    # 10.0-10.7 and from 11.4.1 (AGX Orin, JetPack 7.2.2+); 0 on 10.8-10.x and 11.0-11.4.0, which have no DLA
+    v = tuple(int(x) for x in (version.split(".") + ["0", "0"])[:3])
+    dla_cores = dla_cores if dla_cores is not None else 0 if (10, 8, 0) <= v < (11, 4, 1) else 2
     trt = types.ModuleType("tensorrt")
     trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
     trt.__version__ = version
@@ -104,7 +113,13 @@ def make_fake_trt(version: str = "10.3.0", dla_cores: int = 2, dla_ops: set[str]
             if major < 10 and not self.network.flags & 1:
                 self.errors, self.num_errors = ["ONNX networks need the EXPLICIT_BATCH flag"], 1
                 return False
-            model = onnx.shape_inference.infer_shapes(onnx.load(path, load_external_data=False))
+            model = onnx.load(path, load_external_data=False)
+            refusals = tensorrt_refusals(model, "8.6" if major < 10 else f"{major}.x",
+                                         strongly_typed=trt.calls["strongly_typed"])
+            if refusals:  # what the real parser refuses (edgekd.export.trt_contract, from onnx-tensorrt's sources)
+                self.errors, self.num_errors = [str(r) for r in refusals], len(refusals)
+                return False
+            model = onnx.shape_inference.infer_shapes(model)
             graph = model.graph
             types_by_name = {v.name: onnx_types.get(v.type.tensor_type.elem_type, "float32")
                              for v in [*graph.value_info, *graph.output, *graph.input]}

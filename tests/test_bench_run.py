@@ -168,6 +168,9 @@ def test_openvino_teacher_precisions_follow_the_cpu_plugin(monkeypatch):
     monkeypatch.setattr(tp, "_native_bf16", lambda: False)
     assert "no native bf16" in tp.precision_reason("openvino", "bf16", None)
     assert "no native bf16" in tp.precision_reason("torch", "bf16", None, device="cpu")
+    assert "no fast path" in tp.precision_reason("torch", "fp16", None, device="cpu")
+    monkeypatch.setattr(tp, "_cuda", lambda device: True)  # a CUDA device: torch fp16 is timed there
+    assert tp.precision_reason("torch", "fp16", None, device="cuda") is None
 
 
 # --- bad input ----------------------------------------------------------------------------------------------------

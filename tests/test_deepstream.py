@@ -1,27 +1,118 @@
 """edgekd.deepstream: nvinfer configs whose preprocessing, replayed as nvinfer documents it, feeds the student exactly
-what the runtime does (checked in onnxruntime; DeepStream itself is not available here)."""
+what the runtime does (checked in onnxruntime; DeepStream itself is not available here); what nvinfer reads per bundle
+(ONNX / TensorRT, fp32 / fp16 / INT8) and what it is refused; every key written is one NVIDIA documents."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_runtime_support import make_bundle
+from test_export_tensorrt import no_trt, student_onnx  # noqa: F401  (fixtures: a tiny student; no TensorRT here)
+from test_runtime_support import gate_images, make_bundle
 
 from edgekd import EdgekdError
-from edgekd.cli import cli
-from edgekd.deepstream import centre_crop, read_nvinfer_config, write_deepstream_config
+from edgekd.cli import EXIT_NEEDS_DEVICE, cli
+from edgekd.deepstream import (
+    asymmetric_qdq,
+    build_nvinfer_config,
+    centre_crop,
+    read_nvinfer_config,
+    write_deepstream_config,
+)
 from edgekd.preprocess import Preprocess
+from edgekd.runtime.bundle import UngatedBundleError, read_bundle
+
+# The [property] keys gst-nvinfer reads, as NVIDIA publishes them for DeepStream 7.1 / 8.0: the "Gst-nvinfer Property
+# Group Supported Keys" table of the Gst-nvinfer plugin page (docs.nvidia.com/metropolis/deepstream/dev-guide/text/
+# DS_plugin_gst-nvinfer.html) documents the keys of the plugin's config parser, whose macros NVIDIA publishes in the
+# DeepStream 8.0 SDK API reference (sdk-api/gstnvinfer__property__parser_8h.html, CONFIG_GROUP_INFER_*). Only the
+# parser listing could be read here: its DS 8.0 reference and NVIDIA's released DS 6.2 source of the same header
+# (sources/gst-plugins/gst-nvinfer/gstnvinfer_property_parser.h); the detector/classifier-only keys are left out.
+NVINFER_PROPERTY_KEYS = frozenset({
+    "gie-unique-id", "process-mode", "interval", "labelfile-path", "gpu-id", "secondary-reinfer-interval",
+    "output-tensor-meta", "enable-dla", "use-dla-core", "batch-size", "tensor-meta-pool-size", "network-mode",
+    "model-engine-file", "int8-calib-file", "workspace-size", "output-blob-names", "network-type",
+    "force-implicit-batch-dim", "infer-dims", "output-io-formats", "layer-device-precision", "model-color-format",
+    "net-scale-factor", "offsets", "mean-file", "maintain-aspect-ratio", "symmetric-padding", "scaling-filter",
+    "scaling-compute-hw", "network-input-order", "input-tensor-from-meta", "custom-lib-path", "engine-create-func-name",
+    "custom-network-config", "model-file", "proto-file", "uff-file", "tlt-encoded-model", "tlt-model-key", "onnx-file",
+    "input-object-min-width", "input-object-min-height", "input-object-max-width", "input-object-max-height",
+    "operate-on-gie-id", "operate-on-class-ids", "filter-out-class-ids",
+})
+
+
+def documented(path: Path) -> dict[str, str]:
+    """The config at `path`, after checking that every key in it is one NVIDIA documents (every test reads it so)."""
+    props = read_nvinfer_config(path)
+    assert set(props) <= NVINFER_PROPERTY_KEYS, set(props) - NVINFER_PROPERTY_KEYS
+    return props
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("ds") / "b", gate=False)  # float32 NCHW `pixels`
+    return make_bundle(tmp_path_factory.mktemp("ds") / "b")  # gated, float32 NCHW `pixels`, CLIP's per-channel stds
+
+
+@pytest.fixture(scope="module")
+def ungated(tmp_path_factory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("ds") / "u", gate=False)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, student_onnx) -> Path:  # noqa: F811
+    """A run directory of test_export_tensorrt's tiny student (CLIP's per-channel stds), to export with the CLI."""
+    from edgekd.students.io import save_student
+
+    run = tmp_path_factory.mktemp("run")
+    save_student(run, student_onnx[0])
+    return run
+
+
+def qdq_onnx(path: Path, zero_point: np.ndarray | None, op: str = "QuantizeLinear") -> Path:
+    """x -> QuantizeLinear -> DequantizeLinear -> y with scale 0.1 and `zero_point` (None: omitted); `op` another
+    quantized op instead (e.g. QLinearMatMul)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array(0.1, np.float32), "s")]
+    qparams = ["s"]
+    if zero_point is not None:
+        inits.append(numpy_helper.from_array(zero_point, "zp"))
+        qparams.append("zp")
+    nodes = [helper.make_node(op, ["x", *qparams], ["q"], name="q"),
+             helper.make_node("DequantizeLinear", ["q", *qparams], ["y"], name="dq")]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def export_cli(run_dir: Path, out: Path, target: str, precision: str, *options: str) -> Path:
+    """`edgekd export` as a user runs it; TensorRT without tensorrt (the no_trt fixture) prepares the device bundle."""
+    res = CliRunner().invoke(cli, ["export", str(run_dir), "--target", target, "--precision", precision, "--out",
+                                   str(out), "--small-gate-ok", *options])
+    assert res.exit_code == (EXIT_NEEDS_DEVICE if target == "tensorrt" else 0), res.output
+    return out
+
+
+def with_fake_engine(src: Path, dst: Path, precision: str) -> Path:
+    """A copy of bundle `src` as `edgekd export --from-onnx` leaves it on the device: model.engine as files.model (its
+    sha256 recorded), precision, and the engine's parity verdict."""
+    shutil.copytree(src, dst)
+    (dst / "model.engine").write_bytes(b"serialized engine stand-in")
+    meta = json.loads((dst / "edgekd.json").read_text())
+    meta["files"]["model"] = "model.engine"
+    meta["sha256"]["model.engine"] = hashlib.sha256((dst / "model.engine").read_bytes()).hexdigest()
+    meta["precision"] = precision
+    meta["parity"] = {"passed": True, "skipped": False, "reasons": [], "where": "device (--from-onnx)"}
+    (dst / "edgekd.json").write_text(json.dumps(meta))
+    return dst
 
 
 def nvinfer_input(frame: np.ndarray, props: dict[str, str]) -> np.ndarray:
@@ -37,13 +128,15 @@ def test_config_feeds_the_student_what_the_runtime_does(bundle, tmp_path):
     from edgekd.runtime.classifier import OpenVocabClassifier
 
     path, cfg = write_deepstream_config(bundle, tmp_path / "ds", frame_size=(1280, 720))
-    props = read_nvinfer_config(path)
+    props = documented(path)
     assert props["output-tensor-meta"] == "1" and props["network-type"] == "100" and props["network-mode"] == "0"
     assert props["infer-dims"] == "3;32;32" and props["model-color-format"] == "0"
     assert props["output-blob-names"] == "embedding" and props["batch-size"] == "1"
     assert props["onnx-file"].endswith("model_deepstream.onnx") and Path(props["onnx-file"]).is_file()
+    assert props["model-engine-file"] == props["onnx-file"] + "_b1_gpu0_fp32.engine"
+    assert "int8-calib-file" not in props and not any("parity gate" in n for n in cfg.notes)
     assert cfg.src_crop == "280:0:720:720" and "UNTESTED" in path.read_text()
-    clf = OpenVocabClassifier.load(bundle, allow_ungated=True)
+    clf = OpenVocabClassifier.load(bundle)
     sess = ort.InferenceSession(props["onnx-file"], providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     for _ in range(3):
@@ -53,30 +146,141 @@ def test_config_feeds_the_student_what_the_runtime_does(bundle, tmp_path):
 
 
 def test_engine_bundle_keeps_the_engine_and_says_what_is_approximate(bundle, tmp_path):
-    eng = tmp_path / "eng"
-    shutil.copytree(bundle, eng)
-    (eng / "model.onnx").rename(eng / "model.engine")
-    meta = json.loads((eng / "edgekd.json").read_text())
-    meta["files"]["model"] = "model.engine"
-    meta["sha256"]["model.engine"] = hashlib.sha256((eng / "model.engine").read_bytes()).hexdigest()
-    del meta["sha256"]["model.onnx"]
-    meta["precision"] = "fp16"
-    (eng / "edgekd.json").write_text(json.dumps(meta))
+    eng = with_fake_engine(bundle, tmp_path / "eng", "fp16")
+    (eng / "model.onnx").unlink()
     path, cfg = write_deepstream_config(eng)
-    props = read_nvinfer_config(path)
+    props = documented(path)
     assert path.parent == eng / "deepstream" and "onnx-file" not in props
     assert props["model-engine-file"] == str((eng / "model.engine").resolve()) and props["network-mode"] == "2"
     assert any("per-channel" in n and "2.8%" in n for n in cfg.notes)
 
 
-def test_frame_bundles_are_refused_with_the_fix(bundle, tmp_path):
+def test_every_written_key_is_documented_at_every_precision(bundle):
+    """fp32 / fp16 / int8 (with a calibration cache), ONNX and engine: no key outside NVIDIA's documented set."""
+    info = read_bundle(bundle)
+    for precision in ("fp32", "fp16", "int8"):
+        meta = {**info.meta, "precision": precision}
+        for model, calib in (("/m/model.onnx", "/m/calib.cache" if precision == "int8" else None),
+                             ("/m/model.engine", None)):
+            cfg = build_nvinfer_config(replace(info, meta=meta), model, (640, 480), 4, 1, calib)
+            assert set(cfg.properties) <= NVINFER_PROPERTY_KEYS, (precision, model)
+            assert cfg.properties["network-mode"] == {"fp32": 0, "int8": 1, "fp16": 2}[precision]
+            if model.endswith(".onnx"):
+                assert cfg.properties["model-engine-file"] == f"{model}_b4_gpu1_{precision}.engine"
+    with pytest.raises(EdgekdError, match="int8-calib-file"):  # nvinfer would quietly build FP16
+        build_nvinfer_config(replace(info, meta={**info.meta, "precision": "int8"}), "/m/model.onnx")
+
+
+def test_ungated_bundles_are_refused_unless_allowed(ungated, tmp_path):
+    with pytest.raises(UngatedBundleError, match="--allow-ungated"):
+        write_deepstream_config(ungated, tmp_path / "no")
+    path, cfg = write_deepstream_config(ungated, tmp_path / "yes", allow_ungated=True)
+    assert documented(path)["network-mode"] == "0" and any("allow_ungated" in n for n in cfg.notes)
+    res = CliRunner().invoke(cli, ["deepstream-config", str(ungated), "--out", str(tmp_path / "cli")])
+    assert res.exit_code == 1 and "--allow-ungated" in res.output and not (tmp_path / "cli").exists()
+    res = CliRunner().invoke(cli, ["deepstream-config", str(ungated), "--out", str(tmp_path / "cli"),
+                                   "--allow-ungated"])
+    assert res.exit_code == 0, res.output
+
+
+def test_frame_bundles_are_refused_with_a_fix_that_export_takes(bundle, tmp_path):
     fr = tmp_path / "fr"
     shutil.copytree(bundle, fr)
     meta = json.loads((fr / "edgekd.json").read_text())
     meta["input"].update({"name": "frames", "dtype": "uint8", "layout": "NHWC"})
     (fr / "edgekd.json").write_text(json.dumps(meta))
-    with pytest.raises(EdgekdError, match="--preprocess-in-graph none"):
+    with pytest.raises(EdgekdError, match="export the bundle again without --preprocess-in-graph") as err:
         write_deepstream_config(fr)
+    assert "--preprocess-in-graph none" not in str(err.value)
+    res = CliRunner().invoke(cli, ["export", str(bundle), "--preprocess-in-graph", "none"])
+    assert res.exit_code == 2 and "'none' is not one of" in res.output  # the old hint: rejected by export
+
+
+# --- TensorRT bundles, made as a user makes them on a machine without TensorRT -----------------------------------
+
+def test_tensorrt_fp16_bundle_reads_its_fp16_onnx(run_dir, tmp_path, no_trt):  # noqa: F811
+    trt = export_cli(run_dir, tmp_path / "trt16", "tensorrt", "fp16", "--val", str(gate_images()))
+    meta = json.loads((trt / "edgekd.json").read_text())
+    assert "model" not in meta["files"] and meta["files"]["onnx_fp16"] == "model.fp16.onnx"
+    path, cfg = write_deepstream_config(trt, batch_size=2)  # gated: parity.onnx_gate passed on model.fp16.onnx
+    props = documented(path)
+    assert props["network-mode"] == "2" and props["batch-size"] == "2"
+    assert Path(props["onnx-file"]).name == "model_deepstream.fp16.onnx"  # model.fp16.onnx with the std folded in
+    assert props["model-engine-file"] == props["onnx-file"] + "_b2_gpu0_fp16.engine"  # nvinfer's own cache name
+    assert any("model.fp16.onnx" in n and "exact" in n for n in cfg.notes)
+
+
+def test_tensorrt_int8_needs_the_engine_edgekd_built(run_dir, tmp_path, no_trt):  # noqa: F811
+    trt = export_cli(run_dir, tmp_path / "trt8", "tensorrt", "int8", "--calib", str(gate_images()), "--no-gate")
+    with pytest.raises(EdgekdError, match="engine is not built yet") as err:
+        write_deepstream_config(trt)
+    assert f"edgekd export {trt} --target tensorrt --precision int8 --from-onnx" in str(err.value)
+    assert "--precision fp16" in str(err.value) and "\n" not in str(err.value)
+    eng = with_fake_engine(trt, tmp_path / "built", "int8")
+    path, cfg = write_deepstream_config(eng)
+    props = documented(path)
+    assert props["network-mode"] == "1" and props["model-engine-file"] == str((eng / "model.engine").resolve())
+    assert "onnx-file" not in props and "int8-calib-file" not in props
+
+
+def test_engine_left_by_build_engine_sh_is_used(run_dir, tmp_path, no_trt):  # noqa: F811
+    """trtexec (export/jetson/build_engine.sh) writes model.engine + engine.json and leaves edgekd.json as it was."""
+    trt = export_cli(run_dir, tmp_path / "sh", "tensorrt", "fp16", "--val", str(gate_images()))
+    (trt / "model.engine").write_bytes(b"trtexec engine stand-in")
+    digest = hashlib.sha256(b"trtexec engine stand-in").hexdigest()
+    (trt / "engine.json").write_text(json.dumps({"engine_file": "model.engine", "engine_sha256": digest}))
+    with pytest.raises(UngatedBundleError, match="--from-onnx"):  # nobody checked that engine's embeddings
+        write_deepstream_config(trt)
+    props = documented(write_deepstream_config(trt, allow_ungated=True)[0])
+    assert props["model-engine-file"] == str((trt / "model.engine").resolve()) and props["network-mode"] == "2"
+    (trt / "model.engine").write_bytes(b"another engine")
+    with pytest.raises(EdgekdError, match="sha256 differs"):
+        write_deepstream_config(trt, allow_ungated=True)
+
+
+def test_tensorrt_int8_with_a_calibration_cache(run_dir, tmp_path, no_trt):  # noqa: F811
+    """--trt-calibrator: model.onnx + the calibration cache nvinfer's IInt8EntropyCalibrator2 reads."""
+    from edgekd.export.tensorrt import calib_cache_name
+
+    trt = export_cli(run_dir, tmp_path / "cal", "tensorrt", "int8", "--calib", str(gate_images()), "--no-gate",
+                     "--trt-calibrator")
+    cache = trt / calib_cache_name(trt / "model.onnx")
+    cache.write_text("TRT-8601-EntropyCalibration2\npixels: 3c010a14\n")
+    path, _ = write_deepstream_config(trt, allow_ungated=True)  # the engine nvinfer builds is not gated
+    props = documented(path)
+    assert props["network-mode"] == "1" and props["int8-calib-file"] == str(cache.resolve())
+    assert Path(props["onnx-file"]).name == "model_deepstream.onnx"
+    assert props["model-engine-file"] == props["onnx-file"] + "_b1_gpu0_int8.engine"
+    cache.write_text("TRT-8601-MinMaxCalibration\n")
+    with pytest.raises(EdgekdError, match="--calib-method entropy"):
+        write_deepstream_config(trt, allow_ungated=True)
+
+
+def test_symmetric_qdq_check(tmp_path):
+    """TensorRT's explicit quantization: int8 Q/DQ with zero points 0 (ONNX's default without one is uint8)."""
+    assert asymmetric_qdq(qdq_onnx(tmp_path / "sym.onnx", np.array(0, np.int8))) is None
+    u8 = qdq_onnx(tmp_path / "u8.onnx", np.array(128, np.uint8))  # onnxruntime's default activations
+    assert asymmetric_qdq(u8).startswith("QuantizeLinear 'q': ") and "UINT8" in asymmetric_qdq(u8)
+    assert "non-zero zero point" in asymmetric_qdq(qdq_onnx(tmp_path / "zp.onnx", np.array(3, np.int8)))
+    assert "no zero point: ONNX quantizes to uint8" in asymmetric_qdq(qdq_onnx(tmp_path / "none.onnx", None))
+    assert "INT32 zero point" in asymmetric_qdq(qdq_onnx(tmp_path / "i32.onnx", np.array(0, np.int32)))
+    assert asymmetric_qdq(qdq_onnx(tmp_path / "qop.onnx", None, "QLinearMatMul")).startswith("QLinearMatMul")
+
+
+def test_onnx_int8_bundles_are_refused_with_the_fix(run_dir, tmp_path):
+    ort8 = export_cli(run_dir, tmp_path / "ort8", "onnx", "int8", "--calib", str(gate_images()), "--no-gate")
+    with pytest.raises(EdgekdError, match="INT8 that TensorRT cannot take") as err:  # onnxruntime flavour
+        write_deepstream_config(ort8, allow_ungated=True)
+    msg = str(err.value)
+    assert "symmetric int8" in msg and "--target tensorrt --precision int8" in msg and "fp16" in msg
+    assert "\n" not in msg
+    # symmetric Q/DQ in an ONNX bundle: still no engine and no calibration file, so nvinfer would build FP16
+    qdq_onnx(ort8 / "model.onnx", np.array(0, np.int8))
+    meta = json.loads((ort8 / "edgekd.json").read_text())
+    meta["sha256"]["model.onnx"] = hashlib.sha256((ort8 / "model.onnx").read_bytes()).hexdigest()
+    (ort8 / "edgekd.json").write_text(json.dumps(meta))
+    with pytest.raises(EdgekdError, match="without an engine or a calibration file"):
+        write_deepstream_config(ort8, allow_ungated=True)
 
 
 def test_centre_crop_and_padding_modes():
@@ -93,7 +297,7 @@ def test_centre_crop_and_padding_modes():
 def test_cli(bundle, tmp_path):
     runner = CliRunner()
     res = runner.invoke(cli, ["deepstream-config", "--help"])
-    assert res.exit_code == 0 and "UNTESTED" in res.output
+    assert res.exit_code == 0 and "UNTESTED" in res.output and "--allow-ungated" in res.output
     out = tmp_path / "o"
     res = runner.invoke(cli, ["deepstream-config", str(bundle), "--out", str(out), "--frame-size", "640x480"])
     assert res.exit_code == 0, res.output

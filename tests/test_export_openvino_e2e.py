@@ -69,9 +69,12 @@ def test_cli_tensorrt_without_tensorrt_exits_4(run_dir, image_folder, tmp_path, 
     assert m["target_metadata"]["tensorrt"]["engine"] == "pending" and "model" not in m["files"]
     assert m["parity"]["skipped"] and m["input"]["shape"] == ["batch", 3, *m["preprocess"]["size"]]
     # the Q/DQ ONNX the engine will be built from passed the gate here, on onnxruntime
-    assert m["parity"]["onnx_gate"]["passed"] and "model.qdq.onnx" in m["parity"]["onnx_gate"]["where"]
+    assert m["parity"]["onnx_gate"]["passed"] and "model.qdq.fp16.onnx" in m["parity"]["onnx_gate"]["where"]
+    gates = m["target_metadata"]["tensorrt"]["onnx_gates"]  # 10.x/11.x's fp16 Q/DQ graph and 8.6's fp32 one
+    assert set(gates) == {"model.qdq.fp16.onnx", "model.qdq.onnx"} and all(g["passed"] for g in gates.values())
     assert m["source_run"]["weights_sha256"] and "onnx" in m["versions"] and m["precision"] == "int8"
-    for name in ("model.onnx", "model.qdq.onnx", "val.npy", "val_reference.npy", "tensorrt_build.json"):
+    for name in ("model.onnx", "model.qdq.onnx", "model.qdq.fp16.onnx", "val.npy", "val_reference.npy",
+                 "tensorrt_build.json"):
         assert (out / name).is_file(), name
     assert not (out / "calib.npy").exists()  # the legacy calibrator's input only with --trt-calibrator
     # on a machine without TensorRT, --from-onnx says what is missing (exit 4 again)

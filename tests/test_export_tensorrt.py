@@ -123,8 +123,8 @@ def test_capabilities_read_from_the_module_match_the_documented_ones(version):
 @pytest.mark.parametrize("version, precision, onnx, strong, flags", [
     ("8.6.1", "fp32", "onnx", False, ()), ("8.6.1", "fp16", "onnx", False, ("FP16",)),
     ("8.6.1", "int8", "onnx_qdq", False, ("FP16", "INT8")),
-    ("10.3.0", "fp16", "onnx_fp16", True, ()), ("10.3.0", "int8", "onnx_qdq", True, ()),
-    ("11.4.0", "fp16", "onnx_fp16", True, ()), ("11.4.0", "int8", "onnx_qdq", True, ())])
+    ("10.3.0", "fp16", "onnx_fp16", True, ()), ("10.3.0", "int8", "onnx_qdq_fp16", True, ()),
+    ("11.4.0", "fp16", "onnx_fp16", True, ()), ("11.4.0", "int8", "onnx_qdq_fp16", True, ())])
 def test_plan_per_version(version, precision, onnx, strong, flags):
     from edgekd.export.tensorrt_plan import TrtCapabilities, plan_build
 
@@ -145,10 +145,10 @@ def test_plan_refuses_what_a_version_lacks():
         with pytest.raises(EdgekdError, match="--keep-fp16: .* strongly typed .* --keep-fp32"):
             plan_build(caps, "int8", keep_fp16=("conv",))
     assert "OBEY_PRECISION_CONSTRAINTS" in plan_build(v8, "int8", keep_fp16=("conv",)).flags
-    # DLA before 11.x keeps the precision flags (JetPack 6); 11.x DLA is strongly typed
+    # DLA before 11.x keeps the precision flags (JetPack 6); 11.x DLA (from 11.4.1) is strongly typed
     dla10 = plan_build(v10, "fp16", dla_core=0)
     assert not dla10.strongly_typed and dla10.flags == ("FP16", "GPU_FALLBACK")
-    assert plan_build(v11, "fp16", dla_core=0).strongly_typed
+    assert plan_build(TrtCapabilities.documented("11.4.1"), "fp16", dla_core=0).strongly_typed
 
 
 def test_trtexec_commands_follow_each_versions_migration_notes():
@@ -156,13 +156,15 @@ def test_trtexec_commands_follow_each_versions_migration_notes():
     from edgekd.export.tensorrt_plan import TrtCapabilities
     from edgekd.export.trtexec import trtexec_command
 
-    files = {"onnx": "model.onnx", "onnx_fp16": "model.fp16.onnx", "onnx_qdq": "model.qdq.onnx"}
+    files = {"onnx": "model.onnx", "onnx_fp16": "model.fp16.onnx", "onnx_qdq": "model.qdq.onnx",
+             "onnx_qdq_fp16": "model.qdq.fp16.onnx"}
     s = TrtBuildSettings("int8", "pixels", (3, 224, 224), min_batch=1, opt_batch=4, max_batch=8, workspace_gb=1.5)
     common = ["--minShapes=pixels:1x3x224x224", "--optShapes=pixels:4x3x224x224", "--maxShapes=pixels:8x3x224x224",
               "--memPoolSize=workspace:1536", "--timingCacheFile=timing.cache", "--saveEngine=model.engine"]
     cmd = {v: trtexec_command(s, TrtCapabilities.documented(v), files) for v in ("8.6", "10.3", "11.4")}
-    for c in cmd.values():
-        assert set(common) <= set(c) and "--onnx=model.qdq.onnx" in c and not any("--calib" in a for a in c)
+    for v, c in cmd.items():
+        qdq = "model.qdq.onnx" if v == "8.6" else "model.qdq.fp16.onnx"  # strongly typed: the fp16 Q/DQ graph
+        assert set(common) <= set(c) and f"--onnx={qdq}" in c and not any("--calib" in a for a in c)
     assert {"--fp16", "--int8"} <= set(cmd["8.6"]) and "--stronglyTyped" not in cmd["8.6"]
     assert "--stronglyTyped" in cmd["10.3"] and not {"--fp16", "--int8"} & set(cmd["10.3"])
     assert not {"--fp16", "--int8", "--stronglyTyped", "--best"} & set(cmd["11.4"])
@@ -199,12 +201,14 @@ def test_without_tensorrt_writes_gated_onnx_files_and_exits_4(student_onnx, tmp_
     with pytest.raises(EnginePendingError) as info:
         _target().build(req)
     err = info.value
-    assert err.exit_code == 4 and gated == [("model.qdq.onnx", "onnxruntime")]
+    assert err.exit_code == 4 and gated == [("model.qdq.fp16.onnx", "onnxruntime"), ("model.qdq.onnx", "onnxruntime")]
     msg = str(err)
-    assert "tensorrt is not installed" in msg and "--onnx=model.qdq.onnx" in msg and "--stronglyTyped" in msg
+    assert "tensorrt is not installed" in msg and "--onnx=model.qdq.fp16.onnx" in msg and "--stronglyTyped" in msg
+    assert "--onnx=model.qdq.onnx" in msg  # TensorRT 8.6, with its --fp16 --int8 flags
     assert f"edgekd export {tmp_path} --target tensorrt --precision int8 --from-onnx" in msg
     files, meta = err.result.files, err.result.metadata["tensorrt"]
     assert "model" not in files and files["onnx"] == "model.onnx" and files["onnx_qdq"] == "model.qdq.onnx"
+    assert files["onnx_qdq_fp16"] == "model.qdq.fp16.onnx"
     assert meta["engine"] == "pending" and meta["onnx_gate"]["passed"]
     q = meta["quantization"]
     assert q["flavour"] == "tensorrt" and q["activation_type"] == "int8" and q["per_channel"]
@@ -291,9 +295,9 @@ def _use(monkeypatch, version, **kwargs):
     ("8.6.1", "fp32", "model.onnx", 1, set()), ("8.6.1", "fp16", "model.onnx", 1, {"FP16"}),
     ("8.6.1", "int8", "model.qdq.onnx", 1, {"FP16", "INT8"}),
     ("10.3.0", "fp32", "model.onnx", 2, set()), ("10.3.0", "fp16", "model.fp16.onnx", 2, set()),
-    ("10.3.0", "int8", "model.qdq.onnx", 2, set()),
+    ("10.3.0", "int8", "model.qdq.fp16.onnx", 2, set()),
     ("11.4.0", "fp32", "model.onnx", 0, set()), ("11.4.0", "fp16", "model.fp16.onnx", 0, set()),
-    ("11.4.0", "int8", "model.qdq.onnx", 0, set())])
+    ("11.4.0", "int8", "model.qdq.fp16.onnx", 0, set())])
 def test_builder_takes_each_versions_path(student_onnx, tmp_path, monkeypatch, version, precision, parsed,
                                           network_flags, flags):
     trt = _use(monkeypatch, version)
@@ -332,7 +336,8 @@ def test_a_wrong_onnx_for_a_strongly_typed_build_is_refused(student_onnx, tmp_pa
     with pytest.raises(EdgekdError, match="no fp16 tensors, so a strongly typed build would run in fp32"):
         build_engine({"onnx_fp16": onnx_path}, tmp_path / "model.engine", settings)
     with pytest.raises(EdgekdError, match="no Q/DQ nodes"):
-        build_engine({"onnx_qdq": onnx_path}, tmp_path / "model.engine", replace_settings(settings, precision="int8"))
+        build_engine({"onnx_qdq_fp16": onnx_path}, tmp_path / "model.engine",
+                     replace_settings(settings, precision="int8"))
 
 
 def test_dla_forces_a_static_profile_and_reports_gpu_fallback(student_onnx, tmp_path, monkeypatch, caplog):

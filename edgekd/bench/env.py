@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from edgekd._optional import installed_version
+from edgekd.export.trt_env import TENSORRT_DISTS
 
 UNKNOWN = "unknown"
 # ISA flags that decide CPU inference speed (AVX2/AVX-512 kernels, VNNI and AMX for INT8/BF16)
 _FLAG_PATTERNS = ("avx2", "avx512", "amx", "vnni", "fma", "f16c", "asimd", "sve", "i8mm", "bf16", "dotprod")
 _PACKAGES = {"torch": "torch", "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino"),
-             "openvino": "openvino", "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt_cu12", "tensorrt-libs"),
+             "openvino": "openvino", "tensorrt": TENSORRT_DISTS,
              "numpy": "numpy", "timm": "timm", "open_clip_torch": "open_clip_torch", "onnx": "onnx", "nncf": "nncf",
              "edgekd": "edgekd"}
 # L4T major.minor -> JetPack (NVIDIA's release table)

@@ -41,7 +41,7 @@ def precision_reason(backend: str, precision: str, calib: str | None, device: st
         if precision == "bf16":
             return None if _native_bf16() or _cuda(device) else (
                 "this CPU has no native bf16 (AVX512-BF16 / AMX-BF16): torch would emulate it, slower than fp32")
-        return "torch fp16 on CPU is no fast path; use --device cuda for it"
+        return None if _cuda(device) else "torch fp16 on CPU is no fast path; use --device cuda for it"
     if backend == "openvino":
         caps = openvino_capabilities()
         name = {"bf16": "BF16", "fp16": "FP16"}[precision]

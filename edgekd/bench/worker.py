@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -409,6 +410,8 @@ def _peak_gpu_mb(torch_cuda: bool) -> float | None:
         import torch
 
         return torch.cuda.max_memory_allocated() / 2**20
+    if shutil.which("nvidia-smi") is None:  # no driver: and no fork from a process whose runtime threads run (a
+        return None                          # fork child of an OpenVINO worker once hung here before its exec)
     try:  # engines allocate outside torch: ask the driver what this process holds
         out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
                              capture_output=True, text=True, timeout=10, check=False).stdout

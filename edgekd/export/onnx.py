@@ -163,9 +163,21 @@ FP16_BLOCKED_OPS = ("ReduceL2", "ReduceSumSquare", "ReduceSum", "ReduceMean", "S
 def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> dict[str, Any]:
     """fp32 ONNX -> fp16 weights and compute, with the model's inputs/outputs, the normalisation ops and the L2-norm
     tail before `embedding` kept in float32 (what TensorRT's strongly typed fp16 build and onnxruntime both need).
+    The result passes edgekd.export.onnx_check.validate_onnx. Returns what was done, for the metadata."""
+    onnx = require("onnx", purpose="fp16 conversion")
+    from edgekd.export.onnx_check import validate_onnx
 
-    Uses onnxconverter-common when installed, else onnxruntime.transformers' copy of the same converter.
-    """
+    model16, meta = to_fp16(onnx.load(str(src)))
+    with atomic_path(dst) as tmp:
+        onnx.save(model16, str(tmp))
+        validate_onnx(tmp, shown_as=dst)
+    return meta
+
+
+def to_fp16(model: Any) -> tuple[Any, dict[str, Any]]:
+    """fp32 ModelProto -> (fp16 ModelProto, what was done) as convert_fp16 describes; edits `model` (shared weights
+    are inlined first). Uses onnxconverter-common when installed, else onnxruntime.transformers' copy of the same
+    converter."""
     onnx = require("onnx", purpose="fp16 conversion")
     try:
         from onnxconverter_common import float16 as f16
@@ -176,8 +188,9 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> dict[str, An
         converter = "onnxruntime.transformers.float16"
     from edgekd.export.onnx_int8 import float_boundary_nodes
 
-    model = onnx.load(str(src))
     inline_initializer_identities(model)
+    untie_shared_float_initializers(model)
+    name_unnamed_nodes(model)  # the converter names its Casts after their node: unnamed nodes would collide
     kept_nodes = float_boundary_nodes(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -185,12 +198,52 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> dict[str, An
                                                node_block_list=kept_nodes)
     restore_output_types(model, model16)
     retarget_casts(model16)
-    onnx.checker.check_model(model16)
-    with atomic_path(dst) as tmp:
-        onnx.save(model16, str(tmp))
     n_fp16 = sum(1 for t in model16.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16)
-    return {"converter": converter, "op_block_list": list(FP16_BLOCKED_OPS), "fp32_nodes": kept_nodes,
-            "fp16_initializers": n_fp16}
+    return model16, {"converter": converter, "op_block_list": list(FP16_BLOCKED_OPS), "fp32_nodes": kept_nodes,
+                     "fp16_initializers": n_fp16}
+
+
+def untie_shared_float_initializers(model: Any) -> int:
+    """Give every node after the first its own copy of a float initializer that several nodes read directly (not
+    through Identity: onnxruntime's optimizer, run before quantisation, removes those); Q/DQ scales, which a
+    QuantizeLinear and its DequantizeLinear share on purpose, stay shared. As with inline_initializer_identities, the
+    converter could otherwise type the tensor fp16 for one reader and fp32 for a blocked one ("Add B has inconsistent
+    type tensor(float16)" on a ViT's projection bias that shares LayerNorm's zeros). Returns how many copies."""
+    from onnx import TensorProto
+
+    weights = {t.name: t for t in model.graph.initializer if t.data_type == TensorProto.FLOAT}
+    readers: dict[str, list[tuple[Any, int]]] = {}
+    for node in model.graph.node:
+        for k, name in enumerate(node.input):
+            if name in weights:
+                readers.setdefault(name, []).append((node, k))
+    copies = 0
+    for name, uses in readers.items():
+        if len(uses) < 2 or all(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n, _ in uses):
+            continue
+        for j, (node, k) in enumerate(uses[1:], start=1):
+            copy = TensorProto()
+            copy.CopyFrom(weights[name])
+            copy.name = f"{name}__untied{j}"
+            model.graph.initializer.append(copy)
+            node.input[k] = copy.name
+            copies += 1
+    return copies
+
+
+def name_unnamed_nodes(model: Any) -> int:
+    """Give each node without a name a unique one (`<op>_<index>`); returns how many. Edits `model` in place."""
+    taken = {n.name for n in model.graph.node}
+    named = 0
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{i}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+            named += 1
+    return named
 
 
 def inline_initializer_identities(model: Any) -> int:

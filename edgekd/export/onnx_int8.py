@@ -20,6 +20,7 @@ import numpy as np
 from edgekd import EdgekdError
 from edgekd._io import atomic_path
 from edgekd._optional import require
+from edgekd.export.onnx_check import validate_onnx
 from edgekd.export.targets import ExportRequest, ExportResult
 
 log = logging.getLogger(__name__)
@@ -30,13 +31,20 @@ QUANT_FORMATS = ("qdq", "qoperator")
 HEAVY_OPS = ("Conv", "MatMul", "Gemm", "ConvTranspose")
 
 
-# TensorRT's explicit quantization: symmetric int8 activations (TensorRT has no zero points), per-channel symmetric
-# weights kept as float + Q/DQ pairs (every TensorRT since 8.x folds them into int8 weights), and Q/DQ on the inputs of
-# the ops TensorRT fuses (convolutions, GEMMs, the residual Add) -- NVIDIA's Q/DQ placement recommendations
+# TensorRT's explicit quantization, as NVIDIA's Q/DQ placement guide recommends (TensorRT developer guide, "Explicit
+# Quantization: Q/DQ Layer-Placement Recommendations"): Q/DQ on the inputs of the weighted ops (Conv, ConvTranspose,
+# Gemm, MatMul) and not on their outputs, so that nothing sits between a Conv and its activation, and on the skip
+# input of a residual Add (TensorRT then fuses the Add into the Conv); symmetric int8 activations and per-channel
+# symmetric weights (TensorRT has no zero points), weights kept float with a Q/DQ pair (TensorRT quantizes them at
+# build time, on 8.6 as on 11.x); biases stay float: onnxruntime's QuantizeBias would feed them to DequantizeLinear as
+# INT32, which TensorRT's parser refuses (edgekd.export.trt_contract)
+TENSORRT_WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# Add is quantized too, and then only its residual input keeps the Q/DQ (edgekd.export.tensorrt_qdq)
 TENSORRT_QDQ: dict[str, Any] = {
     "quant_format": "qdq", "per_channel": True, "activation": "int8", "reduce_range": False,
-    "op_types": ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add"),
-    "qdq_extra": {"WeightSymmetric": True, "AddQDQPairToWeight": True}}
+    "op_types": (*TENSORRT_WEIGHTED_OPS, "Add"), "residual_inputs_only": True,
+    "qdq_extra": {"WeightSymmetric": True, "AddQDQPairToWeight": True, "QuantizeBias": False,
+                  "OpTypesToExcludeOutputQuantization": [*TENSORRT_WEIGHTED_OPS, "Add"]}}
 
 
 def default_op_types() -> tuple[str, ...]:
@@ -112,9 +120,10 @@ def quantize(pre_path: Path, out_path: Path, calib: np.ndarray | None, input_nam
              method: str = "minmax", exclude: list[str] | tuple[str, ...] = (), quant_format: str = "qdq",
              per_channel: bool = True, activation: str = "uint8", reduce_range: bool = False,
              op_types: tuple[str, ...] | None = None, percentile: float = 99.999,
-             qdq_extra: dict[str, Any] | None = None) -> None:
+             qdq_extra: dict[str, Any] | None = None, residual_inputs_only: bool = False) -> None:
     """Static-quantise the pre-processed fp32 model `pre_path` into `out_path` (ranges cached in `cache`).
-    qdq_extra: more of quantize_static's extra_options (the TensorRT flavour sets some)."""
+    qdq_extra: more of quantize_static's extra_options (the TensorRT flavour sets some); residual_inputs_only: keep
+    an Add's Q/DQ only on its residual input (edgekd.export.tensorrt_qdq.quantize_residual_inputs_only)."""
     q = require("onnxruntime.quantization", extra="onnx", purpose="INT8 quantisation")
     methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
                "percentile": q.CalibrationMethod.Percentile}
@@ -130,6 +139,10 @@ def quantize(pre_path: Path, out_path: Path, calib: np.ndarray | None, input_nam
                       per_channel=per_channel, reduce_range=reduce_range, activation_type=act,
                       weight_type=q.QuantType.QInt8, nodes_to_exclude=list(exclude), calibrate_method=methods[method],
                       extra_options=extra, calibration_cache_path=str(cache))
+    if residual_inputs_only:
+        from edgekd.export.tensorrt_qdq import quantize_residual_inputs_only
+
+        quantize_residual_inputs_only(out_path, TENSORRT_WEIGHTED_OPS)
 
 
 # Dynamic (weight-only) INT8 for onnxruntime on CPUs: weights int8 per output channel, activations quantised to
@@ -163,7 +176,8 @@ def build_int8(req: ExportRequest, model_name: str = "model.onnx", flavour: str 
     activation_type, reduce_range, per_channel, auto_mixed (+ gate criteria), op_types.
 
     flavour "tensorrt": the Q/DQ ONNX TensorRT builds INT8 engines from (TENSORRT_QDQ: symmetric int8 activations
-    and per-channel weights, zero points 0, Q/DQ around the ops TensorRT fuses), whatever the onnxruntime options."""
+    and per-channel weights, zero points 0, float biases, Q/DQ on the inputs of the weighted ops), whatever the
+    onnxruntime options."""
     onnx = require("onnx", purpose="INT8 quantisation")
     q = require("onnxruntime.quantization", extra="onnx", purpose="INT8 quantisation")
     if req.calib is None or len(req.calib) == 0:
@@ -220,6 +234,7 @@ def build_int8(req: ExportRequest, model_name: str = "model.onnx", flavour: str 
         n_quant = sum(1 for n in onnx.load(str(out), load_external_data=False).graph.node
                       if n.op_type in ("QuantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger",
                                        "ConvInteger"))
+        validate_onnx(out, shown_as=model_name)
         final = req.out_dir / model_name
         os.replace(out, final)
     finally:

@@ -171,9 +171,25 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
               "target": target, "precision": precision, "opset": opset, "t0": t0, "in_graph": in_graph,
               "eval": eval_results, "gate_isa": gate_isa, "calib": calib.describe(options.get("calib_method") or (
                   "minmax" if target == "onnx" else "default")) if calib is not None and precision == "int8" else None}
-    try:
-        result, files, report = _build_and_gate(spec, req, source, gate, val, val_dir, trained, student, criteria,
-                                                threads)
+    def build() -> tuple[ExportResult, dict[str, str | None], dict[str, Any]]:
+        return _build_and_gate(spec, req, source, gate, val, val_dir, trained, student, criteria, threads)
+
+    try:  # a target that prepares work for another machine raises NeedsDeviceError from either attempt
+        result, files, report = build()
+        if _retry_with_auto_mixed(precision, report, options.get("auto_mixed")):
+            # the default for INT8: full INT8 first (fast, and fastest at run time); when it fails the gate, the most
+            # sensitive layers go back to float until the criteria hold (--auto-mixed), and the report keeps both
+            log.warning("full INT8 failed the parity gate (%s); exporting again with --auto-mixed (--no-auto-mixed: "
+                        "never)", "; ".join(report["reasons"]))
+            first = {"auto_mixed": False, "reasons": report["reasons"],
+                     "metrics": {k: report["metrics"].get(k) for k in ("cosine_mean", "cosine_p01", "cosine_min",
+                                                                       "top1_agreement", "top1_agreement_strict")}}
+            source["io"] = export_student_onnx(student, out / ONNX_FILE, pp, bool(in_graph),
+                                               pack if with_labels else None, static_batch,
+                                               opset)  # the first build replaced or removed it
+            req.options["auto_mixed"] = True
+            result, files, report = build()
+            report["int8_attempts"] = [first]
     except NeedsDeviceError as e:  # e.g. TensorRT without tensorrt: record everything known, the device finishes it
         if e.result is not None:
             files = {**e.result.files, "labels": _save_labels(out, pack)}
@@ -182,20 +198,6 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
                 "onnx_gate": e.result.metadata.get("tensorrt", {}).get("onnx_gate")}))
             (out / IN_PROGRESS).unlink(missing_ok=True)
         raise
-    if _retry_with_auto_mixed(precision, report, options.get("auto_mixed")):
-        # the default for INT8: full INT8 first (fast, and fastest at run time); when it fails the gate, the most
-        # sensitive layers go back to float until the criteria hold (--auto-mixed), and the report keeps both
-        log.warning("full INT8 failed the parity gate (%s); exporting again with --auto-mixed (--no-auto-mixed: "
-                    "never)", "; ".join(report["reasons"]))
-        first = {"auto_mixed": False, "reasons": report["reasons"],
-                 "metrics": {k: report["metrics"].get(k) for k in ("cosine_mean", "cosine_p01", "cosine_min",
-                                                                   "top1_agreement", "top1_agreement_strict")}}
-        source["io"] = export_student_onnx(student, out / ONNX_FILE, pp, bool(in_graph), pack if with_labels else None,
-                                           static_batch, opset)  # the first build replaced or removed it
-        req.options["auto_mixed"] = True
-        result, files, report = _build_and_gate(spec, req, source, gate, val, val_dir, trained, student, criteria,
-                                                threads)
-        report["int8_attempts"] = [first]
     atomic_write_json(out / PARITY_FILE, report)
     manifest = _manifest(source, result, files, report)
     write_manifest(out, manifest)

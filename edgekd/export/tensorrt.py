@@ -4,8 +4,15 @@ Here (any machine) the target writes the ONNX files an engine is built from and 
 
     model.onnx        fp32
     model.fp16.onnx   fp16 compute, float32 IO, normalisation and the L2-norm tail in fp32 (onnxconverter-common)
-    model.qdq.onnx    INT8 by explicit quantization: symmetric int8 activations, per-channel weights, Q/DQ where
-                      TensorRT fuses them (onnxruntime.quantization, calibrated on --calib)
+    model.qdq.onnx    INT8 by explicit quantization: symmetric int8 activations, per-channel weights, float biases,
+                      Q/DQ on the inputs of Conv/Gemm/MatMul (onnxruntime.quantization, calibrated on --calib); the
+                      fp32 graph TensorRT 8.6 builds with its FP16 + INT8 flags
+    model.qdq.fp16.onnx  the same Q/DQ graph in fp16 (opset 19), float32 IO and L2 tail: what strongly typed
+                      10.x / 11.x builds run, so layers outside INT8 run in fp16 as 8.6's flags give them
+                      (edgekd.export.tensorrt_qdq)
+
+Every file passes onnx's full check, strict shape inference, an onnxruntime load and the contract of the TensorRT
+parsers that read it (edgekd.export.trt_contract) before the bundle is written.
 
 On the device (TensorRT + GPU) `build_engine` reads what the installed TensorRT can do (edgekd.export.tensorrt_plan)
 and builds: strongly typed from model.fp16.onnx / model.qdq.onnx where the module has strong typing (10.x, 11.x), or
@@ -55,7 +62,14 @@ from edgekd.runtime.engine_check import gpu_info
 
 log = logging.getLogger(__name__)
 
-ONNX_FILES = {"onnx": "model.onnx", "onnx_fp16": "model.fp16.onnx", "onnx_qdq": "model.qdq.onnx"}
+ONNX_FILES = {"onnx": "model.onnx", "onnx_fp16": "model.fp16.onnx", "onnx_qdq": "model.qdq.onnx",
+              "onnx_qdq_fp16": "model.qdq.fp16.onnx"}
+# which TensorRT families build from each file (edgekd.export.tensorrt_plan): each file is held to their parsers'
+# contract (edgekd.export.trt_contract). 10.x DLA builds are weakly typed, from model.onnx / model.qdq.onnx.
+READ_BY = {"onnx": ("8.6", "10.x", "11.x"), "onnx_fp16": ("10.x", "11.x"), "onnx_qdq": ("8.6", "10.x"),
+           "onnx_qdq_fp16": ("10.x", "11.x")}
+# the reduced-precision files, in the order their gate results are reported (the first is the newest TensorRT's)
+GATED_ROLES = ("onnx_fp16", "onnx_qdq_fp16", "onnx_qdq")
 CALIB_FILE = "calib.npy"
 VAL_FILE = "val.npy"
 VAL_REFERENCE = "val_reference.npy"
@@ -171,9 +185,10 @@ def build_tensorrt(req: ExportRequest) -> ExportResult:
     onnx_files, quant_meta = prepare_engine_onnx(req, settings)
     files: dict[str, str] = dict(onnx_files)
     meta: dict[str, Any] = {"settings": settings.to_dict(), **quant_meta}
-    reduced = [role for role in ("onnx_fp16", "onnx_qdq") if role in onnx_files]
+    reduced = [role for role in GATED_ROLES if role in onnx_files]
     if reduced and req.gate_model is not None:
-        meta["onnx_gate"] = gate_engine_onnx(req.gate_model, out / onnx_files[reduced[0]], files, meta)
+        gates = {onnx_files[r]: gate_engine_onnx(req.gate_model, out / onnx_files[r], files, meta) for r in reduced}
+        meta["onnx_gate"], meta["onnx_gates"] = gates[onnx_files[reduced[0]]], gates
     if settings.trt_calibrator:
         if len(req.calib) < settings.calib_batch:
             raise EdgekdError(f"--calib: {len(req.calib)} images are fewer than --calib-batch {settings.calib_batch}")
@@ -205,8 +220,10 @@ def build_tensorrt(req: ExportRequest) -> ExportResult:
 
 
 def prepare_engine_onnx(req: ExportRequest, settings: TrtBuildSettings) -> tuple[dict[str, str], dict[str, Any]]:
-    """Write the ONNX files the engine can be built from (role -> file name) and what made them."""
+    """Write the ONNX files the engine can be built from (role -> file name) and what made them; each is checked
+    against the contract of the TensorRT parsers that read it."""
     from edgekd.export.onnx import convert_fp16
+    from edgekd.export.tensorrt_qdq import convert_qdq_fp16
 
     out = Path(req.out_dir)
     files = {"onnx": Path(req.onnx_path).name}
@@ -219,8 +236,31 @@ def prepare_engine_onnx(req: ExportRequest, settings: TrtBuildSettings) -> tuple
 
         result = build_int8(req, ONNX_FILES["onnx_qdq"], flavour="tensorrt")
         meta.update(result.metadata)
-        files["onnx_qdq"] = ONNX_FILES["onnx_qdq"]
+        meta["qdq_fp16"] = convert_qdq_fp16(out / ONNX_FILES["onnx_qdq"], out / ONNX_FILES["onnx_qdq_fp16"])
+        files.update(onnx_qdq=ONNX_FILES["onnx_qdq"], onnx_qdq_fp16=ONNX_FILES["onnx_qdq_fp16"])
+    meta["contract"] = check_engine_onnx(out, files)
     return files, meta
+
+
+def check_engine_onnx(out: Path, files: dict[str, str]) -> dict[str, Any]:
+    """Validate each file (edgekd.export.onnx_check) and hold it to the contract of the TensorRT parsers that read
+    it; raises EdgekdError naming the file and node. Returns {file: {"tensorrt": families, "weighted_layers":
+    counts by precision}}."""
+    onnx = require("onnx", extra="onnx", purpose="checking the engine's ONNX")
+    from edgekd.export.onnx_check import validate_onnx
+    from edgekd.export.trt_contract import check_for_tensorrt, heavy_op_precisions
+
+    checked = {}
+    for role, name in files.items():
+        validate_onnx(out / name)
+        check_for_tensorrt(out / name, READ_BY[role])
+        layers = heavy_op_precisions(onnx.load(str(out / name), load_external_data=False)).values()
+        counts: dict[str, int] = {}
+        for layer in layers:
+            key = f"{layer['input'].lower()}{'+int8' if layer['quantized'] == 'int8' else ''}"
+            counts[key] = counts.get(key, 0) + 1
+        checked[name] = {"tensorrt": list(READ_BY[role]), "weighted_layers": counts}
+    return checked
 
 
 def gate_engine_onnx(gate_model: Callable[[Path, str], dict[str, Any]], onnx_path: Path, files: dict[str, str],
@@ -302,7 +342,7 @@ def build_engine(onnx_files: dict[str, Path], engine_path: Path, settings: TrtBu
                  bundle_dir: Path | None = None, calib: np.ndarray | None = None) -> dict[str, Any]:
     """Build and serialize a TensorRT engine; writes engine_path + engine.json beside it.
 
-    onnx_files: role ("onnx", "onnx_fp16", "onnx_qdq") -> path; the installed TensorRT's plan picks one.
+    onnx_files: role (ONNX_FILES' keys) -> path; the installed TensorRT's plan picks one.
     Returns the facts recorded in engine.json (versions, GPU, plan, profile, int8 and DLA details, build seconds).
     """
     trt = require("tensorrt", extra="tensorrt", purpose="building TensorRT engines")
@@ -391,8 +431,8 @@ def check_network(trt: Any, network: Any, plan: BuildPlan, input_name: str, onnx
     if not inputs or inputs[0].name != input_name:
         raise EdgekdError(f"{onnx_path}: input is {[i.name for i in inputs]}, the bundle expects {input_name!r}")
     if plan.quantization == "explicit_qdq" and not network_has_qdq(trt, network):
-        raise EdgekdError(f"{onnx_path}: no Q/DQ nodes; INT8 is built from the bundle's {ONNX_FILES['onnx_qdq']} "
-                          "(run --from-onnx without a file to use it)")
+        raise EdgekdError(f"{onnx_path}: no Q/DQ nodes; INT8 is built from the bundle's "
+                          f"{ONNX_FILES[plan.onnx_role]} (run --from-onnx without a file to use it)")
     if plan.strongly_typed and plan.precision == "fp16" and not network_has_fp16(trt, network):
         raise EdgekdError(f"{onnx_path}: no fp16 tensors, so a strongly typed build would run in fp32; fp16 is built "
                           f"from the bundle's {ONNX_FILES['onnx_fp16']} (run --from-onnx without a file to use it)")
@@ -507,7 +547,7 @@ def build_from_onnx(bundle: str | Path, onnx_path: str | Path | None = None, **o
         if onnx_path.resolve().parent != bundle.resolve():
             shutil.copyfile(onnx_path, bundle / onnx_path.name)
             onnx_path = bundle / onnx_path.name
-        onnx_files = dict.fromkeys(("onnx", "onnx_fp16", "onnx_qdq"), onnx_path)  # the file given, whatever the plan
+        onnx_files = dict.fromkeys(ONNX_FILES, onnx_path)  # the file given, whatever the plan
     calib = load_inputs(bundle / CALIB_FILE) if settings.trt_calibrator and (bundle / CALIB_FILE).is_file() else None
     reason = tensorrt_unavailable_reason()
     if reason is not None:

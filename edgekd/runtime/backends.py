@@ -175,7 +175,12 @@ class OrtBackend(Backend):
             opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         opts.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+            # WeightBiasQuantization (onnxruntime#22969) turns the float bias of a Q/DQ Conv into an INT32
+            # DequantizeLinear; on an fp16 Q/DQ graph (a TensorRT bundle's model.qdq.fp16.onnx) onnxruntime 1.32
+            # computes it wrong: a tiny student's embedding cosine to fp32 fell from 0.99997 to 0.876. The graphs it
+            # would help (float biases inside Q/DQ) are the TensorRT ones, run here only for the parity gate.
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers,
+                                                disabled_optimizers=["WeightBiasQuantization"])
         except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types without a common base
             raise EdgekdError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0][:300]})") from e
         inp = self.session.get_inputs()[0]

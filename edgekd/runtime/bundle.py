@@ -57,8 +57,9 @@ class BundleInfo:
         return self.preprocess.size
 
 
-def read_bundle(path: str | os.PathLike, verify: bool = True) -> BundleInfo:
+def read_bundle(path: str | os.PathLike, verify: bool = True, model_role: str = "model") -> BundleInfo:
     """Parse `path`/edgekd.json (or the edgekd.json file itself); with `verify`, hash the files it needs.
+    `model_role`: the "files" entry taken as the model (e.g. "onnx_fp16" of a TensorRT bundle whose engine is pending).
 
     Raises CorruptBundleError (an EdgekdError) naming the file and what to do on any problem.
     """
@@ -77,15 +78,15 @@ def read_bundle(path: str | os.PathLike, verify: bool = True) -> BundleInfo:
         got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise CorruptBundleError(f"{meta_path}: not an edgekd bundle (format {got!r}, expected {BUNDLE_FORMAT!r})")
     try:
-        return _parse(root, meta, verify)
+        return _parse(root, meta, verify, model_role)
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise CorruptBundleError(f"{meta_path}: malformed bundle metadata ({type(e).__name__}: {e}); "
                                  "re-export the bundle") from e
 
 
-def _parse(root: Path, meta: dict[str, Any], verify: bool) -> BundleInfo:
+def _parse(root: Path, meta: dict[str, Any], verify: bool, model_role: str = "model") -> BundleInfo:
     files = meta["files"]
-    model_path = _inside(root, files["model"], "files.model")
+    model_path = _inside(root, files[model_role], f"files.{model_role}")
     if not model_path.is_file():
         raise CorruptBundleError(f"{model_path}: the bundle's model file is missing; copy the whole bundle directory")
     weights = files.get("weights")
@@ -99,8 +100,8 @@ def _parse(root: Path, meta: dict[str, Any], verify: bool) -> BundleInfo:
         text_dir = _inside(root, files["text_encoder"], "files.text_encoder")
     elif (root / DEFAULT_TEXT_DIR / TEXT_ENCODER_FILE).is_file():
         text_dir = root / DEFAULT_TEXT_DIR
-    verified = verify_files(root, meta.get("sha256") or {}, required=[files["model"], weights, files.get("labels")]) \
-        if verify else []
+    required = [files[model_role], weights, files.get("labels")]
+    verified = verify_files(root, meta.get("sha256") or {}, required=required) if verify else []
     inp, out = meta["input"], meta["output"]
     layout = str(inp.get("layout") or ("NHWC" if inp.get("dtype") == "uint8" else "NCHW")).upper()
     if layout not in ("NCHW", "NHWC"):

@@ -2,7 +2,7 @@
 # Build a TensorRT engine for an edgekd bundle on the device (Jetson or any NVIDIA GPU) with trtexec.
 # The trtexec arguments and engine.json come from edgekd's own Python code (python3 -m edgekd.export.trtexec), so
 # this script and `edgekd export --from-onnx` cannot disagree: the same ONNX file per TensorRT version (11.x and 10.x:
-# strongly typed from model.fp16.onnx / model.qdq.onnx; 8.x: --fp16 / --int8), the same profile, DLA and timing
+# strongly typed from model.fp16.onnx / model.qdq.fp16.onnx; 8.x: --fp16 / --int8), the same profile, DLA and timing
 # cache. Needs `pip install edgekd` (torch-free) on the device. Prefer `edgekd export BUNDLE --target tensorrt
 # --from-onnx` when the TensorRT Python bindings are there: it also runs the parity check.
 #
