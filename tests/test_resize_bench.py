@@ -54,3 +54,20 @@ def test_frame_ratio_leaves_out_the_decode_of_teacher_and_student():
     assert s["speedup_vs_best_teacher_frame"] == 10.0 and s["best_teacher_frame"] == "openvino bf16"
     md = markdown({"schema": "edgekd.bench", "version": 1, "environment": {}, "config": {}, "rows": rows})
     assert "| 2.8x | 10.0x |" in md and "leaves out the JPEG decode" in md
+
+
+def test_frame_cost_is_divided_by_the_fastest_model_of_the_same_student():
+    """Issue 30: a bundle whose in-graph preprocessing slows its own model must not look cheap: the frame ratio
+    divides by the fastest model-only row of the same student (any bundle, backend, precision)."""
+    common = {"arch": "mnv4", "img_size": [224, 224]}
+    rows = [_row("s-pixels", "onnxruntime", 1.4, precision="int8", **common),
+            _row("s-frames", "onnxruntime", 2.3, precision="int8", **common),
+            _row("other", "onnxruntime", 0.5, precision="int8", arch="tiny", img_size=[224, 224]),
+            _row("s-frames", "onnxruntime", 3.0, precision="int8", mode="e2e",
+                 stages_ms={"decode": 0.3, "preprocess": 0.2, "infer": 2.3, "score": 0.1, "frame": 2.8}, **common)]
+    add_speedups(rows)
+    e2e = rows[3]
+    assert e2e["frame_vs_fastest_model"] == 2.8 / 1.4  # not 2.8 / 2.3 (its own model), not 2.8 / 0.5 (another one)
+    assert e2e["fastest_model"] == "s-pixels onnxruntime int8"
+    md = markdown({"schema": "edgekd.bench", "version": 1, "environment": {}, "config": {}, "rows": rows})
+    assert "| 2.0x |" in md and "whichever bundle" in md
