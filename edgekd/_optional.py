@@ -57,5 +57,17 @@ def require(module: str, extra: str | None = None, purpose: str = "") -> ModuleT
         extra = extra or _EXTRAS.get(module.split(".")[0], module)
         why = f" (needed for {purpose})" if purpose else ""
         raise MissingDependencyError(
-            f"{module} is not installed{why}: pip install 'edgekd[{extra}]'  [{type(e).__name__}: {e}]"
+            f"{module} is not installed{why}: {install_hint(extra)}  [{type(e).__name__}: {e}]"
         ) from e
+
+
+def install_hint(extra: str) -> str:
+    """How to install an extra on this machine. The TensorRT extras pull NVIDIA's wheels on x86-64 only: on aarch64
+    (a Jetson, or an SBSA server) TensorRT is installed by hand (docs/export_targets.md, "Installing TensorRT")."""
+    import platform
+
+    if extra.startswith("tensorrt") and platform.machine().lower() in ("aarch64", "arm64"):
+        return ("on a Jetson TensorRT comes with JetPack (sudo apt install python3-libnvinfer; JetPack 7.2.2+: "
+                "NVIDIA's 11.4.1 SBSA wheel); on an aarch64 server pip install tensorrt-cu13 'cuda-python>=13,<14' "
+                "(see docs/export_targets.md, Installing TensorRT)")
+    return f"pip install 'edgekd[{extra}]'"

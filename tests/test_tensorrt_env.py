@@ -290,3 +290,23 @@ def test_info_env_cli(machine):
     assert r.exit_code == 2 and "--env" in r.output
     r = CliRunner().invoke(cli, ["info", "somewhere", "--env"])
     assert r.exit_code == 2 and "not both" in r.output
+
+
+def test_dla_calibration_is_entropy_only():
+    from edgekd.export.tensorrt import TrtBuildSettings
+
+    with pytest.raises(EdgekdError, match="--calib-method minmax with --dla-core: .* entropy"):
+        TrtBuildSettings("int8", "pixels", (3, 32, 32), dla_core=0, trt_calibrator=True, calib_method="minmax")
+    TrtBuildSettings("int8", "pixels", (3, 32, 32), dla_core=0, trt_calibrator=True, calib_method="entropy")
+
+
+def test_missing_tensorrt_hint_fits_the_machine(monkeypatch):
+    import platform
+
+    from edgekd._optional import install_hint
+
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert "JetPack" in install_hint("tensorrt") and "edgekd[tensorrt]" not in install_hint("tensorrt")
+    assert install_hint("openvino") == "pip install 'edgekd[openvino]'"
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    assert install_hint("tensorrt-cu12") == "pip install 'edgekd[tensorrt-cu12]'"

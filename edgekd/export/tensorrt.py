@@ -134,6 +134,10 @@ class TrtBuildSettings:
             raise EdgekdError(f"--calib-method {self.calib_method!r}: TensorRT's calibrators are entropy, minmax")
         if self.trt_calibrator and self.precision != "int8":
             raise EdgekdError("--trt-calibrator is for --precision int8 only")
+        if self.trt_calibrator and self.dla_core is not None and self.calib_method != "entropy":
+            # IInt8EntropyCalibrator2 is "the required calibrator for DLA" (TensorRT API reference)
+            raise EdgekdError(f"--calib-method {self.calib_method} with --dla-core: DLA INT8 calibrates with "
+                              "TensorRT's entropy calibrator only; use --calib-method entropy")
 
     def shape(self, batch: int) -> tuple[int, ...]:
         return (batch, *self.input_shape)
