@@ -310,3 +310,16 @@ def test_missing_tensorrt_hint_fits_the_machine(monkeypatch):
     assert install_hint("openvino") == "pip install 'edgekd[openvino]'"
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")
     assert install_hint("tensorrt-cu12") == "pip install 'edgekd[tensorrt-cu12]'"
+
+
+def test_dla_bundles_print_the_jetpack7_command_and_no_x86_11x_one():
+    from edgekd.export.tensorrt import TrtBuildSettings
+    from edgekd.export.trtexec import device_commands
+
+    files = {"onnx": "model.onnx", "onnx_fp16": "model.fp16.onnx"}
+    dla = device_commands(Path("b"), TrtBuildSettings("fp16", "pixels", (3, 32, 32), dla_core=0), files)["trtexec"]
+    assert set(dla) == {"TensorRT 11.4.1 (JetPack 7.2.2+, AGX Orin)", "TensorRT 10.x (JetPack 6)",
+                        "TensorRT 8.6 (JetPack 5: 8.5)"}  # 11.0-11.4.0 (the x86 family here) have no DLA
+    assert "--useDLACore=0" in dla["TensorRT 11.4.1 (JetPack 7.2.2+, AGX Orin)"]
+    gpu = device_commands(Path("b"), TrtBuildSettings("fp16", "pixels", (3, 32, 32)), files)["trtexec"]
+    assert "TensorRT 11.x (x86_64 / SBSA GPUs)" in gpu and not any("11.4.1" in k for k in gpu)

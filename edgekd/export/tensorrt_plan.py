@@ -92,6 +92,8 @@ class TrtCapabilities:
 
 # the families a bundle prints trtexec commands for: (label, version, where it is found)
 FAMILIES = (("11.x", "11.4", "x86_64 / SBSA GPUs"), ("10.x", "10.3", "JetPack 6"), ("8.6", "8.6", "JetPack 5: 8.5"))
+# DLA builds also get the one 11.x with DLA (the x86 11.x family has none)
+DLA_FAMILIES = (("11.4.1", "11.4.1", "JetPack 7.2.2+, AGX Orin"),)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 from edgekd import EdgekdError
 from edgekd._io import atomic_write_json, read_json, sha256_file
-from edgekd.export.tensorrt_plan import FAMILIES, BuildPlan, TrtCapabilities, plan_build, trtexec_args
+from edgekd.export.tensorrt_plan import DLA_FAMILIES, FAMILIES, BuildPlan, TrtCapabilities, plan_build, trtexec_args
 
 ENGINE_FILE = "model.engine"
 ENGINE_MANIFEST = "engine.json"  # the name edgekd.runtime.engine_check reads
@@ -74,7 +74,7 @@ def device_commands(bundle: Path, settings: Any, onnx_files: dict[str, str],
     if settings.trt_calibrator:
         edgekd.append("--trt-calibrator")
     trtexec: dict[str, str] = {}
-    for label, version, where in FAMILIES:
+    for label, version, where in FAMILIES + (DLA_FAMILIES if settings.dla_core is not None else ()):
         try:
             cmd = trtexec_command(settings, TrtCapabilities.documented(version), onnx_files, calib_cache=calib_cache)
         except EdgekdError:
