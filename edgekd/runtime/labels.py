@@ -18,6 +18,11 @@ from edgekd.labelpack import LabelPack
 
 UNKNOWN = "unknown"
 THRESHOLD_METRICS = ("score", "prob")
+# Scoring a frame (benchmarks/scoring.py measures these choices; SMALL_BATCH's 16 predates it)
+SMALL_BATCH = 16  # up to this many rows, cosines come from per-row dot products instead of a BLAS matrix product
+ARGSORT_BELOW = 256  # label sets smaller than this are sorted whole: a stable argsort is as fast as any selection
+ARGMAX_TOP_K = 16  # top-k up to this k by k passes of argmax, beyond it by np.partition
+_vecdot = getattr(np, "vecdot", None)  # numpy >= 2.0
 
 
 class Prediction(NamedTuple):
@@ -52,7 +57,9 @@ class LabelSet:
     unknown_label: str = UNKNOWN
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_emb_t", np.ascontiguousarray(self.pack.embeddings.T))  # [D, C]
+        object.__setattr__(self, "_emb", np.ascontiguousarray(self.pack.embeddings, dtype=np.float32))  # [C, D]
+        object.__setattr__(self, "_emb_t", np.ascontiguousarray(self._emb.T))  # [D, C]
+        object.__setattr__(self, "_th", np.asarray(self.thresholds, np.float32).tolist())  # [C] floats, NaN: none
 
     @classmethod
     def from_pack(cls, pack: LabelPack, logit_scale: float | None = None) -> LabelSet:
@@ -91,10 +98,7 @@ class LabelSet:
 
     def scores(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """emb float32 [B, D] unit rows -> (cosine [B, C], prob [B, C] = softmax(logit_scale * cosine))."""
-        emb = np.ascontiguousarray(emb, dtype=np.float32)
-        # Small batches use einsum's single-threaded loop: a BLAS call wakes OpenBLAS's thread pool, which on a busy
-        # 2-core device costs ~20 ms per call for 1000 classes (einsum: 0.15 ms); big batches amortise it.
-        cos = np.einsum("bd,dc->bc", emb, self._emb_t) if emb.shape[0] <= 16 else emb @ self._emb_t
+        cos = self._cosine(emb)
         logits = self.logit_scale * cos
         logits = logits - logits.max(axis=1, keepdims=True)
         e = np.exp(logits)
@@ -102,22 +106,41 @@ class LabelSet:
 
     def predict(self, emb: np.ndarray, top_k: int = 5) -> list[list[Prediction]]:
         """emb [B, D] -> for each row the top_k predictions, best first. When the best class is below its threshold
-        the first answer is `unknown_label` (with the best class's score/prob), followed by the top_k - 1 best."""
+        the first answer is `unknown_label` (with the best class's score/prob), followed by the top_k - 1 best.
+
+        Same answers as sorting scores() (stable: equal cosines in class order), without sorting or normalising all
+        C classes: a selection of the k best, and the softmax's denominator (one exp over C) for those k only.
+        """
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-        cos, prob = self.scores(emb)
-        k = min(int(top_k), len(self.pack))
-        order = np.argsort(-cos, axis=1, kind="stable")[:, :k]
+        cos = self._cosine(emb)
+        k = min(int(top_k), cos.shape[1])
+        return [self._answer(row, top_k_indices(row, k), int(top_k)) for row in cos]
+
+    def _cosine(self, emb: np.ndarray) -> np.ndarray:
+        """emb float32 [B, D] unit rows -> cosine float32 [B, C]."""
+        emb = np.ascontiguousarray(emb, dtype=np.float32)
+        if emb.ndim != 2:
+            raise ValueError(f"expected embeddings [B, D], got shape {emb.shape}")
+        if emb.shape[0] > SMALL_BATCH:
+            return emb @ self._emb_t
+        # A BLAS matrix product wakes OpenBLAS's thread pool, whose threads then wait for a core on a busy device
+        # (2 busy processes on 2 cores: p99 27 ms at C=1000, p50 21 ms at C=10,000; benchmarks/results/scoring.md);
+        # big batches amortise it. Small ones take one dot product per (row, class): BLAS ?dot of two D-vectors stays
+        # on the calling thread (no pool thread ran at D=512), and is 1.4-2x faster than einsum's loop was.
+        return _rowdot(self._emb, emb)
+
+    def _answer(self, cos: np.ndarray, top: np.ndarray, top_k: int) -> list[Prediction]:
+        """One row: cosines float32 [C] and its best classes int [k], best first -> the predictions (the "unknown"
+        answer first when the best class is below its threshold)."""
         names = self.pack.class_names
-        out = []
-        for b in range(cos.shape[0]):
-            preds = [Prediction(names[i], float(cos[b, i]), float(prob[b, i]), int(i)) for i in order[b]]
-            best = preds[0]
-            th = self.thresholds[best.index]
-            if not np.isnan(th) and (best.score if self.threshold_on == "score" else best.prob) < th:
-                preds = [Prediction(self.unknown_label, best.score, best.prob, -1)] + preds[: int(top_k) - 1]
-            out.append(preds)
-        return out
+        probs = top_probs(cos, top, self.logit_scale)
+        preds = [Prediction(names[i], s, p, i) for i, s, p in zip(top.tolist(), cos[top].tolist(), probs.tolist())]
+        best = preds[0]
+        th = self._th[best.index]
+        if not math.isnan(th) and (best.score if self.threshold_on == "score" else best.prob) < th:
+            preds = [Prediction(self.unknown_label, best.score, best.prob, -1)] + preds[: top_k - 1]
+        return preds
 
     def with_class(self, name: str, embedding: np.ndarray, prompts: list[str] | None = None,
                    note: dict[str, Any] | None = None) -> LabelSet:
@@ -144,6 +167,56 @@ class LabelSet:
             if per_class else None
         meta["logit_scale"] = self.logit_scale
         return LabelPack(list(self.pack.class_names), self.pack.embeddings.copy(), dict(self.pack.prompts), meta)
+
+
+def top_k_indices(cos: np.ndarray, k: int) -> np.ndarray:
+    """cos [C], k >= 1 -> int [min(k, C)]: the best classes, best first, equal cosines in class order (NaN last): the
+    same as np.argsort(-cos, kind="stable")[:k], without sorting all C classes when k is small."""
+    c = cos.shape[0]
+    if k >= c or c < ARGSORT_BELOW:
+        return np.argsort(-cos, kind="stable")[:k]
+    top = _top_k_argmax(cos, k) if k <= ARGMAX_TOP_K else _top_k_partition(cos, k)
+    return np.argsort(-cos, kind="stable")[:k] if top is None else top
+
+
+def _top_k_argmax(cos: np.ndarray, k: int) -> np.ndarray | None:
+    """[C] -> int [k] by k passes of argmax (the first of equal maxima, so ties come in class order), each pick masked
+    with -inf; None when a NaN or -inf was picked (where they go is the sort's business)."""
+    work = cos.copy() if k > 1 else cos
+    top = np.empty(k, np.intp)
+    for j in range(k):
+        top[j] = work.argmax()
+        if j + 1 < k:
+            work[top[j]] = -np.inf
+    return top if (cos[top] > -np.inf).all() else None
+
+
+def _top_k_partition(cos: np.ndarray, k: int) -> np.ndarray | None:
+    """[C] -> int [k]: the k-th best cosine by np.partition, then every class at least that good (in class order, so
+    ties at the k-th place keep the lowest indices) sorted stably; None when the k-th best is NaN."""
+    neg = -cos
+    kth = np.partition(neg, k - 1)[k - 1]
+    if np.isnan(kth):
+        return None
+    cand = np.flatnonzero(neg <= kth)
+    return cand[np.argsort(neg[cand], kind="stable")[:k]]
+
+
+def top_probs(cos: np.ndarray, top: np.ndarray, logit_scale: float) -> np.ndarray:
+    """cos float32 [C], top int [k] with top[0] the best class -> float32 [k]: softmax(logit_scale * cos) over all C
+    at `top`, by the same float32 steps as LabelSet.scores (the max of the logits is the best class's)."""
+    e = logit_scale * cos  # float32 [C]: a Python float scales without promoting
+    e -= e[top[0]]
+    np.exp(e, out=e)
+    return e[top] / e.sum()
+
+
+def _rowdot(labels: np.ndarray, emb: np.ndarray) -> np.ndarray:
+    """labels [C, D], emb [B, D] -> [B, C], one dot product per pair (np.vecdot; before numpy 2 matmul's 1xD @ Dx1,
+    the same BLAS ?dot)."""
+    if _vecdot is not None:
+        return _vecdot(labels, emb[:, None, :])
+    return np.matmul(emb[:, None, None, :], labels[:, :, None])[..., 0, 0]
 
 
 def mean_embedding(embs: np.ndarray, text_emb: np.ndarray | None = None, text_weight: float = 0.0) -> np.ndarray:
