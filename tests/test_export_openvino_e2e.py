@@ -45,13 +45,55 @@ def test_cli_openvino_bundle(run_dir, image_folder, tmp_path, precision):
     assert m["parity"]["passed"] is True
     assert not (out / "model.onnx").exists()  # the intermediate ONNX is not part of an OpenVINO bundle
     if precision == "int8":
-        assert m["target_metadata"]["openvino"]["quantization"]["fake_quantize_nodes"] > 0
+        q = m["target_metadata"]["openvino"]["quantization"]
+        assert q["fake_quantize_nodes"] > 0
+        assert q["overflow_fix"] == "enable" and "--gate-isa all" in q["overflow_fix_because"]  # for any x86 CPU
     from edgekd.export.parity import gate_isa_levels
 
     levels = [lvl for lvl in gate_isa_levels("openvino") if lvl]
     assert m["parity"]["validated_on"]["onednn_isa_levels"] == levels
     if len(levels) > 1:  # the verdict holds for the kernels of every ISA level this CPU has
         assert set(m["parity"]["per_isa"]) == set(levels) and all(v["passed"] for v in m["parity"]["per_isa"].values())
+
+
+@pytest.mark.openvino
+def test_cli_openvino_precision_auto_says_why_it_fell_back(run_dir, image_folder, tmp_path, monkeypatch, caplog):
+    """--precision auto tries INT8 with the overflow fix before it keeps fp32, and says why in one line."""
+    pytest.importorskip("openvino")
+    import edgekd.export.parity as parity
+
+    real = parity.GateCriteria.default
+    monkeypatch.setattr(parity.GateCriteria, "default", classmethod(  # an INT8 gate nothing can pass
+        lambda cls, precision, max_drop=None, **kw: real(precision, max_drop, **kw, min_mean_cosine=1.01)
+        if precision == "int8" else real(precision, max_drop, **kw)))
+    out = tmp_path / "ov-auto"
+    with caplog.at_level("WARNING", logger="edgekd.export.auto"):
+        res = CliRunner().invoke(cli, ["export", str(run_dir), "--target", "openvino", "--precision", "auto",
+                                       "--calib", str(image_folder), "--out", str(out), "--small-gate-ok",
+                                       "--threads", "1", "--no-auto-mixed"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "edgekd.json").read_text())
+    auto = m["precision_auto"]
+    assert m["precision"] == auto["chosen"] == "fp32" and auto["candidates"]["int8"]["tried"] == ["overflow_fix=enable"]
+    lines = [r.getMessage() for r in caplog.records if "fell back" in r.getMessage() or "kept fp32" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    assert lines[0] == f"--precision auto: {auto['fell_back_because']}"
+    assert "int8 failed its parity gate with overflow_fix=enable: " in lines[0] and "< 1.01" in lines[0]
+
+
+def test_precision_auto_fallback_line_names_what_int8_tried(tmp_path):
+    from edgekd.export.auto import fallback_reason, int8_tries
+
+    (tmp_path / "edgekd.json").write_text(json.dumps({"backend": "openvino", "target_metadata": {
+        "openvino": {"quantization": {"overflow_fix": "enable"}}}}))
+    tried = int8_tries(tmp_path, {"int8_attempts": [{"auto_mixed": False}]}, {})
+    assert tried == ["overflow_fix=enable", "--auto-mixed"]
+    int8 = {"passed": False, "reasons": ["[AVX2] mean embedding cosine 0.99402 < 0.995"], "tried": tried}
+    assert fallback_reason({"fp32": {"passed": True}, "int8": int8}, "fp32") == (
+        "int8 failed its parity gate with overflow_fix=enable and --auto-mixed: [AVX2] mean embedding cosine 0.99402 "
+        "< 0.995; kept fp32")
+    assert fallback_reason({"fp32": {"passed": True}, "int8": {"passed": True}}, "fp32") is None  # fp32 was faster
+    assert fallback_reason({"fp32": {"passed": True}}, "fp32") is None  # int8 not tried (no --calib)
 
 
 def test_cli_tensorrt_without_tensorrt_exits_4(run_dir, image_folder, tmp_path, monkeypatch):

@@ -29,8 +29,9 @@ def _kv(values: tuple[str, ...]) -> dict[str, Any]:
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--target", "-t", type=click.Choice(TARGET_NAMES), default="onnx", help="Export target.")
 @click.option("--precision", "-p", type=click.Choice(("fp32", "fp16", "int8", "auto")), default="fp32",
-              help="Numeric precision of the exported model; auto = export fp32 and int8, keep the fastest on this "
-                   "machine that passes the parity gate.")
+              help="Numeric precision of the exported model; auto = export fp32 and int8 (int8 as --precision int8 "
+                   "does it: overflow fix, --auto-mixed retry), keep the fastest on this machine that passes the "
+                   "parity gate, and say why when int8 failed.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), required=False,
               help="Bundle directory to write (default: RUN/export-TARGET-PRECISION).")
 @click.option("--calib", type=click.Path(path_type=Path), help="Folder of calibration images (int8; part is held out "
@@ -60,7 +61,10 @@ def _kv(values: tuple[str, ...]) -> dict[str, Any]:
                    "counts].")
 @click.option("--gate-isa", type=click.Choice(("all", "host")), default="all", show_default=True,
               help="OpenVINO: run the parity gate under every oneDNN ISA level of this CPU (AVX2, AVX-512 VNNI, AMX; "
-                   "a verdict for the kernels other CPUs take) or only under the one in force.")
+                   "a verdict for the kernels other CPUs take) or only under the one in force. INT8 follows it: 'all' "
+                   "quantises every layer's weights to 7 bits (NNCF overflow_fix=enable, no saturation on CPUs "
+                   "without VNNI) and --auto-mixed judges under AVX2; 'host' (VNNI/AMX-only fleets) keeps NNCF's "
+                   "default (first layer only). --option overflow_fix=enable|first_layer|disable overrides.")
 @click.option("--small-gate-ok", is_flag=True,
               help="Accept a parity gate on fewer than 200 held-out images (its verdict says how many).")
 @click.option("--keep-fp32", multiple=True, help="onnx INT8: node names to leave unquantised (repeat or comma-list).")

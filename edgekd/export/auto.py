@@ -6,6 +6,10 @@ dot-product cores and GPUs, yet lose on CPUs without them or for models whose ac
 (onnxruntime runs efficientvit's HardSwish in float between int8 convolutions). So the choice is measured: batch 1 on
 the runtime backend, with the parity gate's verdict as the filter. The candidates and their timings are recorded in
 the chosen bundle's edgekd.json under "precision_auto".
+
+INT8 is tried the way a plain `--precision int8` export is: OpenVINO with the overflow fix that --gate-isa calls for
+(edgekd/export/openvino.py), and, when full INT8 fails its gate, again with --auto-mixed (edgekd/export/pipeline.py).
+Only when that fails too does auto keep fp32, and it says why in one line (logged, and "fell_back_because").
 """
 
 from __future__ import annotations
@@ -101,6 +105,8 @@ def export_auto(run_dir: str | os.PathLike, target: str, out: str | os.PathLike,
             verdicts[precision] = {"passed": True}
         except GateFailedError as e:
             verdicts[precision] = {"passed": False, "reasons": e.report.get("reasons", [])}
+            if precision == "int8":
+                verdicts[precision]["tried"] = int8_tries(e.bundle, e.report, kwargs)
     passing = {p: work / p for p, v in verdicts.items() if v["passed"]}
     if not passing:
         reasons = "; ".join(f"{p}: {', '.join(v['reasons'])}" for p, v in verdicts.items())
@@ -118,16 +124,45 @@ def export_auto(run_dir: str | os.PathLike, target: str, out: str | os.PathLike,
     for p in precisions:
         verdicts[p]["model_mb"] = round(_model_bytes(work / p) / 1e6, 3)
     chosen = min(timings, key=lambda p: timings[p]["p50_ms"])
+    fallback = fallback_reason(verdicts, chosen)
+    if fallback:
+        log.warning("--precision auto: %s", fallback)
     log.info("--precision auto: %s", ", ".join(f"{p} {v.get('p50_ms', '-')} ms (passed={v['passed']})"
                                               for p, v in verdicts.items()))
     _move_bundle(work / chosen, out)
     manifest = read_json(out / MANIFEST)
     manifest["precision_auto"] = {"chosen": chosen, "threads": threads, "batch": 1,
                                   "measured": "median of interleaved rounds on this machine",
-                                  "cpu": cpu_facts(), "candidates": verdicts}
+                                  "cpu": cpu_facts(), "candidates": verdicts,
+                                  **({"fell_back_because": fallback} if fallback else {})}
     atomic_write_json(out / MANIFEST, manifest)
     shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def int8_tries(bundle: Path, report: dict[str, Any], options: dict[str, Any]) -> list[str]:
+    """What a failed INT8 candidate tried, from its bundle's edgekd.json and gate report: ["overflow_fix=enable",
+    "--auto-mixed"] (the overflow fix of an OpenVINO INT8; --auto-mixed from the start or as the retry after full
+    INT8 failed)."""
+    manifest = read_json(bundle / MANIFEST) if (bundle / MANIFEST).is_file() else {}
+    meta = manifest.get("target_metadata") or {}
+    quant = meta.get("quantization") or (meta.get(manifest.get("backend") or "") or {}).get("quantization") or {}
+    tried = [f"overflow_fix={quant['overflow_fix']}"] if quant.get("overflow_fix") else []
+    if report.get("int8_attempts") or options.get("auto_mixed"):
+        tried.append("--auto-mixed")
+    return tried
+
+
+def fallback_reason(verdicts: dict[str, dict[str, Any]], chosen: str) -> str | None:
+    """One line on why `chosen` was kept although INT8 was tried and failed its gate; None when INT8 was not tried,
+    passed, or was chosen."""
+    int8 = verdicts.get("int8")
+    if chosen == "int8" or int8 is None or int8["passed"]:
+        return None
+    reasons = int8.get("reasons") or ["no reason recorded"]
+    more = f" (+{len(reasons) - 1} more in edgekd.json precision_auto)" if len(reasons) > 1 else ""
+    tried = f" with {' and '.join(int8['tried'])}" if int8.get("tried") else ""
+    return f"int8 failed its parity gate{tried}: {reasons[0]}{more}; kept {chosen}"
 
 
 def _move_bundle(src: Path, out: Path) -> None:

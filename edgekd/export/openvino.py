@@ -5,7 +5,15 @@
     int8  nncf.quantize over req.calib (post-training quantisation, FakeQuantize nodes), or
           nncf.quantize_with_accuracy_control when options["max_drop"] is given: NNCF reverts the most harmful
           quantised layers to float until the drop on the calibration images, judged against the fp32 model, is
-          within max_drop (the held-out parity images stay unseen).
+          within max_drop (the held-out parity images stay unseen). NNCF infers its candidates under the lowest
+          oneDNN ISA level the parity gate will test (AVX2 with --gate-isa all), where INT8 numerics are worst.
+
+INT8 weights and the CPU's ISA: x86 CPUs without VNNI (SSE4.1, AVX2, AVX-512 without VNNI) multiply u8 activations by
+s8 weights with vpmaddubsw, which sums each pair of products into 16 bits and saturates at 32767; 255 * 127 * 2 does
+not fit. NNCF's `overflow_fix` quantises weights to half the 8-bit range (7 bits) so that no pair can saturate. A
+bundle gated under every ISA level (--gate-isa all, the default) is for any x86 CPU, so every Convolution/MatMul gets
+it ("enable"); --gate-isa host (a VNNI/AMX-only fleet) keeps NNCF's default ("first_layer": the first layer only).
+Sources: OpenVINO's "Saturation (overflow) Issue Workaround" page, the nncf.OverflowFix docstring (nncf 3.x).
 
 openvino and nncf are imported inside the functions (`edgekd._optional.require`).
 """
@@ -37,6 +45,9 @@ PRESETS = ("performance", "mixed")
 # legacy oneDNN AMX convolution kernel for some layers, which crashes Intel AMX CPUs (docs/export.md)
 DEFAULT_PRESET = "performance"
 LEGACY_AMX_MAX_PIXELS = 4  # outputs of 2x2 and 1x1 crashed; 3x3 (the 1x1-kernel variant) did not
+# nncf.OverflowFix members by the names --option overflow_fix=... takes: 7-bit weights in every / the first / no
+# Convolution and MatMul (module docstring)
+OVERFLOW_FIXES = {"enable": "ENABLE", "first_layer": "FIRST_LAYER", "disable": "DISABLE"}
 # regex metacharacters that turn a --keep-fp16 entry into a pattern instead of an exact node name
 _PATTERN_CHARS = re.compile(r"[*?\[\]()|+^$\\]")
 
@@ -82,7 +93,8 @@ def quantize_int8(model: Any, req: ExportRequest) -> tuple[Any, dict[str, Any]]:
     options: preset ("performance" = symmetric activations, the default; "mixed" = asymmetric activations),
     model_type ("transformer" | "cnn" | None = auto from the trunk), keep_fp16 (node names or regexes left
     unquantised), max_drop (accuracy control: largest allowed drop, in points (%) of the validation metric),
-    subset_size, fast_bias_correction (True).
+    subset_size, fast_bias_correction (True), overflow_fix (enable | first_layer | disable; default from gate_isa:
+    resolve_overflow_fix).
 
     A "mixed" result with convolutions that OpenVINO's CPU plugin runs on its crashing legacy AMX kernel
     (legacy_amx_convolutions) is quantised again with "performance", and edgekd.json says why.
@@ -102,11 +114,13 @@ def quantize_int8(model: Any, req: ExportRequest) -> tuple[Any, dict[str, Any]]:
                 "subset_size": min(int(opts.get("subset_size") or len(calib)), len(calib)),
                 "fast_bias_correction": _flag(opts.get("fast_bias_correction", True)),
                 "keep_fp16": opts.get("keep_fp16")}
+    settings["overflow_fix"], overflow_because = resolve_overflow_fix(opts)
     ignored = build_ignored_scope(model, settings["keep_fp16"])
     meta: dict[str, Any] = {"tool": "nncf", "nncf_version": nncf.__version__, "preset": preset_name,
                             "model_type": settings["model_type"], "calibration_images": int(len(calib)),
                             "subset_size": settings["subset_size"],
-                            "keep_fp16": list(ignored.names) + list(ignored.patterns) if ignored else []}
+                            "keep_fp16": list(ignored.names) + list(ignored.patterns) if ignored else [],
+                            "overflow_fix": settings["overflow_fix"], "overflow_fix_because": overflow_because}
     max_drop = opts.get("max_drop")
     if max_drop is None and opts.get("auto_mixed"):
         # --auto-mixed on OpenVINO = NNCF accuracy control, tuned to half the gate's agreement margin so that the
@@ -136,27 +150,65 @@ def quantize_int8(model: Any, req: ExportRequest) -> tuple[Any, dict[str, Any]]:
     return qmodel, meta
 
 
+def resolve_overflow_fix(opts: dict[str, Any]) -> tuple[str, str]:
+    """(NNCF overflow_fix, why) for this export: --option overflow_fix=... as given, else "enable" when the bundle is
+    gated for every x86 ISA level (gate_isa "all", the default) and NNCF's default "first_layer" for "host"."""
+    requested = opts.get("overflow_fix")
+    if requested:
+        value = str(requested).strip().lower()
+        if value not in OVERFLOW_FIXES:
+            raise EdgekdError(f"--option overflow_fix={requested}: use one of {', '.join(OVERFLOW_FIXES)}")
+        return value, f"--option overflow_fix={value}"
+    gate_isa = opts.get("gate_isa") or "all"
+    if gate_isa == "host":
+        return "first_layer", ("--gate-isa host: NNCF's default, 7-bit weights in the first layer only; the other "
+                               "layers' 8-bit weights can saturate on x86 CPUs without VNNI (AVX2, AVX-512 without "
+                               "VNNI), so the bundle is for VNNI/AMX CPUs")
+    return "enable", (f"--gate-isa {gate_isa}: the bundle must run on any x86 CPU, and 8-bit dot products on CPUs "
+                      "without VNNI (AVX2, AVX-512 without VNNI) saturate their 16-bit intermediate; 7-bit weights in "
+                      "every Convolution/MatMul cannot")
+
+
+def advanced_quantization_parameters(settings: dict[str, Any]) -> Any:
+    """nncf.AdvancedQuantizationParameters for `settings` (its overflow_fix), or None for NNCF's defaults."""
+    if not settings.get("overflow_fix"):
+        return None
+    nncf = require("nncf", purpose="INT8 quantisation for --target openvino")
+    return nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix[OVERFLOW_FIXES[settings["overflow_fix"]]])
+
+
 def _quantize(model: Any, req: ExportRequest, calib: np.ndarray, settings: dict[str, Any],
               max_drop: float | None) -> tuple[Any, dict[str, Any]]:
     """One NNCF run with `settings`: plain post-training quantisation, or accuracy control when max_drop is set."""
     nncf = require("nncf", purpose="INT8 quantisation for --target openvino")
     if max_drop is None:
-        log.info("NNCF post-training quantisation (preset %s) on %d calibration inputs", settings["preset"],
-                 len(calib))
-        return nncf.quantize(model, nncf.Dataset(list(_batches(calib))), **nncf_kwargs(model, settings)), \
-            {"mode": "ptq"}
+        log.info("NNCF post-training quantisation (preset %s, overflow_fix %s) on %d calibration inputs",
+                 settings["preset"], settings.get("overflow_fix"), len(calib))
+        return nncf.quantize(model, nncf.Dataset(list(_batches(calib))), **nncf_kwargs(model, settings),
+                             advanced_parameters=advanced_quantization_parameters(settings)), {"mode": "ptq"}
     # NNCF tunes on the calibration images: the parity gate's held-out images (req.val) must stay unseen, or the
     # gate would only confirm what accuracy control was fitted to.
     opts = req.options or {}
     labels = None if req.label_pack is None else np.asarray(req.label_pack.embeddings, np.float32)
     tie_margin = getattr(opts.get("gate"), "tie_margin", 0.0)
+    isa = worst_gate_isa(opts.get("gate_isa") or "all")
     with tempfile.TemporaryDirectory(prefix=".accuracy-control.", dir=req.out_dir) as tmp:
         xml = Path(tmp) / MODEL_FILE
-        result = run_accuracy_control(str(req.onnx_path), calib, labels, tie_margin, float(max_drop), settings, xml)
+        result = run_accuracy_control(str(req.onnx_path), calib, labels, tie_margin, float(max_drop), settings, xml,
+                                      isa=isa)
         core = require("openvino").Core()
         core.set_property({"ENABLE_MMAP": False})  # read the weights into memory: the files go with `tmp`
         qmodel = core.read_model(str(xml))
-    return qmodel, {"mode": "accuracy_control", "max_drop_points": float(max_drop), **result}
+    return qmodel, {"mode": "accuracy_control", "max_drop_points": float(max_drop), "judged_under_isa": isa or "host",
+                    **result}
+
+
+def worst_gate_isa(gate_isa: str) -> str | None:
+    """The lowest oneDNN ISA level the parity gate runs an OpenVINO model under (edgekd.export.parity.gate_isa_levels:
+    AVX2 on any AVX2 CPU with --gate-isa all), or None for the level in force."""
+    from edgekd.export.parity import gate_isa_levels
+
+    return gate_isa_levels("openvino", gate_isa)[0]
 
 
 def legacy_amx_convolutions(model: Any) -> list[str]:
@@ -215,17 +267,20 @@ def accuracy_control(onnx_path: str, calib: np.ndarray, labels: np.ndarray | Non
              metric_name, len(calib), max_drop_points)
     qmodel = nncf.quantize_with_accuracy_control(
         model, nncf.Dataset(list(_batches(calib))), nncf.Dataset(list(enumerate(_batches(calib))), lambda i: i[1]),
-        metric_fn, max_drop=max_drop_points / 100.0, drop_type=nncf.DropType.ABSOLUTE, **nncf_kwargs(model, settings))
+        metric_fn, max_drop=max_drop_points / 100.0, drop_type=nncf.DropType.ABSOLUTE, **nncf_kwargs(model, settings),
+        advanced_quantization_parameters=advanced_quantization_parameters(settings))
     save_ir(qmodel, Path(out_xml), compress_to_fp16=False)
     return {"metric": metric_name, "metric_int8": round(metric_fn.evaluate(qmodel), 6)}
 
 
 def run_accuracy_control(onnx_path: str, calib: np.ndarray, labels: np.ndarray | None, tie_margin: float,
-                         max_drop_points: float, settings: dict[str, Any], out_xml: Path) -> dict[str, Any]:
+                         max_drop_points: float, settings: dict[str, Any], out_xml: Path,
+                         isa: str | None = None) -> dict[str, Any]:
     """accuracy_control(...) in a child process (edgekd.runtime.isolated). NNCF infers the quantised candidates on
     this CPU, which can crash the engine; and run in a process that had trained with torch before, NNCF's accuracy
     control corrupted the Python heap (a later SIGSEGV in Py_INCREF, seen under gdb in `make demo`). Inputs travel
-    as .npy files."""
+    as .npy files. `isa`: the ONEDNN_MAX_CPU_ISA of the child (None: the level in force)."""
+    from edgekd.cpu import ONEDNN_ISA_ENV
     from edgekd.runtime.isolated import call_isolated
 
     work = out_xml.parent
@@ -236,8 +291,9 @@ def run_accuracy_control(onnx_path: str, calib: np.ndarray, labels: np.ndarray |
         "onnx_path": onnx_path, "calib": str(work / "calib.npy"),
         "labels": str(work / "labels.npy") if labels is not None else None, "tie_margin": tie_margin,
         "max_drop_points": max_drop_points, "settings": settings, "out_xml": str(out_xml)},
-        what="NNCF accuracy control (--auto-mixed / --max-drop)",
-        advice="export without --auto-mixed / --max-drop, or with --option preset=performance")
+        what="NNCF accuracy control (--auto-mixed / --max-drop)" + (f" under {ONEDNN_ISA_ENV}={isa}" if isa else ""),
+        advice="export without --auto-mixed / --max-drop, or with --option preset=performance",
+        env={ONEDNN_ISA_ENV: isa} if isa else None)
 
 
 def accuracy_control_job(onnx_path: str, calib: str, labels: str | None, tie_margin: float, max_drop_points: float,

@@ -166,7 +166,7 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
                         calib=as_model_input(calib.frames, input_name, pp) if calib is not None else None,
                         val=as_model_input(val.frames, input_name, pp) if val is not None else None,
                         label_pack=pack, options={**options, "max_drop": max_drop, "gate": criteria,
-                                                  "threads": threads})
+                                                  "threads": threads, "gate_isa": gate_isa})
     source = {"run_dir": run_dir, "cfg": cfg, "pp": pp, "pack": pack, "pack_path": pack_path, "io": io,
               "target": target, "precision": precision, "opset": opset, "t0": t0, "in_graph": in_graph,
               "eval": eval_results, "gate_isa": gate_isa, "calib": calib.describe(options.get("calib_method") or (
