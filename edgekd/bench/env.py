@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from edgekd._optional import installed_version
-from edgekd.export.trt_env import TENSORRT_DISTS
 
 UNKNOWN = "unknown"
+# the distributions that install the `tensorrt` module, first match wins (edgekd.export.trt_env reads them too)
+TENSORRT_DISTS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11", "tensorrt-libs")
 # ISA flags that decide CPU inference speed (AVX2/AVX-512 kernels, VNNI and AMX for INT8/BF16)
 _FLAG_PATTERNS = ("avx2", "avx512", "amx", "vnni", "fma", "f16c", "asimd", "sve", "i8mm", "bf16", "dotprod")
 _PACKAGES = {"torch": "torch", "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino"),

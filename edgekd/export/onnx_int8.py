@@ -21,6 +21,7 @@ from edgekd import EdgekdError
 from edgekd._io import atomic_path
 from edgekd._optional import require
 from edgekd.export.onnx_check import validate_onnx
+from edgekd.export.qdq_placement import quantize_residual_inputs_only
 from edgekd.export.targets import ExportRequest, ExportResult
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ HEAVY_OPS = ("Conv", "MatMul", "Gemm", "ConvTranspose")
 # build time, on 8.6 as on 11.x); biases stay float: onnxruntime's QuantizeBias would feed them to DequantizeLinear as
 # INT32, which TensorRT's parser refuses (edgekd.export.trt_contract)
 TENSORRT_WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-# Add is quantized too, and then only its residual input keeps the Q/DQ (edgekd.export.tensorrt_qdq)
+# Add is quantized too, and then only its residual input keeps the Q/DQ (edgekd.export.qdq_placement)
 TENSORRT_QDQ: dict[str, Any] = {
     "quant_format": "qdq", "per_channel": True, "activation": "int8", "reduce_range": False,
     "op_types": (*TENSORRT_WEIGHTED_OPS, "Add"), "residual_inputs_only": True,
@@ -123,7 +124,7 @@ def quantize(pre_path: Path, out_path: Path, calib: np.ndarray | None, input_nam
              qdq_extra: dict[str, Any] | None = None, residual_inputs_only: bool = False) -> None:
     """Static-quantise the pre-processed fp32 model `pre_path` into `out_path` (ranges cached in `cache`).
     qdq_extra: more of quantize_static's extra_options (the TensorRT flavour sets some); residual_inputs_only: keep
-    an Add's Q/DQ only on its residual input (edgekd.export.tensorrt_qdq.quantize_residual_inputs_only)."""
+    an Add's Q/DQ only on its residual input (edgekd.export.qdq_placement.quantize_residual_inputs_only)."""
     q = require("onnxruntime.quantization", extra="onnx", purpose="INT8 quantisation")
     methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
                "percentile": q.CalibrationMethod.Percentile}
@@ -140,8 +141,6 @@ def quantize(pre_path: Path, out_path: Path, calib: np.ndarray | None, input_nam
                       weight_type=q.QuantType.QInt8, nodes_to_exclude=list(exclude), calibrate_method=methods[method],
                       extra_options=extra, calibration_cache_path=str(cache))
     if residual_inputs_only:
-        from edgekd.export.tensorrt_qdq import quantize_residual_inputs_only
-
         quantize_residual_inputs_only(out_path, TENSORRT_WEIGHTED_OPS)
 
 

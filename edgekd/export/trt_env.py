@@ -20,8 +20,6 @@ from typing import Any
 
 from edgekd._optional import installed_version, is_available, require
 
-# the distributions that install the `tensorrt` module, first match wins (bench rows record its version)
-TENSORRT_DISTS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11", "tensorrt-libs")
 # CUDA major -> the oldest driver branch that runs it (minor version compatibility)
 DRIVER_MIN = {13: 580, 12: 525, 11: 450}
 _WHEEL = re.compile(r"^tensorrt[-_]cu(\d+)$", re.IGNORECASE)
