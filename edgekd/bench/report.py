@@ -102,6 +102,48 @@ def add_e2e_speedups(rows: list[dict[str, Any]]) -> None:
             r["best_teacher_frame"] = f"{top['backend']} {top['precision']}"
 
 
+def _e2e_table(rows: list[dict[str, Any]], ok: list[dict[str, Any]]) -> list[str]:
+    """The end-to-end table (mode "e2e" rows) with its ratios, or [] when the run has no e2e rows."""
+    e2e = [r for r in rows if r["status"] == "ok" and r.get("mode") == "e2e"]
+    if not e2e:
+        return []
+    lines = ["", "## End-to-end runtime path (JPEG decode -> resize/normalise -> infer -> score -> top-5)", "",
+             "| model | backend | precision | threads | e2e p50 ms | decode | preprocess | infer | score | "
+             "frame p50 ms (decoded frame in) | model-only p50 ms | runtime overhead (1 - infer / e2e) | "
+             "frame / fastest model-only | e2e vs best teacher e2e | frame vs best teacher frame | "
+             "model-only vs best teacher |",
+             "|" + "---|" * 16]
+    for r in e2e:
+        st = r.get("stages_ms", {})
+        base = next((o for o in ok if o["model"] == r["model"] and o["backend"] == r["backend"]
+                     and o["precision"] == r["precision"] and o["batch"] == 1 and o["threads"] == r["threads"]),
+                    None)
+        e2e_p50 = r["latency_ms"]["p50"]
+        model_p50 = base["latency_ms"]["p50"] if base else None
+        # overhead from the same calls' stage medians (a separate model-only row is timed at another moment)
+        infer = st.get("infer")
+        overhead = f"{(1 - infer / e2e_p50) * 100:.0f}%" if infer and e2e_p50 > 0 else "–"
+        lines.append(f"| {r['model']} | {r['backend']} | {r['precision']} | {r['threads']} | {_f(e2e_p50)} | "
+                     f"{_f(st.get('decode'))} | {_f(st.get('preprocess'))} | {_f(st.get('infer'))} | "
+                     f"{_f(st.get('score'))} | {_f(st.get('frame'))} | {_f(model_p50)} | {overhead} | "
+                     f"{_x(r.get('frame_vs_fastest_model'))} | {_x(r.get('speedup_vs_best_teacher'))} | "
+                     f"{_x(r.get('speedup_vs_best_teacher_frame'))} | "
+                     f"{_x(base.get('speedup_vs_best_teacher') if base else None)} |")
+    fastest = sorted({r["fastest_model"] for r in e2e if r.get("fastest_model")})
+    if fastest:
+        lines.append(f"\n'frame / fastest model-only' divides the decoded-frame classify() by the fastest "
+                     f"model-only row of the same student, resolution and threads in this run, whichever bundle, "
+                     f"backend and precision it is ({'; '.join(fastest)}): what the runtime costs on top of the "
+                     "fastest model, not on top of each bundle's own.")
+    tops = sorted({r["best_teacher"] for r in e2e if r.get("best_teacher")})
+    if tops:
+        lines.append(f"\nThe e2e ratio divides by the fastest teacher e2e row ({', '.join(tops)}: decode + its "
+                     "own bicubic resize to 224 + the model); the frame ratio leaves out the JPEG decode (a "
+                     "camera or GStreamer hands over decoded frames); the model-only ratio divides by the fastest "
+                     "teacher model row.")
+    return lines
+
+
 def validate_results(doc: Any, where: str = "results") -> dict[str, Any]:
     """Check the schema of a results document; raise EdgekdError saying what is wrong."""
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
@@ -219,42 +261,7 @@ def markdown(doc: dict[str, Any]) -> str:
         if t:
             lines.append(f"\nBest teacher at batch {batch}, {threads} thread(s): {t['model']} on {name} "
                          f"({_f(t['latency_ms']['p50'])} ms p50); 'vs best teacher' divides by it.")
-    e2e = [r for r in rows if r["status"] == "ok" and r.get("mode") == "e2e"]
-    if e2e:
-        lines += ["", "## End-to-end runtime path (JPEG decode -> resize/normalise -> infer -> score -> top-5)", "",
-                  "| model | backend | precision | threads | e2e p50 ms | decode | preprocess | infer | score | "
-                  "frame p50 ms (decoded frame in) | model-only p50 ms | runtime overhead (1 - infer / e2e) | "
-                  "frame / fastest model-only | e2e vs best teacher e2e | frame vs best teacher frame | "
-                  "model-only vs best teacher |",
-                  "|" + "---|" * 16]
-        for r in e2e:
-            st = r.get("stages_ms", {})
-            base = next((o for o in ok if o["model"] == r["model"] and o["backend"] == r["backend"]
-                         and o["precision"] == r["precision"] and o["batch"] == 1 and o["threads"] == r["threads"]),
-                        None)
-            e2e_p50 = r["latency_ms"]["p50"]
-            model_p50 = base["latency_ms"]["p50"] if base else None
-            # overhead from the same calls' stage medians (a separate model-only row is timed at another moment)
-            infer = st.get("infer")
-            overhead = f"{(1 - infer / e2e_p50) * 100:.0f}%" if infer and e2e_p50 > 0 else "–"
-            lines.append(f"| {r['model']} | {r['backend']} | {r['precision']} | {r['threads']} | {_f(e2e_p50)} | "
-                         f"{_f(st.get('decode'))} | {_f(st.get('preprocess'))} | {_f(st.get('infer'))} | "
-                         f"{_f(st.get('score'))} | {_f(st.get('frame'))} | {_f(model_p50)} | {overhead} | "
-                         f"{_x(r.get('frame_vs_fastest_model'))} | {_x(r.get('speedup_vs_best_teacher'))} | "
-                         f"{_x(r.get('speedup_vs_best_teacher_frame'))} | "
-                         f"{_x(base.get('speedup_vs_best_teacher') if base else None)} |")
-        fastest = sorted({r["fastest_model"] for r in e2e if r.get("fastest_model")})
-        if fastest:
-            lines.append(f"\n'frame / fastest model-only' divides the decoded-frame classify() by the fastest "
-                         f"model-only row of the same student, resolution and threads in this run, whichever bundle, "
-                         f"backend and precision it is ({'; '.join(fastest)}): what the runtime costs on top of the "
-                         "fastest model, not on top of each bundle's own.")
-        tops = sorted({r["best_teacher"] for r in e2e if r.get("best_teacher")})
-        if tops:
-            lines.append(f"\nThe e2e ratio divides by the fastest teacher e2e row ({', '.join(tops)}: decode + its "
-                         "own bicubic resize to 224 + the model); the frame ratio leaves out the JPEG decode (a "
-                         "camera or GStreamer hands over decoded frames); the model-only ratio divides by the fastest "
-                         "teacher model row.")
+    lines += _e2e_table(rows, ok)
     other = [r for r in rows if r["status"] != "ok"]
     if other:
         lines += ["", "## Skipped and failed", "",
