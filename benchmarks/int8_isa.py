@@ -1,20 +1,26 @@
 """INT8 (and fp32/fp16) export quality and speed under each oneDNN ISA level of this CPU, on trained students.
 
     python benchmarks/int8_isa.py [--data CIFAR10_DIR] [--work /tmp/edgekd-int8-isa] [--out benchmarks/results/int8_isa]
+        [--students a,b,...] [--bundles a,b,...] [--teacher RN50] [--img-size 224] [--epochs 3] [--train-images 1000]
+        [--stem results]
 
 CIFAR-10 (from ../shared/assets, unpacked into --work, or --data pointing at cifar10-images/) -> labels and a
-ViT-B-32 cache (random weights) of 1,000 training images x 2 views -> mobilenetv4_conv_small and efficientvit_b0
-distilled 3 epochs at 224 px -> bundles: ONNX fp32/fp16/INT8 (onnxruntime), OpenVINO fp32/fp16/INT8; INT8 as
-`edgekd export` makes it by default (full INT8, exported again with --auto-mixed when that fails the gate) and as
-full INT8 (--no-auto-mixed; OpenVINO with NNCF's "performance" preset, the default, and "mixed"). Then, for every
-ISA level of this CPU (ONEDNN_MAX_CPU_ISA, one process each), every bundle runs 500 held-out CIFAR-10 test images
-(50 per class) and is compared with the PyTorch student as trained through the parity gate's own compare/judge:
-embedding cosine mean/p1/worst, top-1 agreement (strict and tie-aware), accuracy drop, the gate's verdict, and
-batch-1 latency at 2 threads (median of 300 runs).
+--teacher cache (random weights; ViT-B-32) of --train-images training images x 2 views -> every --students (default:
+every preset and fastvit_t8, repvit_m0_9, lcnet_100) distilled --epochs at --img-size -> bundles: ONNX fp32/fp16/INT8
+(onnxruntime), OpenVINO fp32/fp16/INT8; INT8 as `edgekd export` makes it by default (full INT8, exported again with
+--auto-mixed when that fails the gate) and as full INT8 (--no-auto-mixed; OpenVINO with NNCF's "performance" preset,
+the default, and "mixed"; and with overflow_fix=first_layer, NNCF's default, beside the export's own
+overflow_fix=enable, to show what the saturation fix costs and buys). Then, for every ISA level of this CPU
+(ONEDNN_MAX_CPU_ISA, one process each), every bundle runs 500 held-out CIFAR-10 test images (50 per class) and is
+compared with the PyTorch student as trained through the parity gate's own compare/judge: embedding cosine
+mean/p1/worst, top-1 agreement (strict and tie-aware), accuracy drop, the gate's verdict, and batch-1 latency at 2
+threads (median of 300 runs), and its ratio to the same backend's fp32 bundle under the same ISA.
 
 onnxruntime takes no ISA cap (MLAS dispatches on CPUID); its rows are run under every cap anyway, and the table says
 whether their outputs are bit-identical to the uncapped run (they should be). Every stage is resumable.
-Writes OUT/results.json and OUT/results.md; docs/export.md quotes the table.
+A --work directory belongs to one setting (teacher, images, size, epochs): another is refused.
+Writes OUT/STEM.json and OUT/STEM.md (--stem results: the presets; results_extra: timm students that are not presets);
+benchmarks/readme_tables.py renders both into the int8-isa block of docs/export.md.
 """
 
 from __future__ import annotations
@@ -30,19 +36,18 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-STUDENTS = ("mobilenetv4_conv_small", "efficientvit_b0")
+EXTRA_STUDENTS = ("fastvit_t8", "repvit_m0_9", "lcnet_100")  # timm students that are not presets
 BUNDLES = {  # name -> (target, precision, extra export options)
     "onnx-fp32": ("onnx", "fp32", []), "onnx-fp16": ("onnx", "fp16", []),
     "onnx-int8-full": ("onnx", "int8", ["--no-auto-mixed"]),
     "onnx-int8": ("onnx", "int8", []),  # the default: full INT8, --auto-mixed when that fails the gate
     "openvino-fp32": ("openvino", "fp32", []), "openvino-fp16": ("openvino", "fp16", []),
-    "openvino-int8-full": ("openvino", "int8", ["--no-auto-mixed"]),
+    "openvino-int8-full": ("openvino", "int8", ["--no-auto-mixed"]),  # overflow_fix=enable (--gate-isa all)
+    "openvino-int8-full-first-layer": ("openvino", "int8", ["--option", "overflow_fix=first_layer", "--no-auto-mixed"]),
     "openvino-int8-mixed-full": ("openvino", "int8", ["--option", "preset=mixed", "--no-auto-mixed"]),
     "openvino-int8": ("openvino", "int8", []),
 }
-ISA_LEVELS = ("AVX2", "AVX512_CORE_VNNI", "AVX512_CORE_BF16", "AVX512_CORE_AMX")
-TRAIN_PER_CLASS, CALIB_PER_CLASS, TEST_PER_CLASS = 100, 30, 50
-EPOCHS, IMG_SIZE, THREADS = 3, 224, 2
+CALIB_PER_CLASS, TEST_PER_CLASS, THREADS = 30, 50, 2
 
 
 def edgekd(*args: str) -> int:
@@ -75,23 +80,26 @@ def subset(src: Path, dst: Path, start: int, per_class: int) -> Path:
 def prepare(args: argparse.Namespace) -> dict[str, Path]:
     data = cifar10(args)
     w = args.work
-    sets = {"train": subset(data / "train", w / "train", 0, TRAIN_PER_CLASS),
-            "calib": subset(data / "train", w / "calib", TRAIN_PER_CLASS, CALIB_PER_CLASS),
+    train_per_class = args.train_images // 10
+    sets = {"train": subset(data / "train", w / "train", 0, train_per_class),
+            "calib": subset(data / "train", w / "calib", train_per_class, CALIB_PER_CLASS),
             "test": subset(data / "test", w / "test", 0, TEST_PER_CLASS)}
-    teacher = ["--teacher", "ViT-B-32", "--random-teacher"]
+    teacher = ["--teacher", args.teacher, "--random-teacher"]
     if not (w / "labels.npz").is_file():
         assert edgekd("labels", *teacher, "--data", str(sets["train"]), "--out", str(w / "labels.npz")) == 0
     manifest = w / "cache" / "manifest.json"
     if not manifest.is_file() or not json.loads(manifest.read_text()).get("complete"):
         assert edgekd("cache", *teacher, "--data", str(sets["train"]), "--views", "2", "--out", str(w / "cache"),
                       "--device", "cpu") == 0
-    for student in STUDENTS:
+    for student in args.students:
         run = w / "runs" / student
         if not (run / "DONE").is_file():
-            assert edgekd("distill", "--cache", str(w / "cache"), "--student", student, "--img-size", str(IMG_SIZE),
-                          "--epochs", str(EPOCHS), "--out", str(run), "--device", "cpu", "--seed", "0") == 0
+            assert edgekd("distill", "--cache", str(w / "cache"), "--student", student, "--img-size",
+                          str(args.img_size), "--epochs", str(args.epochs), "--out", str(run), "--device", "cpu",
+                          "--seed", "0") == 0
             (run / "DONE").touch()
-        for name, (target, precision, extra) in BUNDLES.items():
+        for name in args.bundles:
+            target, precision, extra = BUNDLES[name]
             out = w / "bundles" / student / name
             if (out / "edgekd.json").is_file():
                 continue
@@ -145,16 +153,17 @@ def evaluate(args: argparse.Namespace, sets: dict[str, Path]) -> dict:
 
     torch.set_num_threads(THREADS)
     host = cpu_facts(env={})
-    levels = [lvl for lvl in ISA_LEVELS if lvl in host["onednn_isa_levels"]]
+    levels = list(host["onednn_isa_levels"])  # every level this CPU can be capped to, lowest first
     pack = load_label_pack(args.work / "labels.npz")
     rows = []
-    for student in STUDENTS:
+    for student in args.students:
         run = args.work / "runs" / student
         pixels_path = args.work / f"pixels-{student}.npy"
         pixels, labels, classes = render(run, sets["test"], pixels_path)
         labels = np.array([pack.class_names.index(classes[i]) for i in labels])
         ref = torch_embeddings(load_student(run).eval(), pixels)
-        for name, (_, precision, _) in BUNDLES.items():
+        for name in args.bundles:
+            precision = BUNDLES[name][1]
             bundle = args.work / "bundles" / student / name
             meta = json.loads((bundle / "edgekd.json").read_text())
             model = bundle / meta["files"]["model"]
@@ -166,9 +175,10 @@ def evaluate(args: argparse.Namespace, sets: dict[str, Path]) -> dict:
                 env = {**os.environ, "ONEDNN_MAX_CPU_ISA": level}
                 proc = subprocess.run([sys.executable, __file__, "run-one", str(model), backend, str(pixels_path),
                                        str(out)], env=env, capture_output=True, text=True, check=False)
+                quant = meta.get("target_metadata", {}).get("openvino", {}).get("quantization") or {}
                 row = {"student": student, "bundle": name, "backend": backend, "precision": precision,
-                       "preset": (meta.get("target_metadata", {}).get("openvino", {}).get("quantization") or {}).get(
-                           "preset"), "isa": level, "export_gate": meta["parity"].get("passed")}
+                       "preset": quant.get("preset"), "overflow_fix": quant.get("overflow_fix"), "isa": level,
+                       "export_gate": meta["parity"].get("passed")}
                 if proc.returncode != 0:
                     row["status"] = signal_name(proc.returncode) if proc.returncode < 0 else f"exit {proc.returncode}"
                     row["error"] = proc.stderr.strip().splitlines()[-1:] if proc.stderr.strip() else []
@@ -192,7 +202,8 @@ def evaluate(args: argparse.Namespace, sets: dict[str, Path]) -> dict:
                 print({k: row.get(k) for k in ("student", "bundle", "isa", "cosine_mean", "cosine_min",
                                                 "top1_agreement_strict", "gate_passed", "p50_ms")}, flush=True)
     return {"cpu": host, "cpu_described": describe(host), "levels": levels, "threads": THREADS,
-            "img_size": IMG_SIZE, "epochs": EPOCHS, "train_images": TRAIN_PER_CLASS * 10,
+            "teacher": f"random-weight {args.teacher}", "img_size": args.img_size, "epochs": args.epochs,
+            "train_images": args.train_images // 10 * 10,
             "calib_images": CALIB_PER_CLASS * 10, "test_images": TEST_PER_CLASS * 10,
             "versions": _versions(), "created": time.strftime("%Y-%m-%d %H:%M"), "rows": rows}
 
@@ -207,25 +218,29 @@ def markdown(doc: dict) -> str:
     lines = [f"# INT8 / fp16 / fp32 exports under each oneDNN ISA level ({doc['created']})", "",
              f"Host: {doc['cpu_described']}, {doc['threads']} threads; " + ", ".join(
                  f"{k} {v}" for k, v in doc["versions"].items()) + ".",
-             f"Students distilled {doc['epochs']} epochs at {doc['img_size']} px from a random-weight ViT-B-32 on "
+             f"Students distilled {doc['epochs']} epochs at {doc['img_size']} px from a "
+             f"{doc.get('teacher', 'random-weight ViT-B-32')} on "
              f"{doc['train_images']} CIFAR-10 images; calibration {doc['calib_images']} other training images; "
              f"every row: {doc['test_images']} CIFAR-10 test images against the PyTorch student as trained, judged by "
              "the parity gate's own criteria. Written by `python benchmarks/int8_isa.py`.", "",
              "ISA = `ONEDNN_MAX_CPU_ISA` of the process (onnxruntime ignores it: `same bits` says whether its output "
              "equals the uncapped run). Latency: batch 1, median of 300 runs; `x fp32` = the same backend's fp32 "
-             "bundle under the same ISA in this run.", ""]
-    head = ["student", "bundle", "ISA", "cos mean", "cos p1", "cos worst", "top-1 agree (strict)", "acc drop",
+             "bundle under the same ISA in this run (its p50 over this row's). `fix`: NNCF overflow_fix of OpenVINO "
+             "INT8 (enable: 7-bit weights everywhere, saturation-safe without VNNI; first_layer: NNCF's default).", ""]
+    head = ["student", "bundle", "fix", "ISA", "cos mean", "cos p1", "cos worst", "top-1 agree (strict)", "acc drop",
             "gate", "p50 ms", "x fp32", "same bits"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     fp32 = {(r["student"], r["backend"], r["isa"]): r.get("p50_ms") for r in doc["rows"]
             if r["precision"] == "fp32" and r.get("status") == "ok"}
     for r in doc["rows"]:
         if r.get("status") != "ok":
-            lines.append(f"| {r['student']} | {r['bundle']} | {r['isa']} | {r['status']} |" + " |" * (len(head) - 4))
+            lines.append(f"| {r['student']} | {r['bundle']} | {r.get('overflow_fix') or ''} | {r['isa']} | "
+                         f"{r['status']} |" + " |" * (len(head) - 5))
             continue
         base = fp32.get((r["student"], r["backend"], r["isa"]))
         speed = f"{base / r['p50_ms']:.2f}" if base else "-"
-        lines.append(f"| {r['student']} | {r['bundle']} | {r['isa']} | {r['cosine_mean']:.5f} | "
+        lines.append(f"| {r['student']} | {r['bundle']} | {r.get('overflow_fix') or ''} | {r['isa']} | "
+                     f"{r['cosine_mean']:.5f} | "
                      f"{r['cosine_p01']:.5f} | {r['cosine_min']:.5f} | {r['top1_agreement']:.1%} "
                      f"({r['top1_agreement_strict']:.1%}) | {r['accuracy_drop']:+.1f} | "
                      f"{'pass' if r['gate_passed'] else 'FAIL'} | {r['p50_ms']:.3f} | {speed} | "
@@ -252,14 +267,50 @@ def main() -> None:
     ap.add_argument("--data", help="cifar10-images/ (train/, test/); default: unpack ../shared/assets into --work")
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("EDGEKD_WORK", "/tmp/edgekd-int8-isa")))
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "int8_isa")
+    ap.add_argument("--stem", default="results", help="OUT/STEM.json + .md (results_extra: the non-preset students)")
+    ap.add_argument("--students", type=_names, help="comma-separated presets or timm names [default: every preset "
+                    f"and {', '.join(EXTRA_STUDENTS)}]")
+    ap.add_argument("--bundles", type=_names, default=list(BUNDLES), help=f"comma-separated of {', '.join(BUNDLES)}")
+    ap.add_argument("--teacher", default="ViT-B-32", help="open_clip teacher name (random weights)")
+    ap.add_argument("--img-size", type=int, default=224)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--train-images", type=int, default=1000, help="CIFAR-10 training images (a tenth per class)")
     args = ap.parse_args()
+    if args.students is None:
+        from edgekd.students.registry import PRESETS
+
+        args.students = [*PRESETS, *EXTRA_STUDENTS]
+    unknown = sorted(set(args.bundles) - set(BUNDLES))
+    if unknown:
+        ap.error(f"--bundles {','.join(unknown)}: use names from {', '.join(BUNDLES)}")
     args.work.mkdir(parents=True, exist_ok=True)
+    check_work(args)
+    t0 = time.perf_counter()
     sets = prepare(args)
+    print(f"prepared in {time.perf_counter() - t0:.0f} s", flush=True)
     doc = evaluate(args, sets)
+    print(f"evaluated in {time.perf_counter() - t0:.0f} s", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(doc, indent=1))
-    (args.out / "results.md").write_text(markdown(doc))
-    print(f"wrote {args.out / 'results.md'}")
+    (args.out / f"{args.stem}.json").write_text(json.dumps(doc, indent=1))
+    (args.out / f"{args.stem}.md").write_text(markdown(doc))
+    print(f"wrote {args.out / (args.stem + '.md')}")
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def check_work(args: argparse.Namespace) -> None:
+    """Refuse a --work directory made with another teacher, image count, size or epoch count (its stages resume)."""
+    setting = {"teacher": args.teacher, "train_images": args.train_images // 10 * 10, "img_size": args.img_size,
+               "epochs": args.epochs}
+    path = args.work / "setting.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != setting:
+            sys.exit(f"--work {args.work} was made with {old}, not {setting}: pass another --work or delete it")
+    else:
+        path.write_text(json.dumps(setting))
 
 
 if __name__ == "__main__":

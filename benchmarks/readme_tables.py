@@ -276,30 +276,51 @@ def e2e_block(setting: str = "e2e-resize") -> str:
 
 @block("int8-isa")
 def int8_isa_block() -> str:
-    """INT8 bundles under each oneDNN ISA level of one host: the gate's metrics and latency."""
+    """INT8 bundles under each oneDNN ISA level of one host: the gate's metrics and latency; the presets
+    (int8_isa/results.json) and, when measured, timm students that are not presets (int8_isa/results_extra.json)."""
     doc = load("int8_isa/results.json")
     out = [f"{doc['cpu_described']}, {doc['threads']} threads, {doc['test_images']} CIFAR-10 test images, students "
            f"distilled {doc['epochs']} epochs at {doc['img_size']} px; `python benchmarks/int8_isa.py` "
-           f"({link('int8_isa/results.md')}; fp32/fp16 rows there too).", "",
-           "| student | bundle | ISA | cosine mean / p1 / worst | top-1 agreement (strict) | gate | p50 | x fp32 |",
-           "|---|---|---|---|---|---|---|---|"]
+           f"({link('int8_isa/results.md')}; fp32/fp16 rows there too).", "", *_int8_isa_table(doc)]
+    if (RESULTS / "int8_isa" / "results_extra.json").is_file():
+        extra = load("int8_isa/results_extra.json")
+        acc = [r["accuracy_reference"] for r in extra["rows"] if r.get("status") == "ok"]
+        out += ["", f"Students that are not presets, on {extra['cpu_described']}, {extra['threads']} threads, "
+                f"{extra['test_images']} CIFAR-10 test images, distilled {extra['epochs']} epochs at "
+                f"{extra['img_size']} px from a {extra['teacher']} on {extra['train_images']} images (their own "
+                f"zero-shot top-1 {min(acc):.1f}-{max(acc):.1f} %, chance 10 %: agreement says little here, the "
+                f"cosines are the measure); `python benchmarks/int8_isa.py --stem results_extra` "
+                f"({link('int8_isa/results_extra.md')}).", "", *_int8_isa_table(extra)]
+    out += ["", "`=`: onnxruntime's output is bit-identical to the uncapped run (it takes no ISA cap). `fix`: NNCF "
+            "overflow_fix of an OpenVINO INT8 bundle (enable: 7-bit weights in every layer, safe from saturation "
+            "without VNNI, the default for `--gate-isa all`; first_layer: NNCF's default). `x fp32`: the same "
+            "backend's fp32 p50 under the same ISA over this row's."]
+    return "\n".join(out) + "\n"
+
+
+def _int8_isa_table(doc: dict[str, Any]) -> list[str]:
+    """The INT8 rows of an int8_isa results file, one per bundle and ISA level."""
+    out = ["| student | bundle | fix | ISA | cosine mean / p1 / worst | top-1 agreement (strict) | gate | p50 "
+           "| x fp32 |",
+           "|---|---|---|---|---|---|---|---|---|"]
     fp32 = {(r["student"], r["backend"], r["isa"]): r.get("p50_ms") for r in doc["rows"]
             if r["precision"] == "fp32" and r.get("status") == "ok"}
     for r in doc["rows"]:
         if r["precision"] != "int8":
             continue
+        # OpenVINO rows measured before bundles recorded overflow_fix were made with NNCF's default
+        fix = r.get("overflow_fix") or ("" if r["backend"] == "onnxruntime" else "first_layer")
         if r.get("status") != "ok":
-            out.append(f"| {r['student']} | {r['bundle']} | {r['isa']} | **{r['status']}** | | | | |")
+            out.append(f"| {r['student']} | {r['bundle']} | {fix} | {r['isa']} | **{r['status']}** | | | | |")
             continue
         base = fp32.get((r["student"], r["backend"], r["isa"]))
         same = "" if r["backend"] != "onnxruntime" else (" =" if r["identical_to_host_isa"] else " ≠")
         speed = f"{base / r['p50_ms']:.2f}x" if base else "-"
-        out.append(f"| {r['student']} | {r['bundle']} | {r['isa']}{same} | {r['cosine_mean']:.5f} / "
+        out.append(f"| {r['student']} | {r['bundle']} | {fix} | {r['isa']}{same} | {r['cosine_mean']:.5f} / "
                    f"{r['cosine_p01']:.5f} / {r['cosine_min']:.4f} | {r['top1_agreement']:.1%} "
                    f"({r['top1_agreement_strict']:.1%}) | {'pass' if r['gate_passed'] else 'FAIL'} | "
                    f"{r['p50_ms']:.3f} ms | {speed} |")
-    out += ["", "`=`: onnxruntime's output is bit-identical to the uncapped run (it takes no ISA cap)."]
-    return "\n".join(out) + "\n"
+    return out
 
 
 @block("gate-floors")
