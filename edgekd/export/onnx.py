@@ -20,6 +20,7 @@ import torch.nn as nn
 from edgekd import EdgekdError
 from edgekd._io import atomic_path
 from edgekd._optional import require
+from edgekd.export.onnx_check import load_in_onnxruntime
 from edgekd.export.targets import ExportRequest, ExportResult, register_target
 from edgekd.preprocess import normalize_constants
 
@@ -71,6 +72,7 @@ def export_onnx(
             raise EdgekdError(f"exported ONNX graph is invalid: {str(e).splitlines()[0][:300]}") from e
         model.doc_string = f"edgekd export of {type(module).__name__}"
         onnx.save(model, str(tmp))
+        load_in_onnxruntime(tmp, shown_as=path)  # the checks above are the rest of onnx_check.validate_onnx
     log.info("wrote %s (%.1f MB, opset %d)", path, path.stat().st_size / 1e6, opset)
     return path
 
