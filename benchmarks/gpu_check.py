@@ -66,7 +66,7 @@ CARRIED_WHEELS = (
     "timm==1.0.31",  # recent enough for open_clip 3.x
     # the onnx extra's fp16 converter; needs numpy, onnx, packaging, protobuf>=3.20.2, which torch images have
     "onnxconverter-common==1.16.0",
-    # the runtime's cudart helpers (edgekd.runtime.backends._import_cudart); 13.0.x = the CUDA of the hosts' r580
+    # the runtime's cudart helpers (edgekd.runtime.engine_check.import_cudart); 13.0.x = the CUDA of the hosts' r580
     # driver, so no newer-driver call can sneak in. Installed by gpu_check.sh only where `cuda.bindings` is missing.
     "cuda-bindings==13.0.3", "cuda-pathfinder==1.9.1",
 )
@@ -362,14 +362,14 @@ def _ort_providers() -> list[str] | str:
 
 def stage_cudart(ctx: dict[str, Any]) -> dict[str, Any]:
     """edgekd.runtime's cuda-python helpers on the real CUDA runtime, in a process without torch: the binding
-    (_import_cudart), device info (engine_check.gpu_info), then TensorRTBackend's own buffer, copy, CUDA-graph and
-    close methods (see cudart_round_trip)."""
+    (engine_check.import_cudart), device info (engine_check.gpu_info), then TensorRTBackend's own buffer, copy,
+    CUDA-graph and close methods (see cudart_round_trip)."""
     torch_before = "torch" in sys.modules
     from edgekd._optional import installed_version
-    from edgekd.runtime import backends
+    from edgekd.runtime import backends, engine_check
 
     try:
-        cudart = backends._import_cudart()
+        cudart = engine_check.import_cudart()
     except ImportError as e:
         return {"status": "skipped", "reason": f"cuda-python is not importable ({str(e).splitlines()[0]})"}
     out: dict[str, Any] = {"binding": cudart.__name__, "cuda_bindings": installed_version("cuda-bindings",
@@ -380,9 +380,7 @@ def stage_cudart(ctx: dict[str, Any]) -> dict[str, Any]:
     if int(err) != 0 or not count:
         return {**out, "status": "skipped", "reason": f"cudart sees no CUDA device (cudaGetDeviceCount: "
                                                       f"{getattr(err, 'name', err)})"}
-    from edgekd.runtime.engine_check import gpu_info
-
-    out["gpu"] = gpu_info(0, cudart)
+    out["gpu"] = engine_check.gpu_info(0, cudart)
     out.update(cudart_round_trip(backends, cudart))
     # the runtime never imports torch (this stage's process starts without it)
     out["imported_torch"] = "torch" in sys.modules and not torch_before
@@ -464,8 +462,8 @@ def cudart_round_trip(backends: Any, cudart: Any, nbytes: int = 4 << 20) -> dict
     return {"bytes": nbytes, "round_trip_equal": round_trip, "graph_captured": captured and direct,
             "graph_replay_equal": replay, "closed": be.stream is None and not be._device and not be._graphs,
             "seconds": round(time.perf_counter() - t0, 3),
-            "exercised": "edgekd.runtime.backends: _import_cudart, _malloc, _check_cuda, TensorRTBackend._reserve/"
-                         "_copy/_execute/_capture/_drop_graphs/close; engine_check.gpu_info",
+            "exercised": "edgekd.runtime.backends: _malloc, _check_cuda, TensorRTBackend._reserve/"
+                         "_copy/_execute/_capture/_drop_graphs/close; engine_check.import_cudart, gpu_info",
             "note": "TensorRT's execute_async_v3 is a stand-in (DeviceCopyContext: one device-to-device "
                     "cudaMemcpyAsync); everything else is the runtime's code on the real cudart"}
 

@@ -227,5 +227,5 @@ def install_fake_tensorrt_runtime(monkeypatch, version: str = "10.3.0") -> tuple
     cudart = FakeCudart()
     trt = make_fake_runtime_trt(cudart, version)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr("edgekd.runtime.backends._import_cudart", lambda: cudart)
+    monkeypatch.setattr("edgekd.runtime.engine_check.import_cudart", lambda: cudart)
     return trt, cudart

@@ -92,7 +92,8 @@ def _images(root: Path) -> Path:
 def test_backend_generates_batched_text_through_the_real_path(tiny_vlm):
     from PIL import Image
 
-    from edgekd.textgen.backend import Request, create_backend
+    from edgekd.textgen.backend import Request
+    from edgekd.textgen.factory import create_backend
 
     b = create_backend(str(tiny_vlm), vision=True, device="cpu", batch_size=4, max_new_tokens=6)
     reqs = [Request("describe the bird", Image.new("RGB", (40 + 9 * i, 30), (50 * i, 0, 0))) for i in range(3)]

@@ -42,7 +42,7 @@ def make_fake_cudart(name: bytes = b"Orin", cc: tuple[int, int] = (8, 7)) -> typ
 def fake_trt(monkeypatch):
     trt, cudart = make_fake_trt(), make_fake_cudart()
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr("edgekd.runtime.backends._import_cudart", lambda: cudart)
+    monkeypatch.setattr("edgekd.runtime.engine_check.import_cudart", lambda: cudart)
     trt.cudart = cudart
     return trt
 
@@ -286,7 +286,7 @@ def test_int8_needs_calibration_images(student_onnx, tmp_path, no_trt):
 def _use(monkeypatch, version, **kwargs):
     trt, cudart = make_fake_trt(version, **kwargs), make_fake_cudart()
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr("edgekd.runtime.backends._import_cudart", lambda: cudart)
+    monkeypatch.setattr("edgekd.runtime.engine_check.import_cudart", lambda: cudart)
     trt.cudart = cudart
     return trt
 

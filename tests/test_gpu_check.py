@@ -306,9 +306,9 @@ def _cudart(**overrides):
 
 
 def _stage_cudart(gc, monkeypatch, cudart):
-    from edgekd.runtime import backends
+    from edgekd.runtime import engine_check
 
-    monkeypatch.setattr(backends, "_import_cudart", lambda: cudart)
+    monkeypatch.setattr(engine_check, "import_cudart", lambda: cudart)
     return gc.stage_cudart({"device": "cuda"})
 
 
@@ -335,12 +335,12 @@ def test_cudart_stage_fails_when_the_graph_replay_does_not_run(gc, monkeypatch):
 def test_cudart_stage_skips_without_a_device_or_a_binding(gc, monkeypatch):
     r = _stage_cudart(gc, monkeypatch, _cudart(cudaGetDeviceCount=lambda self: (35, 0)))
     assert r["status"] == "skipped" and r["reason"].startswith("cudart sees no CUDA device")
-    from edgekd.runtime import backends
+    from edgekd.runtime import engine_check
 
     def missing():
         raise ImportError("cuda-python is not installed: pip install cuda-python")
 
-    monkeypatch.setattr(backends, "_import_cudart", missing)
+    monkeypatch.setattr(engine_check, "import_cudart", missing)
     r = gc.stage_cudart({"device": "cuda"})
     assert r == {"status": "skipped", "reason": "cuda-python is not importable (cuda-python is not installed: pip "
                                                 "install cuda-python)"}

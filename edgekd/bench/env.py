@@ -89,15 +89,17 @@ def usable_cores() -> int:
 
 def gpu_info() -> list[dict[str, str]] | str:
     """[{name, driver, memory_mb}] per GPU from nvidia-smi, or "unknown" when there is no nvidia-smi/GPU."""
-    out = _run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader,nounits"])
-    if not out:
-        return UNKNOWN
-    gpus = []
-    for line in out.strip().splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) >= 3:
-            gpus.append({"name": parts[0], "driver": parts[1], "memory_mb": parts[2]})
+    gpus = [{"name": name, "driver": driver, "memory_mb": memory}
+            for name, driver, memory in query_gpus(("name", "driver_version", "memory.total"))]
     return gpus or UNKNOWN
+
+
+def query_gpus(fields: tuple[str, ...], timeout: float = 10.0) -> list[tuple[str, ...]]:
+    """One tuple of `fields` per GPU from `nvidia-smi --query-gpu` (no units); [] without nvidia-smi, a GPU or an
+    answer in time (an older nvidia-smi that lacks a field fails as a whole)."""
+    out = _run(["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"], timeout)
+    rows = [tuple(p.strip() for p in line.split(",")) for line in (out or "").strip().splitlines()]
+    return [row[:len(fields)] for row in rows if len(row) >= len(fields)]
 
 
 def package_versions() -> dict[str, str]:

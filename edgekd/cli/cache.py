@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from edgekd.cli._echo import echo_some
 from edgekd.cli._teacher_opts import load_teacher_from_options, teacher_options
 
 
@@ -78,11 +79,8 @@ def cache(ctx, data, out, teacher, pretrained, teacher_weights, random_teacher, 
                + (f", {m['build']['images_per_s_last_run']} images/s" if m["build"].get("images_per_s_last_run")
                   else ""))
     if m["skipped"]:
-        click.echo(f"skipped {len(m['skipped'])} unusable file(s):", err=True)
-        for s in m["skipped"][:20]:
-            click.echo(f"  {s['path']}: {s['reason']}", err=True)
-        if len(m["skipped"]) > 20:
-            click.echo(f"  ... and {len(m['skipped']) - 20} more (see {out_path / 'manifest.json'})", err=True)
+        echo_some(f"skipped {len(m['skipped'])} unusable file(s):",
+                  [f"{s['path']}: {s['reason']}" for s in m["skipped"]], f"see {out_path / 'manifest.json'}")
     if m.get("shard"):
         click.echo(f"shard {m['shard']['index']}/{m['shard']['count']} done; when all are, run: "
                    f"edgekd cache merge {out_path.parent / (Path(out).name + '.shard-*')} --out {out}")

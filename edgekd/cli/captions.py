@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from edgekd.cli._echo import echo_some
+
 
 def backend_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Options that choose and tune the text generator (shared with `edgekd describe`)."""
@@ -43,7 +45,7 @@ def backend_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def make_backend(opts: dict[str, Any], vision: bool, image_side: int = 512):
     """The backend the options describe (heavy imports happen here, inside the command)."""
-    from edgekd.textgen.backend import create_backend
+    from edgekd.textgen.factory import create_backend
 
     return create_backend(opts["model"], opts["endpoint"], vision=vision, max_new_tokens=opts["max_new_tokens"],
                           device=opts["device"], batch_size=opts["batch_size"], concurrency=opts["concurrency"],
@@ -101,11 +103,9 @@ def _report(rep, out: str) -> None:
                    f"output over {rep.usage['requests']} requests", err=True)
     for title, items in (("bad image(s) skipped", rep.bad), ("image(s) without caption", rep.missing)):
         if items:
-            click.echo(f"{len(items)} {title} (--retry-missing tries them again):", err=True)
-            for it in items[:20]:
-                click.echo(f"  {it[0]}: {it[1]}" if isinstance(it, tuple) else f"  {it}", err=True)
-            if len(items) > 20:
-                click.echo(f"  ... and {len(items) - 20} more (status field in {rep.out})", err=True)
+            echo_some(f"{len(items)} {title} (--retry-missing tries them again):",
+                      [f"{it[0]}: {it[1]}" if isinstance(it, tuple) else f"{it}" for it in items],
+                      f"status field in {rep.out}")
     if rep.shard:
         from edgekd.textgen.store import shard_path
 

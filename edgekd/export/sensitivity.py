@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgekd._optional import require
+from edgekd.export.onnx_quant import HEAVY_OPS, quantizable_nodes, quantize
 from edgekd.export.targets import ExportRequest
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,6 @@ def rank_nodes(fp32_path: Path, int8_path: Path, x: np.ndarray, input_name: str,
 def layer_groups(model: Any, layers: list[str], quantized: set[str]) -> dict[str, list[str]]:
     """Each weight layer (Conv/MatMul/Gemm) with the quantised element-wise ops after it, up to the next weight
     layer: keeping a layer in float only helps when its activation, pooling and residual ops stay float with it."""
-    from edgekd.export.onnx_int8 import HEAVY_OPS
-
     consumers: dict[str, list[Any]] = {}
     for node in model.graph.node:
         for name in node.input:
@@ -120,8 +119,6 @@ def auto_mixed(pre_path: Path, int8_path: Path, req: ExportRequest, cache: Path,
 
     Returns (nodes kept in float by this search, the sensitivity ranking).
     """
-    from edgekd.export.onnx_int8 import quantizable_nodes, quantize
-
     onnx = require("onnx", purpose="--auto-mixed")
     x = req.calib[:EVAL_IMAGES]
     ref = _session(onnx.load(str(pre_path))).run(["embedding"], {req.input_name: x})[0]

@@ -32,7 +32,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from edgekd.export.targets import (
     register_target,
 )
 from edgekd.export.tensorrt_plan import BuildPlan, TrtCapabilities
+from edgekd.export.tensorrt_settings import TrtBuildSettings
 from edgekd.export.trtexec import (
     BUILD_FILE,
     ENGINE_FILE,
@@ -73,7 +74,6 @@ GATED_ROLES = ("onnx_fp16", "onnx_qdq_fp16", "onnx_qdq")
 CALIB_FILE = "calib.npy"
 VAL_FILE = "val.npy"
 VAL_REFERENCE = "val_reference.npy"
-TIMING_CACHE = "timing.cache"
 MAX_PARITY_IMAGES = 256  # held-out inputs stored for the on-device check (float16: ~38 MB at 224 px)
 
 __all__ = ["BUILD_FILE", "ENGINE_FILE", "ENGINE_MANIFEST", "TrtBuildSettings", "build_engine", "build_from_onnx",
@@ -90,85 +90,6 @@ class EngineParityError(EdgekdError):
 
 class EngineOnnxGateError(IntermediateGateError):
     """The ONNX an engine would be built from failed the parity gate: no engine is built from it."""
-
-
-@dataclass(frozen=True)
-class TrtBuildSettings:
-    """Everything the builder (and the equivalent trtexec command) needs besides the ONNX file.
-
-    input_shape is per sample: (3, H, W) for "pixels", (H, W, 3) for "frames". With dla_core the profile is static
-    (DLA needs min = opt = max): every batch becomes opt_batch.
-    """
-
-    precision: str
-    input_name: str
-    input_shape: tuple[int, ...]
-    min_batch: int = 1
-    opt_batch: int = 1
-    max_batch: int = 8
-    workspace_gb: float = 2.0
-    dla_core: int | None = None
-    gpu_fallback: bool = True
-    timing_cache: str = TIMING_CACHE  # relative to the bundle, or absolute (shared between builds)
-    trt_calibrator: bool = False  # legacy implicit INT8 calibration (TensorRT < 10 only)
-    calib_method: str = "entropy"
-    calib_batch: int = 8
-    keep_fp16: tuple[str, ...] = field(default_factory=tuple)  # layers forced to fp16 in a weakly typed int8 engine
-
-    def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "fp16", "int8"):
-            raise EdgekdError(f"--precision {self.precision!r}: TensorRT supports fp32, fp16, int8")
-        if self.dla_core is not None and not self.min_batch == self.opt_batch == self.max_batch:
-            for name in ("min_batch", "max_batch"):  # DLA: static shapes only
-                object.__setattr__(self, name, self.opt_batch)
-        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
-            raise EdgekdError(f"--min-batch/--opt-batch/--max-batch must satisfy 1 <= min <= opt <= max, got "
-                              f"{self.min_batch}/{self.opt_batch}/{self.max_batch}")
-        if self.workspace_gb <= 0:
-            raise EdgekdError(f"--workspace-gb {self.workspace_gb}: must be > 0")
-        if self.dla_core is not None and self.dla_core < 0:
-            raise EdgekdError(f"--dla-core {self.dla_core}: must be >= 0")
-        if self.dla_core is not None and self.precision == "fp32":
-            raise EdgekdError("--dla-core: DLA runs fp16 or int8 only; use --precision fp16 or int8")
-        if self.calib_method not in ("entropy", "minmax"):
-            raise EdgekdError(f"--calib-method {self.calib_method!r}: TensorRT's calibrators are entropy, minmax")
-        if self.trt_calibrator and self.precision != "int8":
-            raise EdgekdError("--trt-calibrator is for --precision int8 only")
-        if self.trt_calibrator and self.dla_core is not None and self.calib_method != "entropy":
-            # IInt8EntropyCalibrator2 is "the required calibrator for DLA" (TensorRT API reference)
-            raise EdgekdError(f"--calib-method {self.calib_method} with --dla-core: DLA INT8 calibrates with "
-                              "TensorRT's entropy calibrator only; use --calib-method entropy")
-
-    def shape(self, batch: int) -> tuple[int, ...]:
-        return (batch, *self.input_shape)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["input_shape"], d["keep_fp16"] = list(self.input_shape), list(self.keep_fp16)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrtBuildSettings:
-        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        d["input_shape"] = tuple(d["input_shape"])
-        d["keep_fp16"] = tuple(d.get("keep_fp16") or ())
-        return cls(**d)
-
-    def with_options(self, options: dict[str, Any]) -> TrtBuildSettings:
-        """A copy with the CLI options that were given (None = keep)."""
-        changes = {k: v for k, v in options.items() if k in self.__dataclass_fields__ and v is not None}
-        if "keep_fp16" in changes:
-            keep = changes["keep_fp16"]
-            changes["keep_fp16"] = tuple(k.strip() for k in (keep.split(",") if isinstance(keep, str) else keep)
-                                         if k and k.strip())
-        for k in ("min_batch", "opt_batch", "max_batch", "calib_batch", "dla_core"):
-            if k in changes:
-                changes[k] = int(changes[k])
-        if "workspace_gb" in changes:
-            changes["workspace_gb"] = float(changes["workspace_gb"])
-        if "trt_calibrator" in changes:
-            changes["trt_calibrator"] = bool(changes["trt_calibrator"])
-        return replace(self, **changes)
 
 
 def settings_from_request(req: ExportRequest) -> TrtBuildSettings:
@@ -460,9 +381,10 @@ def attach_legacy_calibrator(trt: Any, builder: Any, config: Any, settings: TrtB
                              calib: np.ndarray | None, cache: Path) -> tuple[Any, dict[str, Any]]:
     """TensorRT < 10, --trt-calibrator: implicit INT8 calibration with an IInt8 calibrator (legacy, JetPack 5)."""
     from edgekd.export.tensorrt_calibrator import make_calibrator
-    from edgekd.runtime.backends import _import_cudart
+    from edgekd.runtime import engine_check
 
-    calibrator = make_calibrator(trt, _import_cudart(), calib, settings.calib_batch, cache, settings.calib_method)
+    cudart = engine_check.import_cudart()
+    calibrator = make_calibrator(trt, cudart, calib, settings.calib_batch, cache, settings.calib_method)
     config.int8_calibrator = calibrator
     if hasattr(config, "set_calibration_profile"):  # dynamic shapes: calibrate at the calibration batch
         calib_profile = builder.create_optimization_profile()

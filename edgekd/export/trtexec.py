@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import shlex
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 from edgekd import EdgekdError
 from edgekd._io import atomic_write_json, read_json, sha256_file
 from edgekd.export.tensorrt_plan import DLA_FAMILIES, FAMILIES, BuildPlan, TrtCapabilities, plan_build, trtexec_args
+from edgekd.export.tensorrt_settings import TrtBuildSettings
 
 ENGINE_FILE = "model.engine"
 ENGINE_MANIFEST = "engine.json"  # the name edgekd.runtime.engine_check reads
@@ -116,20 +116,15 @@ def detect_gpu() -> dict[str, str] | None:
         return gpu_info()
     except (ImportError, EdgekdError):
         pass
-    try:
-        line = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=20, check=True).stdout.splitlines()[0]
-    except (OSError, subprocess.SubprocessError, IndexError):
-        return None
-    name, _, cc = line.partition(",")
-    return {"name": name.strip(), "compute_capability": cc.strip()}
+    from edgekd.bench.env import query_gpus
+
+    gpus = query_gpus(("name", "compute_cap"), timeout=20)
+    return {"name": gpus[0][0], "compute_capability": gpus[0][1]} if gpus else None
 
 
 # --- the command line of export/jetson/build_engine.sh ---------------------------------------------------------------
 
 def _settings(bundle: Path, args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
-    from edgekd.export.tensorrt import TrtBuildSettings
-
     build = bundle / BUILD_FILE
     if not build.is_file():
         raise EdgekdError(f"{bundle}: no {BUILD_FILE}; export it first with `edgekd export RUN --target tensorrt`")

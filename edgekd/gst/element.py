@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from edgekd import EdgekdError
-from edgekd.gst import ELEMENT_NAME, analytics_available, import_gst
+from edgekd.gst.bindings import ELEMENT_NAME, analytics_available, import_gst
 from edgekd.gst.frames import FORMATS, PLANAR, FrameLayout, draw_text, model_frame, render_model_input
 from edgekd.gst.label_swap import LabelRequest, LabelSwap, ReadyLabels
 from edgekd.gst.log import install_gst_logging

@@ -15,7 +15,7 @@ import ctypes
 import logging
 from typing import Any
 
-from edgekd.gst import import_gst
+from edgekd.gst.bindings import import_gst
 
 CATEGORY = "edgekd"
 DESCRIPTION = "edgekd open-vocabulary classifier (edgekdclassify and the edgekd runtime)"

@@ -297,12 +297,12 @@ class TensorRTBackend(Backend):
 
     def __init__(self, path: Path, threads: int | None = None, device: str | None = None, cuda_graph: bool = False):
         trt = require("tensorrt", purpose="TensorRT inference")
-        self._cudart = _import_cudart()
-        from edgekd.runtime.engine_check import check_engine_manifest, gpu_info
+        from edgekd.runtime import engine_check
 
+        self._cudart = engine_check.import_cudart()  # through the module, so the tests' fake cudart takes its place
         dev = int(device.split(":")[1]) if device and ":" in device else 0
-        gpu = gpu_info(dev, self._cudart) or {}
-        check_engine_manifest(path, trt.__version__, gpu.get("name"), gpu.get("compute_capability"))
+        gpu = engine_check.gpu_info(dev, self._cudart) or {}
+        engine_check.check_engine_manifest(path, trt.__version__, gpu.get("name"), gpu.get("compute_capability"))
         self._logger = trt.Logger(trt.Logger.WARNING)
         engine = trt.Runtime(self._logger).deserialize_cuda_engine(path.read_bytes())
         if engine is None:
@@ -465,14 +465,6 @@ def engine_batch_range(engine: Any, input_name: str) -> tuple[int, int | None]:
 def _no_feeds(backend: str, feeds: dict[str, np.ndarray] | None) -> None:
     if feeds:
         raise EdgekdError(f"backend {backend} takes the model's one input only, not {', '.join(feeds)}")
-
-
-def _import_cudart() -> Any:
-    try:  # cuda-python >= 12.6 moved the bindings
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        cudart = require("cuda.cudart", extra="tensorrt", purpose="TensorRT device memory (pip install cuda-python)")
-    return cudart
 
 
 def _malloc(cudart: Any, nbytes: int) -> int:

@@ -1,4 +1,7 @@
-"""TensorRT engines only run on the TensorRT version and GPU they were built for: check before loading."""
+"""TensorRT engines only run on the TensorRT version and GPU they were built for: check before loading.
+
+Owns the engine.json check, the cuda-python import (`import_cudart`, patched by the tests' fakes) and the device facts
+it compares (`gpu_info`)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd import EdgekdError
+from edgekd._optional import require
 
 ENGINE_MANIFEST = "engine.json"
 
@@ -36,12 +40,19 @@ def check_engine_manifest(engine_path: Path, trt_version: str, gpu_name: str | N
                                   f"{compute_capability}; {rebuild}")
 
 
+def import_cudart() -> Any:
+    """cuda-python's runtime bindings, wherever this cuda-python version keeps them."""
+    try:  # cuda-python >= 12.6 moved the bindings
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        cudart = require("cuda.cudart", extra="tensorrt", purpose="TensorRT device memory (pip install cuda-python)")
+    return cudart
+
+
 def gpu_info(device: int = 0, cudart: Any = None) -> dict[str, str] | None:
     """{"name", "compute_capability"} of CUDA device `device` (cuda-python), or None when no GPU is visible."""
     if cudart is None:
-        from edgekd.runtime.backends import _import_cudart
-
-        cudart = _import_cudart()
+        cudart = import_cudart()
     err, count = cudart.cudaGetDeviceCount()
     if int(err) != 0 or count == 0:
         return None

@@ -6,8 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from edgekd import EdgekdError
-
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -39,25 +37,3 @@ class Backend(Protocol):
     def identity(self) -> dict[str, Any]: ...
 
     def generate(self, requests: Sequence[Request], sample: bool = False) -> list[Generation]: ...
-
-
-def create_backend(model: str, endpoint: str | None = None, *, vision: bool, max_new_tokens: int = 96,
-                   device: str = "auto", batch_size: int = 8, concurrency: int = 4, timeout_s: float = 120.0,
-                   retries: int = 5, api_key_env: str | None = None, image_side: int = 512) -> Backend:
-    """A transformers backend for `model` (hub id or local folder), or an endpoint backend when `endpoint` is given.
-
-    vision: image-text-to-text (captions) rather than a text-only chat model (descriptions).
-    """
-    if not model:
-        raise EdgekdError("--model is required: a hub id or local folder (transformers), or the served model name "
-                          "(--endpoint)")
-    if endpoint:
-        from edgekd.textgen.endpoint import EndpointBackend, read_api_key
-
-        return EndpointBackend(endpoint, model, api_key=read_api_key(api_key_env), concurrency=concurrency,
-                               timeout_s=timeout_s, retries=retries, max_new_tokens=max_new_tokens,
-                               image_side=image_side)
-    from edgekd.textgen.hf import TransformersBackend
-
-    return TransformersBackend(model, vision=vision, device=device, batch_size=batch_size,
-                               max_new_tokens=max_new_tokens)

@@ -17,6 +17,7 @@ from typing import Any
 
 from edgekd import EdgekdError
 from edgekd._io import atomic_write_json, atomic_write_text, read_json
+from edgekd.data.jsonl import read_path_records
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +75,9 @@ def read_records(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     if not path.exists():
         return out
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            if not line.endswith("\n"):  # a partial line being written right now, or left by a kill
-                break
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise EdgekdError(f"{path}: line {n} is not JSON ({e.msg}); remove it or pass --overwrite") from e
-            if not isinstance(rec, dict) or not isinstance(rec.get("path"), str):
-                raise EdgekdError(f"{path}: line {n} has no \"path\"; not a captions file written by edgekd")
-            out[rec["path"]] = rec
+    for _, rec in read_path_records(path, no_path="has no \"path\"; not a captions file written by edgekd",
+                                    fix="; remove it or pass --overwrite", complete_lines=True, encoding="utf-8"):
+        out[rec["path"]] = rec
     return out
 
 
