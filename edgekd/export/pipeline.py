@@ -125,33 +125,15 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
 
     t0 = time.perf_counter()
     run_dir, out = Path(run_dir), Path(out)
-    if not run_dir.is_dir():
-        raise EdgekdError(f"RUN {run_dir}: no such run directory (the output folder of `edgekd distill`)")
-    spec = get_target(target)
-    check_precision(spec, precision)
-    in_graph = in_graph_mode(preprocess_in_graph)
-    if in_graph == "full" and target != "onnx":
-        raise EdgekdError(f"--preprocess-in-graph full: needs --target onnx (onnxruntime's antialiased Resize); for "
-                          f"--target {target} use --preprocess-in-graph (normalise in the graph, resize in the app)")
-    if static_batch is not None and static_batch < 1:
-        raise EdgekdError(f"--static-batch {static_batch}: must be >= 1")
-    if with_labels and labels is None and not (run_dir / LABELS_FILE).is_file():
-        raise EdgekdError(f"--with-labels: {run_dir} has no {LABELS_FILE}; pass --labels PACK")
+    spec, in_graph = _check_arguments(run_dir, target, precision, preprocess_in_graph, static_batch,
+                                      with_labels and labels is None)
     cfg = load_student_config(run_dir)
     trained = load_student(run_dir).eval()  # the gate's reference: the student as trained
     student = reparameterize(copy.deepcopy(trained)).eval()  # what is exported (fused blocks)
     pp = cfg.get_preprocess()
     pack, pack_path = _load_labels(run_dir, labels, cfg)
     if in_graph == "full":
-        from edgekd.export.frame_head import MIN_OPSET, unsupported_reason
-
-        reason = unsupported_reason(pp)
-        if reason:
-            raise EdgekdError(f"--preprocess-in-graph full: {reason}; use --preprocess-in-graph (normalise only) or "
-                              "distill with --interpolation bicubic")
-        if opset < MIN_OPSET:
-            log.info("--preprocess-in-graph full: opset %d -> %d (antialiased Resize)", opset, MIN_OPSET)
-            opset = MIN_OPSET
+        opset = _full_head_opset(pp, opset)
     eval_results = load_run_eval(eval_file, run_dir, cfg) if eval_file is not None else None
 
     criteria = GateCriteria.default(precision, max_drop=max_drop, tie_margin=tie_margin, small_gate_ok=small_gate_ok)
@@ -174,29 +156,14 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
     def build() -> tuple[ExportResult, dict[str, str | None], dict[str, Any]]:
         return _build_and_gate(spec, req, source, gate, val, val_dir, trained, student, criteria, threads)
 
+    def export_again() -> None:  # the first build replaced or removed the ONNX
+        source["io"] = export_student_onnx(student, out / ONNX_FILE, pp, bool(in_graph), pack if with_labels else None,
+                                           static_batch, opset)
+
     try:  # a target that prepares work for another machine raises NeedsDeviceError from either attempt
-        result, files, report = build()
-        if _retry_with_auto_mixed(precision, report, options.get("auto_mixed")):
-            # the default for INT8: full INT8 first (fast, and fastest at run time); when it fails the gate, the most
-            # sensitive layers go back to float until the criteria hold (--auto-mixed), and the report keeps both
-            log.warning("full INT8 failed the parity gate (%s); exporting again with --auto-mixed (--no-auto-mixed: "
-                        "never)", "; ".join(report["reasons"]))
-            first = {"auto_mixed": False, "reasons": report["reasons"],
-                     "metrics": {k: report["metrics"].get(k) for k in ("cosine_mean", "cosine_p01", "cosine_min",
-                                                                       "top1_agreement", "top1_agreement_strict")}}
-            source["io"] = export_student_onnx(student, out / ONNX_FILE, pp, bool(in_graph),
-                                               pack if with_labels else None, static_batch,
-                                               opset)  # the first build replaced or removed it
-            req.options["auto_mixed"] = True
-            result, files, report = build()
-            report["int8_attempts"] = [first]
+        result, files, report = _build_with_auto_mixed_retry(build, export_again, req, options.get("auto_mixed"))
     except NeedsDeviceError as e:  # e.g. TensorRT without tensorrt: record everything known, the device finishes it
-        if e.result is not None:
-            files = {**e.result.files, "labels": _save_labels(out, pack)}
-            write_manifest(out, _manifest(source, e.result, files, {
-                "passed": None, "skipped": True, "reasons": [f"engine pending; {_first_line(e)}"],
-                "onnx_gate": e.result.metadata.get("tensorrt", {}).get("onnx_gate")}))
-            (out / IN_PROGRESS).unlink(missing_ok=True)
+        _record_pending(out, source, pack, e)
         raise
     atomic_write_json(out / PARITY_FILE, report)
     manifest = _manifest(source, result, files, report)
@@ -209,6 +176,68 @@ def export_bundle(run_dir: str | os.PathLike, target: str, precision: str, out: 
                               f"in {out / PARITY_FILE}{advice}", out, report)
     log.info("exported %s %s bundle to %s in %.1f s", target, precision, out, manifest["build_seconds"])
     return out
+
+
+def _check_arguments(run_dir: Path, target: str, precision: str, preprocess_in_graph: bool | str,
+                     static_batch: int | None, labels_from_run: bool) -> tuple[Any, str | None]:
+    """The one-line refusals export_bundle owes bad arguments -> (the target's spec, the in-graph mode)."""
+    if not run_dir.is_dir():
+        raise EdgekdError(f"RUN {run_dir}: no such run directory (the output folder of `edgekd distill`)")
+    spec = get_target(target)
+    check_precision(spec, precision)
+    in_graph = in_graph_mode(preprocess_in_graph)
+    if in_graph == "full" and target != "onnx":
+        raise EdgekdError(f"--preprocess-in-graph full: needs --target onnx (onnxruntime's antialiased Resize); for "
+                          f"--target {target} use --preprocess-in-graph (normalise in the graph, resize in the app)")
+    if static_batch is not None and static_batch < 1:
+        raise EdgekdError(f"--static-batch {static_batch}: must be >= 1")
+    if labels_from_run and not (run_dir / LABELS_FILE).is_file():
+        raise EdgekdError(f"--with-labels: {run_dir} has no {LABELS_FILE}; pass --labels PACK")
+    return spec, in_graph
+
+
+def _full_head_opset(pp: Any, opset: int) -> int:
+    """--preprocess-in-graph full: refuse a student whose resize the graph cannot reproduce; the opset it needs."""
+    from edgekd.export.frame_head import MIN_OPSET, unsupported_reason
+
+    reason = unsupported_reason(pp)
+    if reason:
+        raise EdgekdError(f"--preprocess-in-graph full: {reason}; use --preprocess-in-graph (normalise only) or "
+                          "distill with --interpolation bicubic")
+    if opset < MIN_OPSET:
+        log.info("--preprocess-in-graph full: opset %d -> %d (antialiased Resize)", opset, MIN_OPSET)
+    return max(opset, MIN_OPSET)
+
+
+def _build_with_auto_mixed_retry(build: Any, export_again: Any, req: ExportRequest, auto_mixed: bool | None
+                                 ) -> tuple[ExportResult, dict[str, str | None], dict[str, Any]]:
+    """build(); for INT8 that fails the gate, build again with --auto-mixed (the default: full INT8 first, fastest at
+    run time; when it fails, the most sensitive layers go back to float until the criteria hold). The report keeps
+    both attempts."""
+    result, files, report = build()
+    if not _retry_with_auto_mixed(req.precision, report, auto_mixed):
+        return result, files, report
+    log.warning("full INT8 failed the parity gate (%s); exporting again with --auto-mixed (--no-auto-mixed: never)",
+                "; ".join(report["reasons"]))
+    first = {"auto_mixed": False, "reasons": report["reasons"],
+             "metrics": {k: report["metrics"].get(k) for k in ("cosine_mean", "cosine_p01", "cosine_min",
+                                                               "top1_agreement", "top1_agreement_strict")}}
+    export_again()
+    req.options["auto_mixed"] = True
+    result, files, report = build()
+    report["int8_attempts"] = [first]
+    return result, files, report
+
+
+def _record_pending(out: Path, source: dict[str, Any], pack: Any, e: NeedsDeviceError) -> None:
+    """A target left the rest to another machine: write the manifest of what is known (engine pending)."""
+    if e.result is None:
+        return
+    files = {**e.result.files, "labels": _save_labels(out, pack)}
+    write_manifest(out, _manifest(source, e.result, files, {
+        "passed": None, "skipped": True, "reasons": [f"engine pending; {_first_line(e)}"],
+        "onnx_gate": e.result.metadata.get("tensorrt", {}).get("onnx_gate")}))
+    (out / IN_PROGRESS).unlink(missing_ok=True)
 
 
 def _build_and_gate(spec: Any, req: ExportRequest, source: dict[str, Any], gate: bool, val: Any, val_dir: Any,
