@@ -197,41 +197,53 @@ def _node_refusals(g: _Graph, node: Any, table: str, strongly_typed: bool) -> li
 def tensorrt_refusals(model: Any, family: str, strongly_typed: bool | None = None) -> list[Refusal]:
     """Every node of `model` (an onnx ModelProto) that TensorRT `family` ("8.6", "10.x", "11.x") would refuse;
     `strongly_typed`: the network's typing (default: the family's, strongly typed from 10.x on)."""
+    return _refusals(_Graph(model), family, strongly_typed)
+
+
+def _refusals(g: _Graph, family: str, strongly_typed: bool | None = None) -> list[Refusal]:
     if family not in FAMILIES:
         raise ValueError(f"unknown TensorRT family {family!r}; known: {', '.join(FAMILIES)}")
     table, typed = FAMILIES[family]
     strongly_typed = typed if strongly_typed is None else strongly_typed
     refusals = []
     lo, hi = OPSETS[table]
-    opset = _opset(model)
+    opset = _opset(g.model)
     if not lo <= opset <= hi:
         refusals.append(Refusal("<model>", "opset", f"opset {opset}; TensorRT {family} imports opsets {lo}-{hi}"))
-    g = _Graph(model)
-    for i, node in enumerate(model.graph.node):
+    for i, node in enumerate(g.graph.node):
         for reason in _node_refusals(g, node, table, strongly_typed):
             refusals.append(Refusal(node.name or f"#{i}", node.op_type, reason))
     return refusals
 
 
-def check_for_tensorrt(path: str | os.PathLike, families: tuple[str, ...]) -> None:
+def check_for_tensorrt(path: str | os.PathLike, families: tuple[str, ...]) -> dict[str, Any]:
     """Raise TensorrtContractError, one line naming the first refused node, if TensorRT `families` would refuse
-    the ONNX file at `path`."""
+    the ONNX file at `path`; else {"tensorrt": families, "weighted_layers": {precision: count}} (what a strongly
+    typed build runs the Conv/Gemm/MatMul layers in, e.g. "float16+int8"), from the same parse of the file."""
     onnx = require("onnx", extra="onnx", purpose="the TensorRT contract check")
-    model = onnx.load(str(path), load_external_data=False)
+    g = _Graph(onnx.load(str(path), load_external_data=False))
     for family in families:
-        refusals = tensorrt_refusals(model, family)
+        refusals = _refusals(g, family)
         if refusals:
             more = f" (and {len(refusals) - 1} more)" if len(refusals) > 1 else ""
             raise TensorrtContractError(f"{Path(path).name}: TensorRT {family}'s ONNX parser would refuse "
                                         f"{refusals[0]}{more}; this is a bug in edgekd's export, please report it")
+    counts: dict[str, int] = {}
+    for layer in _heavy_op_precisions(g).values():
+        key = f"{layer['input'].lower()}{'+int8' if layer['quantized'] == 'int8' else ''}"
+        counts[key] = counts.get(key, 0) + 1
+    return {"tensorrt": list(families), "weighted_layers": counts}
 
 
 def heavy_op_precisions(model: Any) -> dict[str, dict[str, str]]:
     """Conv/ConvTranspose/Gemm/MatMul node -> {"input": element type of its data input, "quantized": "int8" when
     that input comes from a DequantizeLinear, else "no"}: what a strongly typed build runs each layer in."""
-    g = _Graph(model)
+    return _heavy_op_precisions(_Graph(model))
+
+
+def _heavy_op_precisions(g: _Graph) -> dict[str, dict[str, str]]:
     out = {}
-    for node in model.graph.node:
+    for node in g.graph.node:
         if node.op_type in HEAVY_OPS:
             src = g.producer.get(node.input[0])
             quantized = "int8" if src is not None and src.op_type == "DequantizeLinear" else "no"
