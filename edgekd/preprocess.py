@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -92,6 +93,10 @@ class Preprocess:
         """The deterministic evaluation view (view 0) of a `width` x `height` image."""
         return eval_view(width, height, self.size, self.resize_mode)
 
+    def region_view(self, box: Sequence[float], width: int, height: int) -> ViewParams | None:
+        """The eval view of region `box` of a `width` x `height` frame (see `region_view`)."""
+        return region_view(box, width, height, self.size, self.resize_mode)
+
     def render(self, img: Image.Image | np.ndarray, view: ViewParams | None = None, color: str = "rgb") -> np.ndarray:
         """PIL image or uint8 [H, W, 3] frame (`color` order) -> uint8 [h, w, 3] RGB for `view` (default: the eval
         view), with this preprocessing's resize method."""
@@ -131,6 +136,34 @@ def eval_view(width: int, height: int, size: tuple[int, int], resize_mode: str =
         raise ValueError(f"unknown resize_mode {resize_mode!r}")
     x0, y0 = (width - cw) / 2, (height - ch) / 2
     return (x0, y0, x0 + cw, y0 + ch, 0.0)
+
+
+def region_view(box: Sequence[float], width: int, height: int, size: tuple[int, int],
+                resize_mode: str = "shortest") -> ViewParams | None:
+    """The eval view of a region of a `width` x `height` frame: `eval_view` of the crop `clip_box` keeps of `box`,
+    in frame coordinates (so rendering it is `render` of the crop as an image of its own); None when nothing of the
+    box is left."""
+    clipped = clip_box(box, width, height)
+    if clipped is None:
+        return None
+    x0, y0, x1, y1 = clipped
+    vx0, vy0, vx1, vy1, flip = eval_view(x1 - x0, y1 - y0, size, resize_mode)
+    return (x0 + vx0, y0 + vy0, x0 + vx1, y0 + vy1, flip)
+
+
+def clip_box(box: Sequence[float], width: int, height: int) -> tuple[int, int, int, int] | None:
+    """A region box (x0, y0, x1, y1 in frame pixels) rounded to whole pixels and clipped to a `width` x `height`
+    frame; None when nothing of it is left (outside the frame, or under one pixel wide or high). ValueError for a box
+    that is not 4 finite numbers."""
+    try:
+        x0, y0, x1, y1 = (float(v) for v in box)
+    except (TypeError, ValueError):
+        raise ValueError(f"a region box is (x0, y0, x1, y1) in pixels, got {box!r}") from None
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+        raise ValueError(f"region box {box!r} has a coordinate that is not a finite number")
+    x0, x1 = (min(max(round(v), 0), width) for v in (x0, x1))
+    y0, y1 = (min(max(round(v), 0), height) for v in (y0, y1))
+    return None if x1 - x0 < 1 or y1 - y0 < 1 else (x0, y0, x1, y1)
 
 
 def sample_train_view(

@@ -29,7 +29,7 @@ def test_edgekdclassify_element_in_its_own_process(tmp_path):
     if reason:
         pytest.skip(f"GStreamer not usable here: {reason}")
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout=500", "-rfs",
-           "--basetemp", str(tmp_path / "t"), str(HERE / "gst_element_cases.py")]
+           "--basetemp", str(tmp_path / "t"), str(HERE / "gst_element_cases.py"), str(HERE / "gst_region_cases.py")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=560, cwd=HERE.parent,
                           env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])

@@ -45,10 +45,13 @@ def python_path() -> list[str]:
 
 
 def register() -> bool:
-    """Register `edgekdclassify` in this process (no libgstpython needed). True when it is registered."""
+    """Register `edgekdclassify` and `edgekdroi` in this process (no libgstpython needed). True when they are."""
     Gst, _, _ = import_gst()
     from edgekd.gst.element import EdgekdClassify
+    from edgekd.gst.roi_source import ROI_ELEMENT_NAME, EdgekdRoi
 
-    if Gst.ElementFactory.find(ELEMENT_NAME) is not None:
-        return True
-    return bool(Gst.Element.register(None, ELEMENT_NAME, Gst.Rank.NONE, EdgekdClassify))
+    ok = True
+    for name, cls in ((ELEMENT_NAME, EdgekdClassify), (ROI_ELEMENT_NAME, EdgekdRoi)):
+        if Gst.ElementFactory.find(name) is None:
+            ok = bool(Gst.Element.register(None, name, Gst.Rank.NONE, cls)) and ok
+    return ok

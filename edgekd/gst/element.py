@@ -39,6 +39,7 @@ from edgekd.gst.bindings import ELEMENT_NAME, analytics_available, import_gst
 from edgekd.gst.frames import FORMATS, PLANAR, FrameLayout, draw_text, model_frame, render_model_input
 from edgekd.gst.label_swap import LabelRequest, LabelSwap, ReadyLabels
 from edgekd.gst.log import install_gst_logging
+from edgekd.gst.regions import FULL_FRAME, INFERENCE_REGIONS, ROI_LIST
 
 Gst, GstBase, GstVideo = import_gst()
 from gi.repository import GLib, GObject  # noqa: E402  (after gi.require_version in import_gst)
@@ -76,6 +77,17 @@ PROPERTIES: dict[str, tuple] = {
     "overlay": (bool, "Overlay", "Draw the latest answer on the frames", False, _RW_PLAYING),
     "block": (bool, "Block", "Classify in the streaming thread (every due frame, video waits); default: a worker "
               "thread, due frames that arrive while it is busy are dropped from classification", False, _RW),
+    "inference-region": (str, "Inference region", "full-frame: classify whole frames; roi-list: classify each "
+                         "frame's regions of interest (GstVideoRegionOfInterestMeta, e.g. from a detector or "
+                         "edgekdroi) and attach the answers to them", FULL_FRAME, _RW),
+    "object-class": (str, "Object class", "roi-list: classify only regions whose detector label is one of these "
+                     "(comma-separated; empty: all)", "", _RW_PLAYING),
+    "reclassify-interval": (int, "Reclassify interval", "roi-list: re-score a tracked region (an object id from a "
+                            "tracker) every N frames; its last answer is attached in between", 1, _MAX, 1,
+                            _RW_PLAYING),
+    "model-instance-id": (str, "Model instance id", "Elements with the same id share one loaded model and one label "
+                          "set (a label change through any of them is seen by all); empty: a model of its own", "",
+                          _RW),
     "allow-ungated": (bool, "Allow ungated", "Load a bundle whose parity gate failed or was skipped", False, _RW),
     "frames": (GObject.TYPE_UINT64, "Frames", "Frames seen", 0, GLib.MAXUINT64, 0, GObject.ParamFlags.READABLE),
     "classified": (GObject.TYPE_UINT64, "Classified", "Frames classified", 0, GLib.MAXUINT64, 0,
@@ -156,6 +168,9 @@ class EdgekdClassify(GstBase.BaseTransform):
         self._failed = False
         self._overlay_text = ""
         self._analytics = analytics_available()
+        self._regions = None  # RegionPass while started with inference-region=roi-list
+        self._instance = None  # SharedInstance with a model-instance-id
+        self._label_generation = 0  # of the shared label set this element uses
         self._reset_counters()
         self.set_in_place(True)
         self.set_passthrough(True)
@@ -191,7 +206,8 @@ class EdgekdClassify(GstBase.BaseTransform):
 
     def _update_passthrough(self) -> None:
         # meta is added to (and text drawn on) the buffer itself, which then must be writable
-        self.set_passthrough(not (self._props["overlay"] or (self._analytics and self._props["block"])))
+        self.set_passthrough(not (self._props["overlay"] or (self._analytics and self._props["block"])
+                                  or self._props["inference-region"] == ROI_LIST))
 
     # --- labels ---------------------------------------------------------------------------------------------------
 
@@ -226,9 +242,11 @@ class EdgekdClassify(GstBase.BaseTransform):
                    f"{ELEMENT_NAME}: {error}; not applied, the labels in use stay ({self._props['labels']!r})")
 
     def _apply_ready(self, ready: ReadyLabels, n: int) -> None:
-        """At a frame boundary: the new set is used from frame `n` on."""
+        """At a frame boundary: the new set is used from frame `n` on (by every element of a shared instance)."""
         self._labels = ready.labels
         self._props["labels"] = ready.request.labels
+        if self._instance is not None:
+            self._label_generation = self._instance.publish(ready.labels, ready.request.labels)
         waited_ms = (time.perf_counter() - ready.requested_at) * 1e3
         s = Gst.Structure.new_empty(LABELS_MESSAGE_NAME)
         s.set_value("frame", _uint64(n))
@@ -267,6 +285,9 @@ class EdgekdClassify(GstBase.BaseTransform):
         self._reset_counters()
         self._failed, self._overlay_text, self._built = False, "", None
         try:
+            if p["inference-region"] not in INFERENCE_REGIONS:
+                raise EdgekdError(f"inference-region={p['inference-region']!r} is not one of "
+                                  f"{', '.join(INFERENCE_REGIONS)}")
             self._load()
         except (EdgekdError, ValueError, OSError) as e:
             code = Gst.ResourceError.SETTINGS if p["bundle"] and Path(p["bundle"]).exists() \
@@ -285,6 +306,10 @@ class EdgekdClassify(GstBase.BaseTransform):
                      "does it inside the model", clf.info.root, extra={"gst_object": self})
         if not p["block"]:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=ELEMENT_NAME)
+        if p["inference-region"] == ROI_LIST:
+            from edgekd.gst.region_pass import RegionPass
+
+            self._regions = RegionPass(p["reclassify-interval"])
         self._update_passthrough()
         return True
 
@@ -295,14 +320,40 @@ class EdgekdClassify(GstBase.BaseTransform):
         p = self._props
         if not p["bundle"]:
             raise EdgekdError("the 'bundle' property is not set (an `edgekd export` output directory)")
-        clf = OpenVocabClassifier.load(p["bundle"], backend=p["backend"] or "auto", threads=p["threads"] or None,
-                                       text_encoder=p["text-encoder"] or None, allow_ungated=p["allow-ungated"])
+
+        def load() -> OpenVocabClassifier:
+            return OpenVocabClassifier.load(p["bundle"], backend=p["backend"] or "auto",
+                                            threads=p["threads"] or None, text_encoder=p["text-encoder"] or None,
+                                            allow_ungated=p["allow-ungated"])
+
+        if p["model-instance-id"]:
+            from edgekd.gst.instances import acquire
+
+            key = (str(Path(p["bundle"]).resolve()), p["backend"] or "auto", p["threads"], p["text-encoder"] or "",
+                   p["allow-ungated"])
+            self._instance = acquire(p["model-instance-id"], key, load)
+            clf = self._instance.clf
+        else:
+            clf = load()
         with self._config_lock:
             self._clf = clf
             self._base_pack = load_label_pack(clf.info.labels_path) if clf.info.labels_path is not None else None
             self._requested_labels = p["labels"]
-            self._labels = self._build_labels(self._label_request())
+            self._labels = self._start_labels()
             self._swap = LabelSwap(self._build_labels, self._refused, name=f"{ELEMENT_NAME}-labels")
+
+    def _start_labels(self) -> Any:
+        """The label set at start: the shared one when another element of the instance already uses one and this
+        element's `labels` is empty or the same, else its own (shared with the instance's other elements)."""
+        shared, value, generation = self._instance.current() if self._instance is not None else (None, "", 0)
+        if shared is not None and self._requested_labels in ("", value):
+            self._props["labels"] = self._requested_labels = value
+            self._label_generation = generation
+            return shared
+        labels = self._build_labels(self._label_request())
+        if self._instance is not None:
+            self._label_generation = self._instance.publish(labels, self._requested_labels)
+        return labels
 
     def do_stop(self) -> bool:
         self._drain()
@@ -315,6 +366,11 @@ class EdgekdClassify(GstBase.BaseTransform):
             swap.close()
         with self._config_lock:
             self._clf = self._base_pack = self._labels = self._built = None
+            instance, self._instance, self._regions = self._instance, None, None
+        if instance is not None:
+            from edgekd.gst.instances import release
+
+            release(self._props["model-instance-id"], instance)
         return True
 
     def do_set_caps(self, incaps: Gst.Caps, outcaps: Gst.Caps) -> bool:
@@ -357,6 +413,10 @@ class EdgekdClassify(GstBase.BaseTransform):
         ready = self._swap.take() if self._swap is not None else None
         if ready is not None:
             self._apply_ready(ready, n)
+        elif self._instance is not None:
+            self._adopt_shared_labels()
+        if self._regions is not None:
+            return self._transform_regions(buf, n, t0)
         if n % self._props["interval"] == 0 and self._clf is not None:
             labels = self._labels  # this frame's set, whichever thread classifies it
             if self._props["block"]:
@@ -372,6 +432,69 @@ class EdgekdClassify(GstBase.BaseTransform):
         if self._props["overlay"] and self._overlay_text:
             self._draw(buf)
         return Gst.FlowReturn.OK
+
+    def _adopt_shared_labels(self) -> None:
+        """Another element of the shared instance changed the labels: use its set from this frame on."""
+        labels, value, generation = self._instance.current()
+        if generation != self._label_generation and labels is not None:
+            self._labels, self._props["labels"], self._label_generation = labels, value, generation
+            with self._config_lock:
+                self._requested_labels = value
+
+    def _transform_regions(self, buf: Gst.Buffer, n: int, t0: float) -> Gst.FlowReturn:
+        """inference-region=roi-list: classify this frame's due regions (edgekd.gst.region_pass)."""
+        p, regions = self._props, self._regions
+        due, cached = regions.plan(buf, n, p["object-class"], p["reclassify-interval"])
+        if due and n % p["interval"] == 0 and self._clf is not None:
+            labels = self._labels
+            if p["block"]:
+                ok, mapinfo = buf.map(Gst.MapFlags.READ)
+                if not ok:
+                    self._post(Gst.MessageType.ERROR, Gst.ResourceError.READ, "cannot map the video buffer")
+                    return Gst.FlowReturn.ERROR
+                try:
+                    answers = self._classify_regions(np.frombuffer(mapinfo.data, np.uint8), due, n, buf.pts, t0,
+                                                     labels)
+                finally:
+                    buf.unmap(mapinfo)
+                if answers is None:
+                    return Gst.FlowReturn.ERROR
+                regions.attach(due, answers, n)
+            elif self._future is not None and not self._future.done():
+                self._dropped += 1
+            else:
+                self._future = self._pool.submit(self._classify_regions, self._copy(buf), due, n, buf.pts, t0,
+                                                 labels)
+        if p["overlay"]:
+            ok, mapinfo = buf.map(Gst.MapFlags.READ | Gst.MapFlags.WRITE)
+            if ok:
+                try:
+                    regions.draw(np.frombuffer(mapinfo.data, np.uint8), self._layout, cached)
+                finally:
+                    buf.unmap(mapinfo)
+        return Gst.FlowReturn.OK
+
+    def _classify_regions(self, data: np.ndarray, rois: list, n: int, pts: int, t0: float,
+                          labels: Any) -> list | None:
+        """Flat frame bytes + due regions -> their answers, posted as one message (None after posting an error)."""
+        from edgekd.gst.region_pass import regions_value
+
+        try:
+            answers = self._regions.classify(self._clf, labels, data, self._layout, rois, n, int(self._props["top-k"]))
+        except (EdgekdError, ValueError, RuntimeError) as e:
+            self._failed = True
+            self._post(Gst.MessageType.ERROR, Gst.ResourceError.FAILED, f"{ELEMENT_NAME}: frame {n}: {e}")
+            return None
+        self._classified += 1
+        s = Gst.Structure.new_empty(MESSAGE_NAME)
+        s.set_value("frame", _uint64(n))
+        s.set_value("pts", _uint64(pts))
+        s.set_value("regions", regions_value(rois, answers))
+        s.set_value("latency-ms", float((time.perf_counter() - t0) * 1e3))
+        s.set_value("classified", _uint64(self._classified))
+        s.set_value("dropped", _uint64(self._dropped))
+        self.post_message(Gst.Message.new_element(self, s))
+        return answers
 
     def _count_lost(self, buf: Gst.Buffer) -> None:
         """Count frames missing before this one: by frame number where the source numbers its frames (offset_end =

@@ -315,22 +315,24 @@ def text_mask(text: str, width: int) -> np.ndarray:
     return np.asarray(img) > 127
 
 
-def draw_text(data: np.ndarray, layout: FrameLayout, text: str) -> None:
-    """Draw `text` in white on a darkened box in the top-left corner of the frame in the writable buffer `data`."""
-    mask = text_mask(text, layout.width)
-    h, w = min(mask.shape[0], layout.height), mask.shape[1]
+def draw_text(data: np.ndarray, layout: FrameLayout, text: str, at: tuple[int, int] = (0, 0)) -> None:
+    """Draw `text` in white on a darkened box with its top-left corner at `at` (x, y; default the frame's corner,
+    on even pixels for YUV chroma) in the writable buffer `data`; what falls outside the frame is left out."""
+    x, y = (min(max(0, int(v)) // 2 * 2, limit - 1) for v, limit in zip(at, (layout.width, layout.height)))
+    mask = text_mask(text, layout.width - x)
+    h, w = min(mask.shape[0], layout.height - y), mask.shape[1]
     mask = mask[:h, :w]
     if layout.format in PACKED:
         bpp = PACKED[layout.format][0]
-        box = plane(data, layout, 0, h, w, bpp)[:, :, :3]
+        box = plane(data, layout, 0, y + h, (x + w), bpp)[y:, x:, :3]
         box[...] = np.where(mask[:, :, None], np.uint8(255), box // 3)
         return
-    luma = plane(data, layout, 0, h, w)[:, :, 0]
+    luma = plane(data, layout, 0, y + h, x + w)[y:, x:, 0]
     white = 255 if layout.full_range else 235
     luma[...] = np.where(mask, np.uint8(white), luma // 3)
-    ch, cw = (h + 1) // 2, (w + 1) // 2  # neutral chroma under the box, so the text stays white
+    cy, cx, ch, cw = y // 2, x // 2, (y + h + 1) // 2, (x + w + 1) // 2  # neutral chroma under the box: white text
     if layout.format == "NV12":
-        plane(data, layout, 1, ch, cw, 2)[...] = 128
+        plane(data, layout, 1, ch, cw, 2)[cy:, cx:] = 128
     else:
-        plane(data, layout, 1, ch, cw)[...] = 128
-        plane(data, layout, 2, ch, cw)[...] = 128
+        plane(data, layout, 1, ch, cw)[cy:, cx:] = 128
+        plane(data, layout, 2, ch, cw)[cy:, cx:] = 128
