@@ -141,8 +141,9 @@ def eval_view(width: int, height: int, size: tuple[int, int], resize_mode: str =
 def region_view(box: Sequence[float], width: int, height: int, size: tuple[int, int],
                 resize_mode: str = "shortest") -> ViewParams | None:
     """The eval view of a region of a `width` x `height` frame: `eval_view` of the crop `clip_box` keeps of `box`,
-    in frame coordinates (so rendering it is `render` of the crop as an image of its own); None when nothing of the
-    box is left."""
+    in frame coordinates, for renders that cannot cut the crop out first (YUV planes: edgekd.gst.frames); None when
+    nothing of the box is left. Pillow's filters read a little past the box inside the frame, so that render is
+    within a grey level or so of rendering the crop alone (what classify_regions does)."""
     clipped = clip_box(box, width, height)
     if clipped is None:
         return None

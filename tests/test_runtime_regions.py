@@ -38,9 +38,7 @@ def test_each_region_answers_as_classify_of_its_crop(clf, frame):
     emb, kept = clf.embed_regions(frame, BOXES)
     assert kept == list(range(len(BOXES)))
     crops = np.stack([clf.embed(np.ascontiguousarray(frame[y0:y1, x0:x1])) for x0, y0, x1, y1 in BOXES])
-    # Pillow's filter reads past the box's edge inside the frame (the training render of a view does too); a crop
-    # of its own has no pixels there: a small difference at the border, none elsewhere
-    assert cosines(emb, crops).min() > 0.999
+    np.testing.assert_allclose(emb, crops, atol=2e-5)
     answers = clf.classify_regions(frame, BOXES, top_k=2)
     direct = [clf.classify(np.ascontiguousarray(frame[y0:y1, x0:x1]), top_k=2) for x0, y0, x1, y1 in BOXES]
     assert [a[0].label for a in answers] == [d[0].label for d in direct]
@@ -93,7 +91,8 @@ def test_static_batch_model_takes_regions_in_chunks(tmp_path, frame):
     clf = OpenVocabClassifier.load(make_bundle(tmp_path / "sb", static_batch=4))
     emb, kept = clf.embed_regions(frame, BOXES)  # 6 regions: a chunk of 4, then 2 padded to 4
     ref = np.stack([clf.embed(np.ascontiguousarray(frame[y0:y1, x0:x1])) for x0, y0, x1, y1 in BOXES])
-    assert kept == list(range(6)) and cosines(emb, ref).min() > 0.999
+    assert kept == list(range(6))
+    np.testing.assert_allclose(emb, ref, atol=2e-5)
 
 
 def test_region_view_is_the_eval_view_of_the_crop():

@@ -32,7 +32,7 @@ from PIL import Image
 from edgekd import EdgekdError
 from edgekd.data.images import as_rgb_frame, frame_to_image, is_image_file, load_rgb, to_rgb
 from edgekd.labelpack import LabelPack, load_label_pack
-from edgekd.preprocess import Preprocess, clip_box, image_size
+from edgekd.preprocess import Preprocess, clip_box
 from edgekd.runtime.batching import accepted_batch, run_batched
 from edgekd.runtime.bundle import BundleInfo, read_bundle, require_gate
 from edgekd.runtime.labels import LabelSet, Prediction, mean_embedding
@@ -309,12 +309,12 @@ class OpenVocabClassifier:
     def classify_regions(self, image: ImageLike, boxes: Sequence[Sequence[float]] | np.ndarray, top_k: int = 5,
                          color: str = "rgb", batch_size: int = 32) -> list[list[Prediction] | None]:
         """One image + N boxes (x0, y0, x1, y1 in its pixels) -> N answers in box order: each box's top_k
-        predictions, as classify() gives for that crop, or None for a box with no pixel inside the image.
+        predictions, those classify() gives for that crop, or None for a box with no pixel inside the image.
 
-        Boxes are rounded to whole pixels and clipped to the image (a box partly outside is classified on the part
-        inside); each crop is rendered with the bundle's eval rule (edgekd.preprocess.region_view: the training
-        crop/resize of an image of the box's size) and the crops go to the model in batches of up to `batch_size`
-        (in the chunks a fixed-batch model takes)."""
+        Boxes are rounded to whole pixels and clipped to the image (edgekd.preprocess.clip_box: a box partly outside
+        is classified on the part inside); each crop is prepared as classify() prepares an image (the training eval
+        view of an image of the crop's size, with the bundle's resize method) and the crops go to the model together,
+        in batches of up to `batch_size` (in the chunks a fixed-batch model takes)."""
         labels = self.label_set
         boxes = box_rows(boxes)
         emb, kept = self.embed_regions(image, boxes, color, batch_size)
@@ -326,36 +326,22 @@ class OpenVocabClassifier:
     def embed_regions(self, image: ImageLike, boxes: Sequence[Sequence[float]] | np.ndarray, color: str = "rgb",
                       batch_size: int = 32) -> tuple[np.ndarray, list[int]]:
         """One image + N boxes -> (float32 [M, D] unit rows, the indices of the M boxes with pixels in the image)."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        source, color = self._region_source(image, color)
-        width, height = image_size(source)
-        rows = box_rows(boxes)
-        if self.resize_in_graph:  # the crops go to the graph as frames, as classify() sends a crop
-            frame = source if isinstance(source, np.ndarray) else np.asarray(source)
-            crops = [clip_box(box, width, height) for box in rows]
-            kept = [i for i, c in enumerate(crops) if c is not None]
-            regions = [frame[crops[i][1]: crops[i][3], crops[i][0]: crops[i][2]] for i in kept]
-            return self._embed_frames(regions, color, batch_size), kept
-        views = [self.preprocess.region_view(box, width, height) for box in rows]
-        kept = [i for i, view in enumerate(views) if view is not None]
-        out = []
-        for start in range(0, len(kept), batch_size):
-            pixels = np.stack([self.preprocess.render(source, views[i], color)
-                               for i in kept[start: start + batch_size]])
-            out.append(self.embed_inputs(self.pixels_to_inputs(pixels), "rgb", batch_size))
-        return (np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)), kept
+        frame, color = self._region_source(image, color)
+        crops = [clip_box(box, frame.shape[1], frame.shape[0]) for box in box_rows(boxes)]
+        kept = [i for i, c in enumerate(crops) if c is not None]
+        regions = [frame[crops[i][1]: crops[i][3], crops[i][0]: crops[i][2]] for i in kept]
+        return self.embed_batch(regions, color, batch_size), kept
 
     def pixels_to_inputs(self, pixels: np.ndarray) -> np.ndarray:
         """Rendered uint8 [N, h, w, 3] RGB at the model's size -> the model's input [N, ...] (a model that resizes
         in-graph takes them as frames already at its size)."""
         return pixels if self.in_graph else self.preprocess.normalize(pixels)
 
-    def _region_source(self, image: ImageLike, color: str) -> tuple[np.ndarray | Image.Image, str]:
-        """The image regions are cut from: a numpy frame as it is (checked), anything else as RGB at full size."""
+    def _region_source(self, image: ImageLike, color: str) -> tuple[np.ndarray, str]:
+        """The frame regions are cut from: a numpy frame as it is (checked), any other image as RGB at full size."""
         if isinstance(image, np.ndarray):
             return as_rgb_frame(image, color)
-        return _to_image(image, color), "rgb"
+        return np.asarray(_to_image(image, color)), "rgb"
 
     def classify_batch(self, images: Sequence[ImageLike], top_k: int = 5, color: str = "rgb",
                        batch_size: int = 32) -> list[list[Prediction]]:
