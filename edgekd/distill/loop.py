@@ -1,40 +1,50 @@
 """The training loop: AdamW + warm-up/cosine, accumulation, clipping, EMA, AMP, checkpoints, resume, DDP.
 
 It knows nothing about the losses: `DistillTask(batch)` returns {"loss", parts...} and the loop minimises "loss" and
-logs the parts. `train(cfg)` is what `edgekd distill` runs.
+logs the parts. `train(cfg)` is what `edgekd distill` runs: the set-up of edgekd.distill.trainer_setup, then the
+optimizer and EMA (restored on --resume), then epochs of steps, each epoch ending in a checkpoint.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import logging
 import math
 import signal
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from edgekd import EdgekdError
-from edgekd._io import atomic_write_text
-from edgekd.devices import autocast, resolve_device
+from edgekd.devices import autocast
 from edgekd.distill import ddp
-from edgekd.distill.augment import Augment
-from edgekd.distill.checkpoint import TRAIN_STATE, load_train_state, rng_state, save_checkpoint, set_rng_state
-from edgekd.distill.config import DistillConfig, resolve_weights
-from edgekd.distill.data import CachedViewDataset, GlobalBatchSampler, worker_init
+from edgekd.distill.checkpoint import load_train_state, rng_state, save_checkpoint, set_rng_state
+from edgekd.distill.config import DistillConfig
+from edgekd.distill.data import GlobalBatchSampler
 from edgekd.distill.task import DistillTask
-from edgekd.preprocess import Preprocess
+from edgekd.distill.train_log import METRICS, StepWindow, log_metrics
+from edgekd.distill.trainer_setup import (
+    Schedule,
+    create_loader,
+    create_task,
+    init_device,
+    load_online_teacher,
+    make_schedule,
+    open_cache,
+    prepare_run_dir,
+    resolve_inputs,
+    run_description,
+    uses_channels_last,
+)
+from edgekd.students.model import Student
 
 log = logging.getLogger(__name__)
+_Forward = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]  # the DistillTask, or its torch.compile
 
-METRICS = "metrics.csv"
 # config keys that change the math: a resumed run must keep them (epochs/max_steps/workers/device may change)
 RESUME_KEYS = ("student", "img_size", "head", "head_hidden", "batch_size", "lr", "weight_decay", "warmup",
                "min_lr_ratio", "grad_clip", "accum", "ema", "ema_decay", "seed", "online_teacher", "recipe",
@@ -49,6 +59,46 @@ class TrainResult:
     interrupted: bool = False
     rank: int = 0
     last: dict[str, float] = field(default_factory=dict)  # loss parts of the last step
+
+
+@dataclass
+class _Position:
+    """Where the run is: optimizer steps done, the epoch, micro-batches done in it. Checkpoints save it."""
+
+    step: int = 0
+    epoch: int = 0
+    micro: int = 0
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What the set-up built, as the steps use it."""
+
+    cfg: DistillConfig
+    out: Path
+    device: torch.device
+    env: ddp.DistEnv
+    student: Student
+    task: DistillTask
+    teacher: Any  # the online teacher, or None
+    optimizer: torch.optim.Optimizer
+    ema: Student | None
+    loader: torch.utils.data.DataLoader
+    sampler: GlobalBatchSampler
+    sched: Schedule
+    description: dict[str, Any]  # config.json's run description (trainer_setup.run_description)
+    writer: Any  # TensorBoard writer, or None
+    channels_last: bool
+
+    @cached_property
+    def names(self) -> list[str]:
+        """The logged parts: "loss" first, then the active terms."""
+        return ["loss", *self.cfg.loss.active]
+
+    @cached_property
+    def params(self) -> list[torch.nn.Parameter]:
+        """The trained parameters (clipped, and summed over ranks)."""
+        return [p for p in self.student.parameters() if p.requires_grad]
 
 
 def lr_at(step: int, total: int, base_lr: float, warmup: int, min_ratio: float) -> float:
@@ -108,32 +158,6 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
             e.copy_(p)
 
 
-def _select_label_pack(cfg: DistillConfig, cache: Any) -> Any:
-    """The class-text embeddings, ordered like the cache's classes and checked against the cache's teacher."""
-    from edgekd.labelpack import load_label_pack
-
-    if cfg.labels:
-        pack, where = load_label_pack(cfg.labels), f"--labels {cfg.labels}"
-    elif cfg.label_text == "simple":
-        pack, where = cache.label_pack_simple, f"{cache.path}/labels_simple.npz"
-    else:
-        pack, where = cache.label_pack, f"{cache.path}/labels.npz"
-    if pack is None:
-        return None
-    if pack.teacher_id and pack.teacher_id != cache.teacher_id:
-        raise EdgekdError(f"{where} was made by teacher {pack.teacher_id} but the cache {cache.path} by "
-                          f"{cache.teacher_id}; make the label pack with the cache's teacher (`edgekd labels`)")
-    pack.check_compatible(cache.teacher_id, cache.embed_dim, what=f"the cache {cache.path}")
-    classes = cache.class_names
-    if classes:
-        missing = [c for c in classes if c not in pack.class_names]
-        if missing:
-            raise EdgekdError(f"{where} lacks {len(missing)} of the cache's classes (e.g. {', '.join(missing[:3])}); "
-                              "make a label pack for the dataset's classes")
-        pack = pack.subset(classes)
-    return pack
-
-
 def _check_resume(cfg: DistillConfig, state: dict[str, Any], out: Path) -> None:
     import json
 
@@ -147,20 +171,6 @@ def _check_resume(cfg: DistillConfig, state: dict[str, Any], out: Path) -> None:
                           "another --out")
 
 
-def _trim_metrics(path: Path, step: int) -> None:
-    """On resume, drop rows logged after the checkpoint (they will be logged again)."""
-    if not path.is_file():
-        return
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        return
-    keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
-    buf = io.StringIO()
-    csv.writer(buf).writerows(keep)
-    atomic_write_text(path, buf.getvalue())
-
-
 def train(
     cfg: DistillConfig,
     resume: bool = False,
@@ -172,255 +182,171 @@ def train(
     on_step(step, parts) is called after every optimizer step; returning True stops the run as Ctrl-C would
     (checkpoint, then return with interrupted=True).
     """
-    from tqdm.auto import tqdm
-
-    from edgekd.students.model import create_student
-    from edgekd.students.registry import resolve_student
-    from edgekd.teacher.cache import TeacherCache
-
-    device = resolve_device(cfg.device)
-    env = ddp.init_distributed(device)
-    if env.enabled and device.type == "cuda":
-        device = torch.device("cuda", env.local_rank)
-        torch.cuda.set_device(device)
-    out = Path(cfg.out)
-    cache = TeacherCache.open(cfg.cache, cfg.data_root)
-    cache.check_images("--data-root")
-    if (out / TRAIN_STATE).is_file() and not resume:
-        raise EdgekdError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
-    if resume and not (out / TRAIN_STATE).is_file():
-        raise EdgekdError(f"--resume: {out} has no {TRAIN_STATE} to resume from; drop --resume to start a new run")
-
-    # data and losses
-    preset = resolve_student(cfg.student)
-    valid_rows = np.flatnonzero(cache.valid)
-    labels = cache.labels[valid_rows]
-    labeled = bool((labels >= 0).any())
-    pack = _select_label_pack(cfg, cache)
-    has_caps = cache.caption_embeds is not None and bool(np.asarray(cache.caption_mask).any())
-    explicit = set(cfg.loss.weights) if cfg.recipe == "default" else set()
-    loss_cfg = resolve_weights(cfg.loss, cfg.recipe, explicit, labeled, pack is not None, has_caps)
-    cfg = replace(cfg, loss=loss_cfg)
-    teacher = None
-    if cfg.online_teacher:
-        teacher = _load_online_teacher(cache, device)
-
+    device, env = init_device(cfg)
+    cache = open_cache(cfg, resume)
+    cfg, inputs = resolve_inputs(cfg, cache)
+    teacher = load_online_teacher(cache, device) if cfg.online_teacher else None
     torch.manual_seed(cfg.seed)
-    head = cfg.head if cfg.head != "linear" else preset.head
-    preprocess = cache.preprocess
-    if cfg.interpolation is not None:
-        preprocess = Preprocess.from_dict({**preprocess.to_dict(), "interpolation": cfg.interpolation})
-    if cfg.resize_method is not None:
-        from edgekd.resize import check_available
-
-        check_available(cfg.resize_method, "--resize-method")
-        preprocess = Preprocess.from_dict({**preprocess.to_dict(), "resize_method": cfg.resize_method})
-    student = create_student(preset.arch, cache.embed_dim, cfg.img_size, head, cfg.head_hidden,
-                             preprocess=preprocess, teacher_id=cache.teacher_id,
-                             trunk_weights=cfg.student_weights)
-    student = ddp.prepare_batchnorm(student, env, device, cfg.sync_bn)
-    class_counts = None
-    label_embeds = None
-    if pack is not None:
-        label_embeds = torch.from_numpy(pack.embeddings)
-        class_counts = torch.from_numpy(np.bincount(labels[labels >= 0], minlength=len(pack)).astype(np.float32))
-    task = DistillTask(student, loss_cfg, label_embeds, class_counts, teacher,
-                       gather=ddp.gather_with_local_grad if env.enabled else None).to(device)
-    # channels_last on CPU too: depthwise-conv backward in NCHW is ~20x slower there (mobilenetv4 at 128, torch 2.x)
-    channels_last = cfg.channels_last if cfg.channels_last is not None else True
-    if channels_last:
-        student.to(memory_format=torch.channels_last)
-
-    dataset = CachedViewDataset(cache, student.cfg.get_preprocess(), cfg.seed,
-                                teacher.preprocess if teacher is not None else None,
-                                augment=Augment(cfg.aug_crop, cfg.aug_jitter))
-    rows = valid_rows
-    batch = cfg.batch_size
-    sampler = GlobalBatchSampler(rows, batch, cfg.seed, env.rank, env.world_size)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
-        worker_init_fn=worker_init, pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
-    micro_per_epoch = len(rows) // batch
-    steps_per_epoch = micro_per_epoch // cfg.accum
-    if steps_per_epoch < 1:
-        raise EdgekdError(f"{len(rows)} images make no full step of --batch-size {batch} x --accum {cfg.accum}; "
-                          "lower them")
-    total = cfg.epochs * steps_per_epoch
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
-    warmup = int(cfg.warmup * total)
+    student, task = create_task(cfg, cache, inputs, teacher, env, device)
+    loader, sampler = create_loader(cfg, cache, student, teacher, inputs.rows, env, device)
+    sched = make_schedule(cfg, len(inputs.rows))
 
     optimizer = build_optimizer(student, cfg.lr, cfg.weight_decay)
     ema = copy.deepcopy(student).eval().requires_grad_(False) if cfg.ema else None
-    step, epoch, start_micro = 0, 0, 0
-    if resume:
-        state = load_train_state(out, map_location=device)
-        _check_resume(cfg, state, out)
-        student.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        set_rng_state(state["rng"])
-        step, epoch, start_micro = int(state["step"]), int(state["epoch"]), int(state["micro_in_epoch"])
-        log.info("resuming %s at epoch %d, step %d", out, epoch, step)
+    pos = _restore(cfg, device, student, optimizer, ema) if resume else _Position()
+    writer = prepare_run_dir(cfg, cache, inputs, sched, env, pos.step if resume else None)
+    run = _Run(cfg, Path(cfg.out), device, env, student, task, teacher, optimizer, ema, loader, sampler, sched,
+               run_description(cfg, cache), writer, uses_channels_last(cfg))
 
-    run_info = {"arch": preset.arch, "world_size": env.world_size, "steps_per_epoch": steps_per_epoch,
-                "total_steps": total, "warmup_steps": warmup, "num_images": int(len(rows)),
-                "teacher_id": cache.teacher_id, "loss_weights": loss_cfg.active}
-    extra_base = {"teacher": cache.teacher, "cache": {"path": str(Path(cfg.cache).resolve()),
-                                                      "index_sha256": cache.index_sha256,
-                                                      "manifest_sha256": cache.manifest_sha256},
-                  "loss": loss_cfg.active, "ema": cfg.ema}
-    writer = None
-    if env.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        import yaml
-
-        atomic_write_text(out / "config.yaml", yaml.safe_dump({**cfg.to_dict(), "resolved": run_info},
-                                                               sort_keys=False))
-        if pack is not None:
-            pack.save(out / "labels.npz")
-        if resume:
-            _trim_metrics(out / METRICS, step)
-        else:  # a run killed before its first checkpoint left rows of steps that will be logged again
-            (out / METRICS).unlink(missing_ok=True)
-        writer = _tensorboard(out)
-
-    def checkpoint(micro_in_epoch: int, ep: int) -> None:
-        if not env.is_main:
-            return
-        state = {"model": student.state_dict(), "optimizer": optimizer.state_dict(),
-                 "ema": ema.state_dict() if ema is not None else {}, "rng": rng_state(), "step": step, "epoch": ep,
-                 "micro_in_epoch": micro_in_epoch, "config": _json(cfg.to_dict())}
-        save_checkpoint(out, ema if ema is not None else student, state,
-                        {**extra_base, "epoch": ep, "step": step, "micro_in_epoch": micro_in_epoch})
-
-    compiled = torch.compile(task) if cfg.compile else task
-    params = [p for p in student.parameters() if p.requires_grad]
-    parts_names: list[str] = ["loss", *loss_cfg.active]
-    last: dict[str, float] = {}
-    interrupted = False
-    bar = tqdm(total=total, initial=step, desc="distill", unit="step", disable=not (progress and env.is_main),
-               dynamic_ncols=True)
-    task.train()
-    if teacher is not None:
-        teacher.model.eval()
-    with _StopFlag() as stop:
-        while step < total and not interrupted:
-            sampler.set_epoch(epoch, start_micro)
-            micro = start_micro
-            window_t, window_imgs = time.perf_counter(), 0
-            sums = dict.fromkeys(parts_names, 0.0)
-            n_logged = 0
-            it = iter(loader)
-            while micro + cfg.accum <= steps_per_epoch * cfg.accum and step < total:
-                lr = lr_at(step, total, cfg.lr, warmup, cfg.min_lr_ratio)
-                for g in optimizer.param_groups:
-                    g["lr"] = lr
-                optimizer.zero_grad(set_to_none=True)
-                step_parts = dict.fromkeys(parts_names, 0.0)
-                for _ in range(cfg.accum):
-                    b = {k: v.to(device, non_blocking=True) for k, v in next(it).items()}
-                    if channels_last:
-                        b["pixels"] = b["pixels"].contiguous(memory_format=torch.channels_last)
-                    with autocast(device):
-                        res = compiled(b)
-                    values = torch.stack([res[k].detach().float() for k in parts_names]).cpu()
-                    if not bool(torch.isfinite(values).all()):
-                        bad = [k for k, v in zip(parts_names, values.tolist()) if not math.isfinite(v)]
-                        bad_part = next((k for k in bad if k != "loss"), bad[0])
-                        raise EdgekdError(
-                            f"loss part {bad_part!r} is {values[parts_names.index(bad_part)].item()} at step {step} "
-                            f"(epoch {epoch}); stopped without updating. The last good checkpoint is in {out}; try "
-                            "a lower --lr, --grad-clip, or check the cache")
-                    (res["loss"] / cfg.accum).backward()
-                    for k, v in zip(parts_names, values.tolist()):
-                        step_parts[k] += v / cfg.accum
-                    micro += 1
-                    window_imgs += batch
-                if env.enabled:
-                    ddp.allreduce_grads(params)
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
-                if ema is not None:
-                    _ema_update(ema, student, cfg.ema_decay)
-                step += 1
-                for k in parts_names:
-                    sums[k] += step_parts[k]
-                n_logged += 1
-                last = step_parts
-                if step % cfg.log_every == 0 or step == total or micro + cfg.accum > steps_per_epoch * cfg.accum:
-                    dt = time.perf_counter() - window_t
-                    ips = window_imgs / dt if dt > 0 else 0.0
-                    row = {"step": step, "epoch": epoch, "lr": lr, **{k: sums[k] / n_logged for k in parts_names},
-                           "images_per_s": ips}
-                    if env.is_main:
-                        _log_metrics(out / METRICS, row, writer)
-                    bar.set_postfix({k: f"{row[k]:.4g}" for k in parts_names} | {"img/s": f"{ips:.0f}"})
-                    window_t, window_imgs, n_logged = time.perf_counter(), 0, 0
-                    sums = dict.fromkeys(parts_names, 0.0)
-                bar.update(1)
-                user_stop = bool(on_step(step, step_parts)) if on_step is not None else False
-                if ddp.any_rank(stop.requested or user_stop, device):
-                    interrupted = True
-                    break
-            if interrupted:
-                at_end = micro + cfg.accum > steps_per_epoch * cfg.accum
-                checkpoint(0 if at_end else micro, epoch + 1 if at_end else epoch)
-                break
-            epoch_done = micro + cfg.accum > steps_per_epoch * cfg.accum
-            if epoch_done:
-                epoch, start_micro = epoch + 1, 0
-                checkpoint(0, epoch)
-            else:  # max_steps reached mid-epoch
-                start_micro = micro
-                checkpoint(micro, epoch)
-    bar.close()
+    result = _fit(run, pos, progress, on_step)
     if writer is not None:
         writer.close()
     if env.enabled:
         ddp.barrier()
         ddp.cleanup()
-    return TrainResult(out, step, epoch, interrupted, env.rank, last)
+    return result
+
+
+def _restore(cfg: DistillConfig, device: torch.device, student: Student, optimizer: torch.optim.Optimizer,
+             ema: Student | None) -> _Position:
+    """--resume: weights, optimizer, EMA and RNG states from the run's train_state.pt, and where it stopped."""
+    out = Path(cfg.out)
+    state = load_train_state(out, map_location=device)
+    _check_resume(cfg, state, out)
+    student.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
+    set_rng_state(state["rng"])
+    pos = _Position(int(state["step"]), int(state["epoch"]), int(state["micro_in_epoch"]))
+    log.info("resuming %s at epoch %d, step %d", out, pos.epoch, pos.step)
+    return pos
+
+
+def _fit(run: _Run, pos: _Position, progress: bool,
+         on_step: Callable[[int, dict[str, float]], bool] | None) -> TrainResult:
+    """Epochs from `pos` until the schedule's last step or a stop (signal or on_step), each ending in a
+    checkpoint."""
+    from tqdm.auto import tqdm
+
+    compiled = torch.compile(run.task) if run.cfg.compile else run.task
+    last: dict[str, float] = {}
+    interrupted = False
+    bar = tqdm(total=run.sched.total, initial=pos.step, desc="distill", unit="step",
+               disable=not (progress and run.env.is_main), dynamic_ncols=True)
+    run.task.train()
+    if run.teacher is not None:
+        run.teacher.model.eval()
+    with _StopFlag() as stop:
+        def should_stop(step: int, parts: dict[str, float]) -> bool:
+            user_stop = bool(on_step(step, parts)) if on_step is not None else False
+            return ddp.any_rank(stop.requested or user_stop, run.device)
+
+        while pos.step < run.sched.total and not interrupted:
+            interrupted, parts = _run_epoch(run, compiled, pos, bar, should_stop)
+            last = parts or last  # parts of the epoch's last step ({} if it ran none)
+            _end_epoch(run, pos, interrupted)
+    bar.close()
+    return TrainResult(run.out, pos.step, pos.epoch, interrupted, run.env.rank, last)
+
+
+def _run_epoch(run: _Run, model: _Forward, pos: _Position, bar: Any,
+               should_stop: Callable[[int, dict[str, float]], bool]) -> tuple[bool, dict[str, float]]:
+    """Steps from `pos` to the end of its epoch or of the run, a metrics row every log_every steps and at the
+    end. Returns (stopped, the last step's parts)."""
+    cfg = run.cfg
+    epoch_micro = run.sched.steps_per_epoch * cfg.accum  # micro-batches of the epoch's full steps
+    run.sampler.set_epoch(pos.epoch, pos.micro)
+    window = StepWindow(run.names)
+    it = iter(run.loader)
+    parts: dict[str, float] = {}
+    while pos.micro + cfg.accum <= epoch_micro and pos.step < run.sched.total:
+        lr = lr_at(pos.step, run.sched.total, cfg.lr, run.sched.warmup, cfg.min_lr_ratio)
+        parts = _train_step(run, model, it, pos, lr)
+        pos.micro += cfg.accum
+        pos.step += 1
+        window.add(parts, cfg.batch_size * cfg.accum)
+        if pos.step % cfg.log_every == 0 or pos.step == run.sched.total or pos.micro + cfg.accum > epoch_micro:
+            row = window.row(pos.step, pos.epoch, lr)
+            if run.env.is_main:
+                log_metrics(run.out / METRICS, row, run.writer)
+            bar.set_postfix({k: f"{row[k]:.4g}" for k in run.names} | {"img/s": f"{row['images_per_s']:.0f}"})
+            window.reset()
+        bar.update(1)
+        if should_stop(pos.step, parts):
+            return True, parts
+    return False, parts
+
+
+def _train_step(run: _Run, model: _Forward, it: Any, pos: _Position, lr: float) -> dict[str, float]:
+    """One optimizer step at `lr` over cfg.accum micro-batches of `it` (gradients summed over ranks, clipped;
+    EMA updated). Returns the loss parts averaged over the micro-batches."""
+    cfg = run.cfg
+    for g in run.optimizer.param_groups:
+        g["lr"] = lr
+    run.optimizer.zero_grad(set_to_none=True)
+    step_parts = dict.fromkeys(run.names, 0.0)
+    for _ in range(cfg.accum):
+        values = _forward_backward(run, model, next(it), pos)
+        for k, v in zip(run.names, values):
+            step_parts[k] += v / cfg.accum
+    if run.env.enabled:
+        ddp.allreduce_grads(run.params)
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.params, cfg.grad_clip)
+    run.optimizer.step()
+    if run.ema is not None:
+        _ema_update(run.ema, run.student, cfg.ema_decay)
+    return step_parts
+
+
+def _forward_backward(run: _Run, model: _Forward, batch: dict[str, torch.Tensor], pos: _Position) -> list[float]:
+    """The loss of one micro-batch (autocast), checked finite before its backward (divided by cfg.accum).
+    Returns its parts in `run.names` order."""
+    names = run.names
+    b = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
+    if run.channels_last:
+        b["pixels"] = b["pixels"].contiguous(memory_format=torch.channels_last)
+    with autocast(run.device):
+        res = model(b)
+    values = torch.stack([res[k].detach().float() for k in names]).cpu()
+    if not bool(torch.isfinite(values).all()):
+        bad = [k for k, v in zip(names, values.tolist()) if not math.isfinite(v)]
+        bad_part = next((k for k in bad if k != "loss"), bad[0])
+        raise EdgekdError(
+            f"loss part {bad_part!r} is {values[names.index(bad_part)].item()} at step {pos.step} "
+            f"(epoch {pos.epoch}); stopped without updating. The last good checkpoint is in {run.out}; try "
+            "a lower --lr, --grad-clip, or check the cache")
+    (res["loss"] / run.cfg.accum).backward()
+    return values.tolist()
+
+
+def _end_epoch(run: _Run, pos: _Position, interrupted: bool) -> None:
+    """Checkpoint where the next step starts: the next epoch after a full one, else mid-epoch (--max-steps or a
+    stop). A stop at an epoch's end saves the next epoch but leaves pos.epoch (what TrainResult reports)."""
+    at_end = pos.micro + run.cfg.accum > run.sched.steps_per_epoch * run.cfg.accum
+    if interrupted:
+        _checkpoint(run, pos.step, pos.epoch + 1 if at_end else pos.epoch, 0 if at_end else pos.micro)
+    elif at_end:
+        pos.epoch, pos.micro = pos.epoch + 1, 0
+        _checkpoint(run, pos.step, pos.epoch, 0)
+    else:  # max_steps reached mid-epoch
+        _checkpoint(run, pos.step, pos.epoch, pos.micro)
+
+
+def _checkpoint(run: _Run, step: int, epoch: int, micro_in_epoch: int) -> None:
+    """Rank 0: train_state.pt, then the published weights (EMA if on) and config.json."""
+    if not run.env.is_main:
+        return
+    ema, student = run.ema, run.student
+    state = {"model": student.state_dict(), "optimizer": run.optimizer.state_dict(),
+             "ema": ema.state_dict() if ema is not None else {}, "rng": rng_state(), "step": step, "epoch": epoch,
+             "micro_in_epoch": micro_in_epoch, "config": _json(run.cfg.to_dict())}
+    save_checkpoint(run.out, ema if ema is not None else student, state,
+                    {**run.description, "epoch": epoch, "step": step, "micro_in_epoch": micro_in_epoch})
 
 
 def _json(obj: Any) -> str:
     import json
 
     return json.dumps(obj, sort_keys=True)
-
-
-def _load_online_teacher(cache: Any, device: torch.device) -> Any:
-    """The cache's teacher, rebuilt from its manifest description and checked to be the same weights."""
-    from edgekd.teacher.clip import load_teacher
-
-    t = cache.teacher
-    teacher = load_teacher(t["name"], pretrained=t.get("pretrained"), weights=t.get("weights_file"),
-                           random_init=bool(t.get("random_init")), device=device)
-    cache.check_teacher(teacher.teacher_id)
-    return teacher
-
-
-def _log_metrics(path: Path, row: dict[str, Any], writer: Any) -> None:
-    new = not path.is_file()
-    with open(path, "a", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    if writer is not None:
-        for k, v in row.items():
-            if k not in ("step", "epoch"):
-                writer.add_scalar(f"train/{k}", v, row["step"])
-
-
-def _tensorboard(out: Path) -> Any:
-    from edgekd._optional import is_available
-
-    if not is_available("tensorboard"):
-        return None
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(str(out / "tb"))
-
