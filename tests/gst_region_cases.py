@@ -207,3 +207,30 @@ def test_nv12_regions_rendered_in_the_planes(gst, bundle, clf):  # noqa: F811
             got = dict(zip(g.get_value("labels"), g.get_value("scores")))
             assert set(got) == set(expected)
             assert max(abs(got[k] - v) for k, v in expected.items()) < 0.015
+
+
+def test_regions_example_runs_as_printed(bundle, tmp_path):  # noqa: F811
+    """examples/gstreamer/regions.sh through gst-launch-1.0 and GStreamer's python plugin loader (edgekdroi and
+    edgekdclassify from edgekd/gst/plugins), headless, on its test pattern."""
+    import os
+    import re
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    edgekd = Path(sys.executable).parent / "edgekd"
+    if shutil.which("gst-launch-1.0") is None or not edgekd.exists():
+        pytest.skip("gst-launch-1.0 or the edgekd script is not installed")
+    script = Path(__file__).resolve().parents[1] / "examples" / "gstreamer" / "regions.sh"
+    env = {**os.environ, "GST_REGISTRY": str(tmp_path / "registry.bin"), "SINK": "fakesink", "FRAMES": "12",
+           "PATH": f"{edgekd.parent}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run(["bash", str(script), str(bundle)], capture_output=True, text=True, env=env, timeout=300)
+    if "No such element or plugin 'python'" in out.stdout + out.stderr:
+        pytest.skip("GStreamer's python plugin loader (libgstpython.so) is not installed")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    answers = [line for line in out.stdout.splitlines() if "edgekd-classification" in line]
+    assert len(answers) == 3, out.stdout[-2000:]  # frames 0, 5, 10: the two zones re-scored every 5 frames
+    for line in answers:
+        assert line.count("edgekd-classification") == 3  # the message and its two regions
+        assert re.search(r"object-class=\(string\)\"?the loading bay", line.replace("\\", "")), line

@@ -8,9 +8,10 @@ public ABI since 1.14 (gst/video/gstvideometa.h):
     struct GstVideoRegionOfInterestMeta { GstMeta meta; GQuark roi_type; gint id; gint parent_id;
                                           guint x, y, w, h; GList *params; };
 
-A region's detector label is its `roi_type`; a tracker's object id is the `id` field of its `object_id` param (the
-convention of DL Streamer's gvatrack, which edgekdroi follows too). Results are added as a GstStructure param
-(gst_video_region_of_interest_meta_add_param), which downstream elements read with get_param(name).
+A region's detector label is its `roi_type`; a tracker's object id is the int field `id` of its `object_id` param
+(DL Streamer's convention: get_object_id/set_object_id in its gst/common/gva_utils.cpp; edgekdroi writes it too).
+Results are added as a GstStructure param (gst_video_region_of_interest_meta_add_param), which downstream elements
+read with get_param(name).
 """
 
 from __future__ import annotations
