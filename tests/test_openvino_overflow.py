@@ -127,3 +127,23 @@ def test_accuracy_control_sees_avx2_saturation(saturating_onnx, tmp_path):
     report = check_parity(model, tmp_path / "model.xml", "openvino", val, val,
                           GateCriteria.default("int8", small_gate_ok=True), threads=1, gate_isa="all")
     assert report["passed"], (_worst_cosine_per_isa(report), report["reasons"])
+
+
+def test_auto_mixed_is_judged_by_the_gate_criteria_under_avx2(saturating_onnx, tmp_path):
+    """--auto-mixed without --max-drop: NNCF maximises the gate's own margin (cosine mean/p1/worst, agreement) under
+    AVX2 and keeps the saturating layer in float, so the bundle passes the gate under every ISA level."""
+    from edgekd.export.openvino import GATE_HEADROOM
+    from edgekd.export.parity import GateCriteria, check_parity
+    from edgekd.export.targets import ExportRequest, get_target
+
+    model, onnx_path = saturating_onnx
+    req = ExportRequest(student=model, preprocess=None, out_dir=tmp_path, precision="int8", onnx_path=onnx_path,
+                        calib=_inputs(16, 1), options={"gate_isa": "all", "overflow_fix": "first_layer",
+                                                       "auto_mixed": True})
+    q = get_target("openvino").build(req).metadata["openvino"]["quantization"]
+    assert q["mode"] == "accuracy_control" and q["judged_by"] == "gate criteria" and q["metric"] == "gate_margin"
+    assert q["judged_under_isa"] == "AVX2" and q["min_gate_margin"] == GATE_HEADROOM
+    val = _inputs(8, 2)
+    report = check_parity(model, tmp_path / "model.xml", "openvino", val, val,
+                          GateCriteria.default("int8", small_gate_ok=True), threads=1, gate_isa="all")
+    assert report["passed"], (_worst_cosine_per_isa(report), report["reasons"])

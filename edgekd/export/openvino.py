@@ -3,10 +3,13 @@
     fp32  openvino.convert_model(onnx) -> save_model(compress_to_fp16=False)
     fp16  the same IR with fp16 weights (compress_to_fp16=True); CPUs decompress them and compute in fp32
     int8  nncf.quantize over req.calib (post-training quantisation, FakeQuantize nodes), or
-          nncf.quantize_with_accuracy_control when options["max_drop"] is given: NNCF reverts the most harmful
-          quantised layers to float until the drop on the calibration images, judged against the fp32 model, is
-          within max_drop (the held-out parity images stay unseen). NNCF infers its candidates under the lowest
-          oneDNN ISA level the parity gate will test (AVX2 with --gate-isa all), where INT8 numerics are worst.
+          nncf.quantize_with_accuracy_control with --auto-mixed or options["max_drop"]: NNCF reverts the most
+          harmful quantised layers to float until the calibration images, judged against the fp32 model, pass:
+          --auto-mixed judges them by the parity gate's own criteria (cosine mean, 1st percentile, worst image,
+          top-1 agreement with the tie margin: parity.gate_margin), each keeping half its allowance; max_drop by
+          zero-shot agreement within max_drop points. The held-out parity images stay unseen. NNCF infers its
+          candidates under the lowest oneDNN ISA level the parity gate will test (AVX2 with --gate-isa all), where
+          INT8 numerics are worst.
 
 INT8 weights and the CPU's ISA: x86 CPUs without VNNI (SSE4.1, AVX2, AVX-512 without VNNI) multiply u8 activations by
 s8 weights with vpmaddubsw, which sums each pair of products into 16 bits and saturates at 32767; 255 * 127 * 2 does
@@ -20,6 +23,7 @@ openvino and nncf are imported inside the functions (`edgekd._optional.require`)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -47,6 +51,10 @@ DEFAULT_PRESET = "performance"
 LEGACY_AMX_MAX_PIXELS = 4  # outputs of 2x2 and 1x1 crashed; 3x3 (the 1x1-kernel variant) did not
 # nncf.OverflowFix members by the names --option overflow_fix=... takes: 7-bit weights in every / the first / no
 # Convolution and MatMul (module docstring)
+# --auto-mixed: NNCF's accuracy control on the gate's criteria (edgekd.export.parity.gate_margin), stopping when each
+# criterion keeps at least this share of its allowance on the calibration images
+GATE_HEADROOM = 0.5
+GATE_CONTROL = "gate"  # max_drop value of an --auto-mixed run judged by the gate criteria
 OVERFLOW_FIXES = {"enable": "ENABLE", "first_layer": "FIRST_LAYER", "disable": "DISABLE"}
 # regex metacharacters that turn a --keep-fp16 entry into a pattern instead of an exact node name
 _PATTERN_CHARS = re.compile(r"[*?\[\]()|+^$\\]")
@@ -121,13 +129,10 @@ def quantize_int8(model: Any, req: ExportRequest) -> tuple[Any, dict[str, Any]]:
                             "subset_size": settings["subset_size"],
                             "keep_fp16": list(ignored.names) + list(ignored.patterns) if ignored else [],
                             "overflow_fix": settings["overflow_fix"], "overflow_fix_because": overflow_because}
+    # --max-drop: NNCF accuracy control on zero-shot agreement (points); --auto-mixed alone: on the gate's own criteria
     max_drop = opts.get("max_drop")
     if max_drop is None and opts.get("auto_mixed"):
-        # --auto-mixed on OpenVINO = NNCF accuracy control, tuned to half the gate's agreement margin so that the
-        # unseen parity images keep some headroom
-        gate = opts.get("gate")
-        min_agreement = getattr(gate, "min_agreement", None) or 0.98
-        max_drop = (1.0 - min_agreement) * 100.0 / 2
+        max_drop = GATE_CONTROL
     t0 = time.perf_counter()
     qmodel, run_meta = _quantize(model, req, calib, settings, max_drop)
     risky = legacy_amx_convolutions(qmodel)
@@ -178,8 +183,9 @@ def advanced_quantization_parameters(settings: dict[str, Any]) -> Any:
 
 
 def _quantize(model: Any, req: ExportRequest, calib: np.ndarray, settings: dict[str, Any],
-              max_drop: float | None) -> tuple[Any, dict[str, Any]]:
-    """One NNCF run with `settings`: plain post-training quantisation, or accuracy control when max_drop is set."""
+              max_drop: float | str | None) -> tuple[Any, dict[str, Any]]:
+    """One NNCF run with `settings`: plain post-training quantisation, or accuracy control when max_drop is set
+    (GATE_CONTROL: judged by the gate's criteria)."""
     nncf = require("nncf", purpose="INT8 quantisation for --target openvino")
     if max_drop is None:
         log.info("NNCF post-training quantisation (preset %s, overflow_fix %s) on %d calibration inputs",
@@ -190,17 +196,21 @@ def _quantize(model: Any, req: ExportRequest, calib: np.ndarray, settings: dict[
     # gate would only confirm what accuracy control was fitted to.
     opts = req.options or {}
     labels = None if req.label_pack is None else np.asarray(req.label_pack.embeddings, np.float32)
-    tie_margin = getattr(opts.get("gate"), "tie_margin", 0.0)
+    from edgekd.export.parity import GateCriteria
+
+    gate = opts.get("gate") or GateCriteria.default("int8")
     isa = worst_gate_isa(opts.get("gate_isa") or "all")
+    criteria = dataclasses.asdict(gate) if max_drop == GATE_CONTROL else None
     with tempfile.TemporaryDirectory(prefix=".accuracy-control.", dir=req.out_dir) as tmp:
         xml = Path(tmp) / MODEL_FILE
-        result = run_accuracy_control(str(req.onnx_path), calib, labels, tie_margin, float(max_drop), settings, xml,
-                                      isa=isa)
+        result = run_accuracy_control(str(req.onnx_path), calib, labels, gate.tie_margin,
+                                      0.0 if criteria else float(max_drop), settings, xml, isa=isa, criteria=criteria)
         core = require("openvino").Core()
         core.set_property({"ENABLE_MMAP": False})  # read the weights into memory: the files go with `tmp`
         qmodel = core.read_model(str(xml))
-    return qmodel, {"mode": "accuracy_control", "max_drop_points": float(max_drop), "judged_under_isa": isa or "host",
-                    **result}
+    control = {"judged_by": "gate criteria", "min_gate_margin": GATE_HEADROOM} if criteria else \
+        {"judged_by": "zero-shot agreement", "max_drop_points": float(max_drop)}
+    return qmodel, {"mode": "accuracy_control", **control, "judged_under_isa": isa or "host", **result}
 
 
 def worst_gate_isa(gate_isa: str) -> str | None:
@@ -255,19 +265,26 @@ def nncf_kwargs(model: Any, settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def accuracy_control(onnx_path: str, calib: np.ndarray, labels: np.ndarray | None, tie_margin: float,
-                     max_drop_points: float, settings: dict[str, Any], out_xml: str) -> dict[str, Any]:
-    """nncf.quantize_with_accuracy_control of the ONNX model, judged against its fp32 self on `calib` (zero-shot
-    agreement over `labels` [C, D], or embedding cosine); writes the INT8 IR to `out_xml`. Runs in a child process
-    (run_accuracy_control). Returns facts for edgekd.json."""
+                     max_drop_points: float, settings: dict[str, Any], out_xml: str,
+                     criteria: dict[str, Any] | None = None) -> dict[str, Any]:
+    """nncf.quantize_with_accuracy_control of the ONNX model, judged against its fp32 self on `calib`; writes the
+    INT8 IR to `out_xml`. Runs in a child process (run_accuracy_control). Returns facts for edgekd.json.
+
+    criteria (a GateCriteria as a dict): NNCF maximises edgekd.export.parity.gate_margin, the parity gate's own
+    criteria (cosine mean, 1st percentile, worst image, top-1 agreement over `labels` [C, D] with the tie margin),
+    and reverts the most harmful layers until every criterion keeps GATE_HEADROOM of its allowance on `calib` (the
+    held-out gate images then have room). Without: zero-shot agreement over `labels` (or embedding cosine), at most
+    `max_drop_points` below fp32."""
     ov = require("openvino", purpose="--target openvino")
     nncf = require("nncf", purpose="INT8 quantisation for --target openvino")
     model = ov.convert_model(onnx_path)
-    metric_fn, metric_name = build_validation_fn(model, calib, labels, tie_margin)
-    log.info("NNCF accuracy-controlled quantisation: %s on the %d calibration inputs, max drop %.2f points",
-             metric_name, len(calib), max_drop_points)
+    metric_fn, metric_name = build_validation_fn(model, calib, labels, tie_margin, criteria)
+    max_drop = 1.0 - GATE_HEADROOM if criteria else max_drop_points / 100.0
+    log.info("NNCF accuracy-controlled quantisation: %s on the %d calibration inputs, max drop %.4f", metric_name,
+             len(calib), max_drop)
     qmodel = nncf.quantize_with_accuracy_control(
         model, nncf.Dataset(list(_batches(calib))), nncf.Dataset(list(enumerate(_batches(calib))), lambda i: i[1]),
-        metric_fn, max_drop=max_drop_points / 100.0, drop_type=nncf.DropType.ABSOLUTE, **nncf_kwargs(model, settings),
+        metric_fn, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, **nncf_kwargs(model, settings),
         advanced_quantization_parameters=advanced_quantization_parameters(settings))
     save_ir(qmodel, Path(out_xml), compress_to_fp16=False)
     return {"metric": metric_name, "metric_int8": round(metric_fn.evaluate(qmodel), 6)}
@@ -275,7 +292,7 @@ def accuracy_control(onnx_path: str, calib: np.ndarray, labels: np.ndarray | Non
 
 def run_accuracy_control(onnx_path: str, calib: np.ndarray, labels: np.ndarray | None, tie_margin: float,
                          max_drop_points: float, settings: dict[str, Any], out_xml: Path,
-                         isa: str | None = None) -> dict[str, Any]:
+                         isa: str | None = None, criteria: dict[str, Any] | None = None) -> dict[str, Any]:
     """accuracy_control(...) in a child process (edgekd.runtime.isolated). NNCF infers the quantised candidates on
     this CPU, which can crash the engine; and run in a process that had trained with torch before, NNCF's accuracy
     control corrupted the Python heap (a later SIGSEGV in Py_INCREF, seen under gdb in `make demo`). Inputs travel
@@ -290,17 +307,18 @@ def run_accuracy_control(onnx_path: str, calib: np.ndarray, labels: np.ndarray |
     return call_isolated("edgekd.export.openvino:accuracy_control_job", {
         "onnx_path": onnx_path, "calib": str(work / "calib.npy"),
         "labels": str(work / "labels.npy") if labels is not None else None, "tie_margin": tie_margin,
-        "max_drop_points": max_drop_points, "settings": settings, "out_xml": str(out_xml)},
+        "max_drop_points": max_drop_points, "settings": settings, "out_xml": str(out_xml), "criteria": criteria},
         what="NNCF accuracy control (--auto-mixed / --max-drop)" + (f" under {ONEDNN_ISA_ENV}={isa}" if isa else ""),
         advice="export without --auto-mixed / --max-drop, or with --option preset=performance",
         env={ONEDNN_ISA_ENV: isa} if isa else None)
 
 
 def accuracy_control_job(onnx_path: str, calib: str, labels: str | None, tie_margin: float, max_drop_points: float,
-                         settings: dict[str, Any], out_xml: str) -> dict[str, Any]:
+                         settings: dict[str, Any], out_xml: str, criteria: dict[str, Any] | None = None
+                         ) -> dict[str, Any]:
     """Child side of run_accuracy_control: arrays from .npy files."""
     return accuracy_control(onnx_path, np.load(calib), np.load(labels) if labels else None, tie_margin,
-                            max_drop_points, settings, out_xml)
+                            max_drop_points, settings, out_xml, criteria)
 
 
 def resolve_model_type(req: ExportRequest, requested: str | None) -> str:
@@ -382,9 +400,37 @@ class _EmbeddingAgreement:
         return (float(np.mean(values)) if values else 0.0), values
 
 
-def build_validation_fn(model: Any, val: np.ndarray, label_embeddings: np.ndarray | None,
-                        tie_margin: float = 0.0) -> tuple[_EmbeddingAgreement, str]:
-    """Reference fp32 embeddings of `val` ([N, ...] model inputs) and the agreement metric NNCF maximises."""
+class _GateMargin(_EmbeddingAgreement):
+    """NNCF validation_fn judged as the parity gate judges: edgekd.export.parity.gate_margin of the items' metrics
+    (1 for the fp32 model itself); the per-item values NNCF ranks layers with are the embedding cosines."""
+
+    def __init__(self, inputs: np.ndarray, reference: np.ndarray, label_embeddings: np.ndarray | None,
+                 criteria: Any):
+        super().__init__(inputs, reference, label_embeddings, criteria.tie_margin)
+        self.criteria = criteria
+
+    def __call__(self, compiled: Any, items: Iterable[tuple[int, np.ndarray]]) -> tuple[float, list[float]]:
+        from edgekd.export.parity import _agreement, compare, gate_margin
+
+        index, emb = [], []
+        for i, x in items:
+            index.append(i)
+            emb.append(np.asarray(compiled(x)[0], dtype=np.float32)[0])
+        if not index:
+            return 0.0, []
+        ref, emb = self.reference[index], np.stack(emb)
+        metrics = compare(ref, emb)
+        if self.labels is not None:
+            unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+            metrics.update(_agreement(ref, unit, self.labels.astype(np.float64), self.tie_margin))
+        cos = np.sum(ref * emb, axis=1) / np.maximum(np.linalg.norm(emb, axis=1), 1e-12)
+        return gate_margin(metrics, self.criteria), [float(c) for c in cos]
+
+
+def build_validation_fn(model: Any, val: np.ndarray, label_embeddings: np.ndarray | None, tie_margin: float = 0.0,
+                        criteria: dict[str, Any] | None = None) -> tuple[_EmbeddingAgreement, str]:
+    """Reference fp32 embeddings of `val` ([N, ...] model inputs) and the metric NNCF maximises: the gate margin
+    under `criteria`, else the agreement."""
     ov = require("openvino", purpose="--target openvino")
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     ref = np.concatenate([np.asarray(compiled(x)[0], dtype=np.float32) for x in _batches(val)])
@@ -395,6 +441,10 @@ def build_validation_fn(model: Any, val: np.ndarray, label_embeddings: np.ndarra
         if labels.shape[1] != ref.shape[1]:
             raise EdgekdError(f"--labels: label embeddings are {labels.shape[1]}-d, the model outputs "
                               f"{ref.shape[1]}-d")
+    if criteria is not None:
+        from edgekd.export.parity import GateCriteria
+
+        return _GateMargin(val, ref, labels, GateCriteria(**criteria)), "gate_margin"
     return _EmbeddingAgreement(val, ref, labels, tie_margin), ("zero_shot_top1_agreement" if labels is not None
                                               else "embedding_cosine")
 

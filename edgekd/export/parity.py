@@ -157,6 +157,20 @@ def _agreement(ref: np.ndarray, exp: np.ndarray, w: np.ndarray, tie_margin: floa
             "flip_boundary_distances": sorted(round(float(d), 6) for d in boundary[flips])[:50]}
 
 
+def gate_margin(metrics: dict[str, Any], criteria: GateCriteria) -> float:
+    """How far `metrics` clear the gate's floors, as one number: the smallest share of its allowance that any
+    criterion keeps, (value - floor) / (1 - floor) over the cosine mean, 1st percentile and worst image and the top-1
+    agreement (when measured). 1 = identical to the reference, >= 0 = every one of those criteria passes, < 0 = one
+    fails (-inf for NaN/Inf outputs). What --auto-mixed's search for OpenVINO maximises."""
+    if not np.isfinite(metrics["cosine_mean"]):
+        return float("-inf")
+    pairs = [(metrics["cosine_mean"], criteria.min_mean_cosine), (metrics["cosine_p01"], criteria.min_p1_cosine),
+             (metrics["cosine_min"], criteria.min_worst_cosine)]
+    if criteria.min_agreement is not None and "top1_agreement" in metrics:
+        pairs.append((metrics["top1_agreement"], criteria.min_agreement))
+    return float(min((value - floor) / max(1.0 - floor, 1e-12) for value, floor in pairs))
+
+
 def judge(metrics: dict[str, Any], criteria: GateCriteria) -> tuple[bool, list[str], str]:
     """(passed, failure reasons, criterion description) for `metrics` under `criteria`."""
     if not np.isfinite(metrics["cosine_mean"]):
