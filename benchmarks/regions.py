@@ -192,7 +192,7 @@ def main() -> None:
     ap.add_argument("--backend", nargs="+", default=["onnxruntime", "openvino"], choices=sorted(TARGETS))
     ap.add_argument("--resize-method", nargs="+", default=["pillow", "cv2-area-linear"])
     ap.add_argument("--iters", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/regions/regions")
     args = ap.parse_args()
     t0 = time.time()
