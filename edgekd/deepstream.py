@@ -19,6 +19,10 @@ remaining per-channel factor std_mean / std_c is folded into a copy of the model
 result is exact; a prebuilt TensorRT engine cannot be changed and runs with the mean std (the notes give the error).
 nvinfer resizes the whole frame (stretch, or pad with maintain-aspect-ratio); a student evaluated on a centre crop
 needs an upstream crop (`nvvideoconvert src-crop=...`, computed when the frame size is given).
+
+Secondary mode (SecondaryGie, `--secondary`): nvinfer runs the student on the objects an upstream detector (the primary
+nvinfer) found, each box cropped and scaled by nvinfer, and attaches each embedding to its object
+(obj_user_meta_list) as NvDsInferTensorMeta with the secondary's gie-unique-id; the probe scores those too.
 """
 
 from __future__ import annotations
@@ -52,6 +56,92 @@ TENSORRT_ONNX_ROLE = {"fp32": "onnx", "fp16": "onnx_fp16", "int8": "onnx"}
 # nvinfer's calibrator is an IInt8EntropyCalibrator2 reading int8-calib-file (NvDsInferInt8Calibrator,
 # nvdsinfer_context_impl.cpp); TensorRT recalibrates when a cache's header names another algorithm
 NVINFER_CALIBRATOR = "EntropyCalibration2"
+PROCESS_MODE = {"primary": 1, "secondary": 2}  # nvinfer process-mode: 1 full frames, 2 objects of upstream GIEs
+
+
+# nvinfer's secondary mode as NVIDIA documents and parses it. The Gst-nvinfer plugin page (docs.nvidia.com/metropolis/
+# deepstream/dev-guide/text/DS_plugin_gst-nvinfer.html: "Secondary mode: Operates on objects added in the meta by
+# upstream components"); gst_nvinfer_parse_props in the plugin's released source (sources/gst-plugins/gst-nvinfer/
+# gstnvinfer_property_parser.cpp, DeepStream 4.0.1): gie-unique-id must be > 0, process-mode 1 or 2,
+# operate-on-class-ids is read with g_key_file_get_integer_list (';'-separated) and indexes a vector by class id (a
+# negative id is out of range), input-object-min-width/-height must be >= 0, secondary-reinfer-interval is an integer;
+# gstnvinfer.cpp's should_infer_object (same release) skips objects of another operate-on-gie-id, under the minimum
+# size or of a class not listed; gstnvinfer_meta_utils.cpp's attach_tensor_output_meta (DeepStream 6.x sources)
+# attaches the tensor meta (unique_id = gie-unique-id) to the object in secondary mode (nvds_add_user_meta_to_obj).
+# NVIDIA's deepstream-test2 secondary config (deepstream_python_apps apps/deepstream-test2/dstest2_sgie1_config.txt)
+# writes process-mode=2, gie-unique-id=2, operate-on-gie-id=1, operate-on-class-ids=0, input-object-min-width/height=64
+# and batch-size=16.
+@dataclass(frozen=True)
+class SecondaryGie:
+    """nvinfer in secondary mode: the student embeds each object that the GIE `operate_on_gie_id` (the primary
+    detector's gie-unique-id) found, of the classes `operate_on_class_ids` (empty: all), and attaches the embedding to
+    the object as NvDsInferTensorMeta whose unique_id is `gie_unique_id`. `reinfer_interval`: frames between two
+    inferences of a tracked object (secondary-reinfer-interval); `min_object_size`: (width, height) in pixels of the
+    muxer's frames under which an object is skipped (input-object-min-width / -height)."""
+
+    operate_on_gie_id: int = 1
+    operate_on_class_ids: tuple[int, ...] = ()
+    gie_unique_id: int = 2
+    reinfer_interval: int | None = None
+    min_object_size: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "operate_on_class_ids", tuple(sorted({int(c) for c in self.operate_on_class_ids})))
+        problem = self._problem()
+        if problem is not None:
+            raise EdgekdError(problem)
+
+    def _problem(self) -> str | None:
+        if self.gie_unique_id < 1:
+            return f"gie-unique-id must be >= 1 (nvinfer refuses 0 and below), got {self.gie_unique_id}"
+        if self.operate_on_gie_id < 1:
+            return (f"operate-on-gie-id must be the primary detector's gie-unique-id (>= 1), got "
+                    f"{self.operate_on_gie_id}")
+        if self.operate_on_gie_id == self.gie_unique_id:
+            return (f"gie-unique-id {self.gie_unique_id} is also operate-on-gie-id: give the secondary an id of its "
+                    "own (the detector's is usually 1, e.g. --gie-unique-id 2)")
+        negative = [c for c in self.operate_on_class_ids if c < 0]
+        if negative:
+            return f"operate-on-class-ids are the detector's class indices (>= 0), got {negative}"
+        if self.reinfer_interval is not None and self.reinfer_interval < 0:
+            return f"secondary-reinfer-interval must be >= 0 frames, got {self.reinfer_interval}"
+        if self.min_object_size is not None and min(self.min_object_size) < 1:
+            return (f"the minimum object size must be at least 1x1 pixels, got {self.min_object_size}; leave it out "
+                    "for no minimum")
+        return None
+
+    def properties(self) -> dict[str, Any]:
+        """The [property] keys of the secondary mode."""
+        props: dict[str, Any] = {"gie-unique-id": self.gie_unique_id, "process-mode": PROCESS_MODE["secondary"],
+                                 "operate-on-gie-id": self.operate_on_gie_id}
+        if self.operate_on_class_ids:
+            props["operate-on-class-ids"] = list(self.operate_on_class_ids)
+        if self.reinfer_interval is not None:
+            props["secondary-reinfer-interval"] = self.reinfer_interval
+        if self.min_object_size is not None:
+            props["input-object-min-width"], props["input-object-min-height"] = self.min_object_size
+        return props
+
+    def notes(self, pp: Preprocess, batch_size: int) -> list[str]:
+        """What the secondary mode does differently from the runtime's classify_regions, or may not do."""
+        h, w = pp.size
+        notes = []
+        if pp.resize_mode == "shortest":
+            notes.append(f"the student sees a centre crop of each box (resize_mode shortest, as classify_regions "
+                         f"does); nvinfer cannot crop inside an object: it stretches the whole box to {w}x{h} "
+                         "(maintain-aspect-ratio=0; =1 would pad it instead), so boxes of another aspect ratio are "
+                         "seen distorted and scores can differ from classify_regions on the same boxes")
+        if self.reinfer_interval is not None:
+            notes.append("secondary-reinfer-interval: in NVIDIA's gst-nvinfer sources (gstnvinfer.cpp "
+                         "should_infer_object, DeepStream 4.0.1; NVIDIA quotes the same code for 5.0) the interval "
+                         "applies to tracked objects of classifier instances (network-type=1; detectors too in later "
+                         "sources), and this config is network-type=100: nvinfer may embed every object in every "
+                         "frame regardless; check on the device")
+        if batch_size == 1:
+            notes.append("batch-size=1: nvinfer embeds the objects of a frame one at a time; pass --batch-size with "
+                         "the most objects per frame you expect (NVIDIA's secondary samples use 16; an engine must "
+                         "be built for that batch)")
+        return notes
 
 
 @dataclass
@@ -67,13 +157,18 @@ class NvinferConfig:
         head = ["# nvinfer config written by `edgekd deepstream-config` (UNTESTED on DeepStream until it runs on a",
                 "# Jetson; see docs/runtime.md). The embedding is attached as NvDsInferTensorMeta; score it with",
                 "# examples/gstreamer/deepstream_probe.py."]
+        if self.properties.get("process-mode") == PROCESS_MODE["secondary"]:
+            head.append(f"# Secondary mode: one embedding per object of GIE {self.properties['operate-on-gie-id']}, "
+                        f"in its obj_user_meta_list (unique_id {self.properties['gie-unique-id']}).")
         head += [f"# note: {n}" for n in self.notes]
         body = [f"{k}={_ini(v)}" for k, v in self.properties.items()]
         return "\n".join([*head, "[property]", *body]) + "\n"
 
 
-def nvinfer_preprocessing(pp: Preprocess) -> tuple[dict[str, Any], tuple[float, float, float], list[str]]:
-    """The student's eval preprocessing as nvinfer keys -> (properties, per-channel scale to fold, notes).
+def nvinfer_preprocessing(pp: Preprocess, objects: bool = False,
+                          ) -> tuple[dict[str, Any], tuple[float, float, float], list[str]]:
+    """The student's eval preprocessing as nvinfer keys -> (properties, per-channel scale to fold, notes); `objects`:
+    nvinfer scales object boxes (secondary mode, whose crop note is SecondaryGie.notes'), not whole frames.
 
     nvinfer feeds y = net-scale-factor * (x - offsets[c]) for x in 0..255; the student wants (x / 255 - mean_c) /
     std_c, so offsets_c = 255 mean_c and net-scale-factor = 1 / (255 s) with s the mean std; std_c != s leaves a
@@ -95,7 +190,7 @@ def nvinfer_preprocessing(pp: Preprocess) -> tuple[dict[str, Any], tuple[float, 
         props.update({"maintain-aspect-ratio": 1, "symmetric-padding": 1})
     else:
         props["maintain-aspect-ratio"] = 0
-    if pp.resize_mode == "shortest":
+    if pp.resize_mode == "shortest" and not objects:
         notes.append("the student sees a centre crop (resize_mode shortest); nvinfer stretches the whole frame: crop "
                      "upstream with nvvideoconvert src-crop (pass --frame-size to compute it)")
     return props, scale, notes
@@ -135,17 +230,27 @@ def nvinfer_engine_name(onnx_file: str, batch_size: int, gpu_id: int, precision:
     return f"{onnx_file}_b{batch_size}_gpu{gpu_id}_{precision}.engine"
 
 
+def refuse_frame_crop(frame_size: tuple[int, int] | None, secondary: SecondaryGie | None) -> None:
+    """A whole-frame src-crop in secondary mode would crop the detector's input too: refused."""
+    if secondary is not None and frame_size is not None:
+        raise EdgekdError("the frame size gives the src-crop of whole frames, which would crop the detector's input "
+                          "too; in secondary mode nvinfer crops each object itself: leave out --frame-size")
+
+
 def build_nvinfer_config(info: BundleInfo, model_file: str, frame_size: tuple[int, int] | None = None,
-                         batch_size: int = 1, gpu_id: int = 0, calib_file: str | None = None) -> NvinferConfig:
+                         batch_size: int = 1, gpu_id: int = 0, calib_file: str | None = None,
+                         secondary: SecondaryGie | None = None) -> NvinferConfig:
     """The config for `info`'s bundle with `model_file` (an .onnx or engine path as nvinfer should read it) and, for
-    an ONNX built in INT8, `calib_file` (its int8-calib-file)."""
+    an ONNX built in INT8, `calib_file` (its int8-calib-file); with `secondary`, nvinfer's secondary mode (the
+    objects of an upstream detector instead of whole frames)."""
     if info.input_layout != "NCHW" or info.input_dtype != "float32":
         raise EdgekdError(f"{info.root}: its model takes {info.input_dtype} {info.input_layout} "
                           f"{'whole frames' if info.resize_in_graph else 'frames'} ({info.input_name!r}); nvinfer "
                           "feeds float32 NCHW pixels: export the bundle again without --preprocess-in-graph")
     if batch_size < 1:
         raise EdgekdError(f"batch size must be >= 1, got {batch_size}")
-    props, scale, notes = nvinfer_preprocessing(info.preprocess)
+    refuse_frame_crop(frame_size, secondary)
+    props, scale, notes = nvinfer_preprocessing(info.preprocess, objects=secondary is not None)
     precision = str(info.meta.get("precision", "fp32"))
     if precision not in NETWORK_MODE:
         notes.append(f"precision {precision!r} has no nvinfer network-mode; using fp32")
@@ -155,8 +260,8 @@ def build_nvinfer_config(info: BundleInfo, model_file: str, frame_size: tuple[in
         raise EdgekdError(f"{model_file}: nvinfer builds INT8 from an ONNX only with an int8-calib-file (else FP16); "
                           "pass the calibration cache, or use the engine edgekd built")
     h, w = info.size
-    base: dict[str, Any] = {"gpu-id": gpu_id, "gie-unique-id": 1, "process-mode": 1, "batch-size": batch_size,
-                            "network-type": NETWORK_TYPE_OTHER, "output-tensor-meta": 1,
+    base: dict[str, Any] = {"gpu-id": gpu_id, "gie-unique-id": 1, "process-mode": PROCESS_MODE["primary"],
+                            "batch-size": batch_size, "network-type": NETWORK_TYPE_OTHER, "output-tensor-meta": 1,
                             "network-mode": NETWORK_MODE[precision], "infer-dims": [3, h, w],
                             "output-blob-names": info.output_name}
     if is_onnx:
@@ -166,6 +271,9 @@ def build_nvinfer_config(info: BundleInfo, model_file: str, frame_size: tuple[in
         base["model-engine-file"] = model_file
     if calib_file is not None:
         base["int8-calib-file"] = calib_file
+    if secondary is not None:
+        base.update(secondary.properties())
+        notes += secondary.notes(info.preprocess, batch_size)
     cfg = NvinferConfig({**base, **props}, notes, scale)
     if frame_size is not None:
         cfg.src_crop = centre_crop(frame_size, info.preprocess)
@@ -327,11 +435,11 @@ def folded_name(onnx_path: Path) -> str:
 
 
 def exact_std_config(info: BundleInfo, model: NvinferModel, out: Path, frame_size: tuple[int, int] | None,
-                     batch_size: int, gpu_id: int) -> NvinferConfig:
+                     batch_size: int, gpu_id: int, secondary: SecondaryGie | None = None) -> NvinferConfig:
     """build_nvinfer_config for `model`, with the per-channel std folded into a copy of an ONNX in `out` (exact
     inputs), or for an engine a note with the error it leaves."""
     calib = str(model.calib_file.resolve()) if model.calib_file is not None else None
-    cfg = build_nvinfer_config(info, str(model.path.resolve()), frame_size, batch_size, gpu_id, calib)
+    cfg = build_nvinfer_config(info, str(model.path.resolve()), frame_size, batch_size, gpu_id, calib, secondary)
     err = max(abs(k - 1.0) for k in cfg.channel_scale)
     if err <= 1e-6:
         return cfg
@@ -340,7 +448,7 @@ def exact_std_config(info: BundleInfo, model: NvinferModel, out: Path, frame_siz
                          "an ONNX that nvinfer builds (fp32/fp16) gets it folded in by this generator")
         return cfg
     folded = fold_channel_scale(model.path, out / folded_name(model.path), info.input_name, cfg.channel_scale)
-    exact = build_nvinfer_config(info, str(folded.resolve()), frame_size, batch_size, gpu_id, calib)
+    exact = build_nvinfer_config(info, str(folded.resolve()), frame_size, batch_size, gpu_id, calib, secondary)
     exact.notes = [*cfg.notes, f"{folded.name} = the bundle's {model.path.name} with the per-channel std factors "
                                f"{_ini(list(cfg.channel_scale))} folded in (exact normalisation)"]
     if calib is not None:
@@ -369,15 +477,18 @@ def fold_channel_scale(src: str | os.PathLike, dst: str | os.PathLike, input_nam
 
 def write_deepstream_config(bundle: str | os.PathLike, out: str | os.PathLike | None = None,
                             frame_size: tuple[int, int] | None = None, batch_size: int = 1, gpu_id: int = 0,
-                            allow_ungated: bool = False) -> tuple[Path, NvinferConfig]:
+                            allow_ungated: bool = False, secondary: SecondaryGie | None = None,
+                            ) -> tuple[Path, NvinferConfig]:
     """Write OUT/nvinfer_config.txt (default OUT: BUNDLE/deepstream) and, for an ONNX whose stds differ per channel,
     OUT/<model>_deepstream.onnx. Refuses what nvinfer cannot run at the bundle's precision and, unless
-    `allow_ungated`, a bundle without a passed parity gate. Returns (config path, config)."""
+    `allow_ungated`, a bundle without a passed parity gate; `secondary`: nvinfer's secondary mode (SecondaryGie).
+    Returns (config path, config)."""
+    refuse_frame_crop(frame_size, secondary)
     info, model = read_for_nvinfer(bundle)
     status = require_nvinfer_gate(info, model, allow_ungated)
     out = Path(out) if out is not None else info.root / "deepstream"
     out.mkdir(parents=True, exist_ok=True)
-    cfg = exact_std_config(info, model, out, frame_size, batch_size, gpu_id)
+    cfg = exact_std_config(info, model, out, frame_size, batch_size, gpu_id, secondary)
     if status != "passed":
         cfg.notes.append(f"the parity gate of what nvinfer reads {status}; written anyway (allow_ungated)")
     path = out / CONFIG_FILE

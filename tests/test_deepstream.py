@@ -9,6 +9,7 @@ import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace as NS
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from test_runtime_support import gate_images, make_bundle
 from edgekd import EdgekdError
 from edgekd.cli import EXIT_NEEDS_DEVICE, cli
 from edgekd.deepstream import (
+    SecondaryGie,
     asymmetric_qdq,
     build_nvinfer_config,
     centre_crop,
@@ -156,19 +158,65 @@ def test_engine_bundle_keeps_the_engine_and_says_what_is_approximate(bundle, tmp
 
 
 def test_every_written_key_is_documented_at_every_precision(bundle):
-    """fp32 / fp16 / int8 (with a calibration cache), ONNX and engine: no key outside NVIDIA's documented set."""
+    """fp32 / fp16 / int8 (with a calibration cache), ONNX and engine, primary and secondary mode (every optional
+    key of it): no key outside NVIDIA's documented set."""
     info = read_bundle(bundle)
+    full = SecondaryGie(operate_on_class_ids=(0, 2), reinfer_interval=5, min_object_size=(16, 16))
     for precision in ("fp32", "fp16", "int8"):
         meta = {**info.meta, "precision": precision}
         for model, calib in (("/m/model.onnx", "/m/calib.cache" if precision == "int8" else None),
                              ("/m/model.engine", None)):
-            cfg = build_nvinfer_config(replace(info, meta=meta), model, (640, 480), 4, 1, calib)
-            assert set(cfg.properties) <= NVINFER_PROPERTY_KEYS, (precision, model)
-            assert cfg.properties["network-mode"] == {"fp32": 0, "int8": 1, "fp16": 2}[precision]
-            if model.endswith(".onnx"):
-                assert cfg.properties["model-engine-file"] == f"{model}_b4_gpu1_{precision}.engine"
+            for secondary, frame_size in ((None, (640, 480)), (SecondaryGie(), None), (full, None)):
+                cfg = build_nvinfer_config(replace(info, meta=meta), model, frame_size, 4, 1, calib, secondary)
+                assert set(cfg.properties) <= NVINFER_PROPERTY_KEYS, (precision, model, secondary)
+                assert cfg.properties["network-mode"] == {"fp32": 0, "int8": 1, "fp16": 2}[precision]
+                assert cfg.properties["process-mode"] == (1 if secondary is None else 2)
+                if model.endswith(".onnx"):
+                    assert cfg.properties["model-engine-file"] == f"{model}_b4_gpu1_{precision}.engine"
     with pytest.raises(EdgekdError, match="int8-calib-file"):  # nvinfer would quietly build FP16
         build_nvinfer_config(replace(info, meta={**info.meta, "precision": "int8"}), "/m/model.onnx")
+
+
+SECONDARY_KEYS = {"process-mode", "gie-unique-id", "operate-on-gie-id", "operate-on-class-ids",
+                  "secondary-reinfer-interval", "input-object-min-width", "input-object-min-height"}
+
+
+def test_secondary_mode_embeds_the_detectors_objects(bundle, tmp_path):
+    """process-mode=2 on the objects of GIE 1 (classes 0 and 2, ';' as GKeyFile's integer lists take them), with its
+    own unique id; the preprocessing keys are those of the primary config, and no whole-frame crop."""
+    gie = SecondaryGie(operate_on_class_ids=(2, 0, 2), reinfer_interval=10, min_object_size=(32, 64))
+    path, cfg = write_deepstream_config(bundle, tmp_path / "sgie", batch_size=16, secondary=gie)
+    props = documented(path)
+    assert props["process-mode"] == "2" and props["gie-unique-id"] == "2" and props["operate-on-gie-id"] == "1"
+    assert props["operate-on-class-ids"] == "0;2" and props["secondary-reinfer-interval"] == "10"
+    assert props["input-object-min-width"] == "32" and props["input-object-min-height"] == "64"
+    assert props["output-tensor-meta"] == "1" and props["network-type"] == "100" and props["batch-size"] == "16"
+    text = path.read_text()
+    assert "UNTESTED" in text and "obj_user_meta_list (unique_id 2)" in text
+    primary = documented(write_deepstream_config(bundle, tmp_path / "sgie", batch_size=16)[0])  # overwrites it
+    assert primary["process-mode"] == "1" and primary["gie-unique-id"] == "1"
+    assert {k: v for k, v in props.items() if k not in SECONDARY_KEYS} == \
+        {k: v for k, v in primary.items() if k not in SECONDARY_KEYS}  # same model, same preprocessing
+    assert cfg.src_crop is None and not any("src-crop" in n for n in cfg.notes)
+    assert any("stretches the whole box to 32x32" in n and "classify_regions" in n for n in cfg.notes)
+    assert any("secondary-reinfer-interval" in n and "network-type=100" in n for n in cfg.notes)
+    assert not any("batch-size=1" in n for n in cfg.notes)
+
+    props = documented(write_deepstream_config(bundle, tmp_path / "dflt", secondary=SecondaryGie())[0])
+    assert props["process-mode"] == "2" and props["operate-on-gie-id"] == "1" and props["gie-unique-id"] == "2"
+    assert not {"operate-on-class-ids", "secondary-reinfer-interval", "input-object-min-width"} & set(props)
+
+
+def test_secondary_mode_refuses_what_nvinfer_would_misread(bundle, tmp_path):
+    with pytest.raises(EdgekdError, match="leave out --frame-size"):  # the crop would cut the detector's input
+        write_deepstream_config(bundle, tmp_path / "no", frame_size=(640, 480), secondary=SecondaryGie())
+    assert not (tmp_path / "no").exists()
+    for kwargs, match in (({"gie_unique_id": 1}, "id of its own"), ({"gie_unique_id": 0}, ">= 1"),
+                          ({"operate_on_gie_id": 0}, "primary detector's gie-unique-id"),
+                          ({"operate_on_class_ids": (0, -1)}, r"class indices \(>= 0\), got \[-1\]"),
+                          ({"reinfer_interval": -1}, ">= 0 frames"), ({"min_object_size": (0, 8)}, "leave it out")):
+        with pytest.raises(EdgekdError, match=match):
+            SecondaryGie(**kwargs)
 
 
 def test_ungated_bundles_are_refused_unless_allowed(ungated, tmp_path):
@@ -307,11 +355,74 @@ def test_cli(bundle, tmp_path):
     assert res.exit_code == 2 and "WIDTHxHEIGHT" in res.output
 
 
+def test_cli_secondary(bundle, tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(cli, ["deepstream-config", "--help"])
+    assert res.exit_code == 0 and "--secondary" in res.output and "--operate-on-class-ids" in res.output
+    out = tmp_path / "s"
+    res = runner.invoke(cli, ["deepstream-config", str(bundle), "--out", str(out), "--secondary",
+                              "--operate-on-gie-id", "4", "--operate-on-class-ids", "2,0", "--gie-unique-id", "7",
+                              "--reinfer-interval", "5", "--min-object-size", "32x48", "--batch-size", "8"])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip().splitlines()[-1] == str(out / "nvinfer_config.txt")
+    props = documented(out / "nvinfer_config.txt")
+    assert (props["process-mode"], props["operate-on-gie-id"], props["operate-on-class-ids"]) == ("2", "4", "0;2")
+    assert (props["gie-unique-id"], props["secondary-reinfer-interval"]) == ("7", "5")
+    assert (props["input-object-min-width"], props["input-object-min-height"], props["batch-size"]) == ("32", "48", "8")
+    assert "note: the student sees a centre crop of each box" in res.output
+    for args, code, message in (
+            (["--secondary", "--operate-on-class-ids", "person"], 2, "not a comma list of the detector's class ids"),
+            (["--secondary", "--operate-on-class-ids", "0,-2"], 2, "class indices, >= 0"),
+            (["--secondary", "--min-object-size", "0x5"], 2, "width and height must be positive"),
+            (["--secondary", "--gie-unique-id", "0"], 2, "--gie-unique-id"),
+            (["--operate-on-class-ids", "0", "--reinfer-interval", "3"], 2,
+             "--operate-on-class-ids, --reinfer-interval apply to secondary mode only: add --secondary"),
+            (["--secondary", "--gie-unique-id", "1"], 1, "give the secondary an id of its own"),
+            (["--secondary", "--frame-size", "640x480"], 1, "leave out --frame-size")):
+        res = runner.invoke(cli, ["deepstream-config", str(bundle), "--out", str(tmp_path / "bad"), *args])
+        assert res.exit_code == code and message in res.output, (args, res.output)
+        assert len([line for line in res.output.splitlines() if line.startswith("Error")]) == 1, res.output
+
+
+def linked(items):
+    """A GList stand-in (data, next) over `items`; None when empty, as pyds gives an empty list."""
+    node = None
+    for item in reversed(items):
+        node = NS(data=item, next=node)
+    return node
+
+
+def fake_pyds():
+    """Stand-ins for the pyds calls the probe makes, with the contract of NVIDIA's bindings and of gst-nvinfer
+    (deepstream_python_apps for DeepStream 6.x: bindings/src/bindfunctions.cpp get_nvds_LayerInfo points the layer's
+    buffer at the meta's own out_buf_ptrs_host[j]; gstnvinfer_meta_utils.cpp attach_tensor_output_meta gives every
+    tensor meta of one nvinfer the same output_layers_info array, so a layer read late would hold another object's
+    buffer). Casts are identities; get_ptr is the buffer's address."""
+    def layer_info(meta, j):
+        if not 0 <= j < meta.num_output_layers:
+            raise IndexError(j)
+        info = meta.output_layers_info[j]
+        info.buffer = meta.out_buf_ptrs_host[j]
+        return info
+
+    cast = NS(cast=lambda x: x)
+    return NS(NvDsFrameMeta=cast, NvDsObjectMeta=cast, NvDsUserMeta=cast, NvDsInferTensorMeta=cast,
+              NvDsMetaType=NS(NVDSINFER_TENSOR_OUTPUT_META="tensor-output"), get_nvds_LayerInfo=layer_info,
+              get_ptr=lambda buf: buf.ctypes.data)
+
+
+def tensor_user_meta(unique_id: int, out: np.ndarray, layers: list) -> NS:
+    """NvDsUserMeta carrying the NvDsInferTensorMeta of nvinfer `unique_id` (one output layer, `layers` shared)."""
+    meta = NS(unique_id=unique_id, num_output_layers=1, output_layers_info=layers, out_buf_ptrs_host=[out])
+    return NS(base_meta=NS(meta_type="tensor-output"), user_meta_data=meta)
+
+
+OTHER_META = NS(base_meta=NS(meta_type="other"), user_meta_data=None)
+
+
 def test_probe_example_scores_the_tensor_meta(bundle):
     """examples/gstreamer/deepstream_probe.py's meta walk and scoring, on stand-ins for pyds' objects (the real
-    bindings need DeepStream)."""
-    from types import SimpleNamespace as NS
-
+    bindings need DeepStream): frames (primary nvinfer), and objects (secondary nvinfer)."""
     from conftest import load_benchmark
 
     from edgekd.labelpack import load_label_pack
@@ -319,23 +430,57 @@ def test_probe_example_scores_the_tensor_meta(bundle):
 
     probe = load_benchmark("deepstream_probe", "examples/gstreamer")
     labels = LabelSet.from_pack(load_label_pack(bundle / "labels.npz"))
+    dim, pyds, layers = labels.pack.embed_dim, fake_pyds(), [NS(buffer=None)]
     rng = np.random.default_rng(0)
-    outs = [rng.normal(size=labels.pack.embed_dim).astype(np.float32) for _ in range(2)]
-
-    def linked(items):
-        node = None
-        for item in reversed(items):
-            node = NS(data=item, next=node)
-        return node
-
-    tensor = "tensor-output"
-    frames = [NS(frame_num=i, frame_user_meta_list=linked([NS(base_meta=NS(meta_type="other"), user_meta_data=None),
-                                                           NS(base_meta=NS(meta_type=tensor), user_meta_data=out)]))
+    outs = [rng.normal(size=dim).astype(np.float32) for _ in range(2)]
+    frames = [NS(frame_num=i, obj_meta_list=None,
+                 frame_user_meta_list=linked([OTHER_META, tensor_user_meta(1, out, layers)]))
               for i, out in enumerate(outs)]
-    pyds = NS(NvDsFrameMeta=NS(cast=lambda x: x), NvDsUserMeta=NS(cast=lambda x: x),
-              NvDsInferTensorMeta=NS(cast=lambda x: x), NvDsMetaType=NS(NVDSINFER_TENSOR_OUTPUT_META=tensor),
-              get_nvds_LayerInfo=lambda meta, i: NS(buffer=meta), get_ptr=lambda arr: arr.ctypes.data)
-    got = list(probe.embeddings(NS(frame_meta_list=linked(frames)), pyds, labels.pack.embed_dim))
+    got = list(probe.embeddings(NS(frame_meta_list=linked(frames)), pyds, dim))
     assert [n for n, _ in got] == [0, 1]
     for (_, emb), out in zip(got, outs):
         np.testing.assert_allclose(emb, out / np.linalg.norm(out), rtol=1e-6)
+    lines = list(probe.scored(NS(frame_meta_list=linked(frames)), pyds, labels, 2))
+    assert len(lines) == 2 and lines[0].startswith("frame 0: ") and lines[0].count(", ") == 1
+
+
+def test_probe_example_scores_each_object_of_the_secondary(bundle):
+    """Objects: the tensor meta of the secondary nvinfer (unique_id 2) in each object's obj_user_meta_list; another
+    nvinfer's tensor meta (3), other user meta, objects without any (skipped by nvinfer) and a detector's own tensor
+    meta on the frame are not read as embeddings."""
+    from conftest import load_benchmark
+
+    from edgekd.labelpack import load_label_pack
+    from edgekd.runtime.labels import LabelSet
+
+    probe = load_benchmark("deepstream_probe", "examples/gstreamer")
+    labels = LabelSet.from_pack(load_label_pack(bundle / "labels.npz"))
+    dim, pyds, layers = labels.pack.embed_dim, fake_pyds(), [NS(buffer=None)]
+    rng = np.random.default_rng(1)
+    a, b, c, other = (rng.normal(size=dim).astype(np.float32) for _ in range(4))
+
+    def obj(object_id, class_id, label, rect, metas):
+        return NS(object_id=object_id, class_id=class_id, obj_label=label, obj_user_meta_list=linked(metas),
+                  rect_params=NS(left=rect[0], top=rect[1], width=rect[2], height=rect[3]))
+
+    frame0 = NS(frame_num=0, frame_user_meta_list=linked([tensor_user_meta(1, np.zeros(5, np.float32), layers)]),
+                obj_meta_list=linked([
+                    obj(7, 2, "person", (10, 20, 64, 128),
+                        [OTHER_META, tensor_user_meta(2, a, layers), tensor_user_meta(3, other, layers)]),
+                    obj(probe.UNTRACKED_OBJECT_ID, 0, "", (0, 0, 32, 32), [tensor_user_meta(2, b, layers)]),
+                    obj(8, 1, "car", (5, 5, 8, 8), [])]))
+    frame1 = NS(frame_num=1, frame_user_meta_list=None,
+                obj_meta_list=linked([obj(7, 2, "person", (12, 20, 64, 128), [tensor_user_meta(2, c, layers)])]))
+    batch = NS(frame_meta_list=linked([frame0, frame1]))
+    got = list(probe.object_embeddings(batch, pyds, dim, unique_id=2))
+    assert [(n, o.object_id) for n, o, _ in got] == [(0, 7), (0, probe.UNTRACKED_OBJECT_ID), (1, 7)]
+    for (_, _, emb), out in zip(got, (a, b, c)):
+        np.testing.assert_allclose(emb, out / np.linalg.norm(out), rtol=1e-6)
+    lines = list(probe.scored(batch, pyds, labels, 1, unique_id=2))
+    top = labels.predict((a / np.linalg.norm(a))[None], 1)[0][0]
+    assert lines[0] == f"frame 0 object 7 (person, class 2) at 10,20 64x128: {top.label} {top.score:.3f}"
+    assert lines[1].startswith("frame 0 object untracked (class 0) at 0,0 32x32: ") and len(lines) == 3
+    args = NS(video="v.mp4", src_crop="", width=1280, height=720, config="ds/nvinfer_config.txt",
+              detector="pgie.txt", tracker="libnvds_nvmultiobjecttracker.so", tracker_config="")
+    assert ("nvinfer name=detector config-file-path=pgie.txt ! nvtracker ll-lib-file=libnvds_nvmultiobjecttracker.so"
+            " ! nvinfer name=infer config-file-path=ds/nvinfer_config.txt ! fakesink") in probe.pipeline_text(args)
