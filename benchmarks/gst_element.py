@@ -30,15 +30,14 @@ Writes OUT.json and OUT.md; the README block is generated from OUT.json (benchma
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import runtime_child  # benchmarks/runtime_child.py, beside this script
 
 WARM_FRACTION = 0.1
 
@@ -281,20 +280,9 @@ def build_text_encoders(teacher: str, precisions: list[str], work: Path) -> dict
     return out
 
 
-def in_child(fn: str, **kwargs) -> dict | list:
+def in_child(fn: str, **kwargs) -> Any:
     """Run measure_*(**kwargs) of this file in a fresh process (runtime + gi only; it must not import torch)."""
-    job = json.dumps({"fn": fn, "kwargs": kwargs})
-    out = subprocess.run([sys.executable, __file__, "--child", job], capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"{fn}({kwargs}) failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _child(job: str) -> None:
-    spec = json.loads(job)
-    value = globals()[spec["fn"]](**spec["kwargs"])
-    assert not any(m.split(".")[0] == "torch" for m in sys.modules), "the runtime process imported torch"
-    print(json.dumps(value))
+    return runtime_child.in_child(__file__, fn, **kwargs)
 
 
 def environment() -> dict:
@@ -345,7 +333,7 @@ def main() -> None:
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        _child(args.child)
+        runtime_child.run_job(globals(), args.child)
         return
     res: dict = {"arch": args.arch, "img_size": args.img_size, "threads": args.threads, "frames": args.frames}
     with tempfile.TemporaryDirectory(prefix="edgekd-gst-bench-") as tmp:

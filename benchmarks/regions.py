@@ -24,13 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import runtime_child  # benchmarks/runtime_child.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME = (720, 1280)
@@ -99,19 +100,9 @@ def _stats(ts: list[float]) -> dict:
     return {"p50": float(np.percentile(ts, 50)), "min": float(min(ts)), "n": len(ts)}
 
 
-def in_child(fn: str, **kwargs) -> dict:
-    job = json.dumps({"fn": fn, "kwargs": kwargs})
-    out = subprocess.run([sys.executable, __file__, "--child", job], capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"{fn}({kwargs}) failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _child(job: str) -> None:
-    spec = json.loads(job)
-    value = globals()[spec["fn"]](**spec["kwargs"])
-    assert not any(m.split(".")[0] == "torch" for m in sys.modules), "the runtime process imported torch"
-    print(json.dumps(value))
+def in_child(fn: str, **kwargs) -> Any:
+    """Run measure_*(**kwargs) of this file in a fresh process (runtime + gi only; it must not import torch)."""
+    return runtime_child.in_child(__file__, fn, **kwargs)
 
 
 def build_bundles(arch: str, img_size: int, backends: list[str], method: str, work: Path) -> dict[str, Path]:
@@ -183,7 +174,7 @@ def write_report(res: dict, out: Path) -> None:
 
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
-        return _child(sys.argv[2])
+        return runtime_child.run_job(globals(), sys.argv[2])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="mobilenetv4_conv_small")
     ap.add_argument("--img-size", type=int, default=224)
