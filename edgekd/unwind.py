@@ -57,14 +57,22 @@ def unwinder_conflict() -> str | None:
 
 
 def loaded_libraries() -> list[str]:
-    """Paths of the shared objects of this process in load order (dl_iterate_phdr; the executable is '')."""
+    """Paths of the shared objects of this process in load order (the executable is '').
+
+    Read from the dynamic linker's own list (`_r_debug.r_map`, the link_map chain debuggers walk) while holding the
+    GIL. dl_iterate_phdr with a Python callback deadlocked: it holds the loader lock while the callback waits for
+    the GIL, and a thread importing an extension module (OpenVINO's telemetry thread right after `import openvino`)
+    holds the GIL while dlopen waits for that lock. glibc links a new object in only after filling in its name, so
+    the walk never sees a half-made entry."""
+    try:
+        debug = _RDebug.in_dll(ctypes.CDLL(None), "_r_debug")
+    except (ValueError, OSError):  # not glibc: nothing to walk
+        return []
     names: list[str] = []
-
-    def visit(info: ctypes.c_void_p, _size: int, _data: ctypes.c_void_p) -> int:
-        names.append((info.contents.name or b"").decode(errors="replace"))
-        return 0
-
-    ctypes.CDLL(None).dl_iterate_phdr(_PHDR_CALLBACK(visit), None)
+    node = debug.r_map
+    while node:
+        names.append((node.contents.l_name or b"").decode(errors="replace"))
+        node = node.contents.l_next
     return names
 
 
@@ -86,14 +94,19 @@ def _first(libs: list[str], part: str) -> int | None:
     return next((i for i, name in enumerate(libs) if part in name), None)
 
 
-class _PhdrInfo(ctypes.Structure):  # the leading fields of struct dl_phdr_info (<link.h>)
-    _fields_ = [("addr", ctypes.c_size_t), ("name", ctypes.c_char_p), ("phdr", ctypes.c_void_p),
-                ("phnum", ctypes.c_uint16)]
+class _LinkMap(ctypes.Structure):  # the public leading fields of struct link_map (<link.h>)
+    pass
+
+
+_LinkMap._fields_ = [("l_addr", ctypes.c_size_t), ("l_name", ctypes.c_char_p), ("l_ld", ctypes.c_void_p),
+                     ("l_next", ctypes.POINTER(_LinkMap)), ("l_prev", ctypes.POINTER(_LinkMap))]
+
+
+class _RDebug(ctypes.Structure):  # struct r_debug (<link.h>): the dynamic linker's list of loaded objects
+    _fields_ = [("r_version", ctypes.c_int), ("r_map", ctypes.POINTER(_LinkMap))]
 
 
 class _DlInfo(ctypes.Structure):  # Dl_info (<dlfcn.h>)
     _fields_ = [("fname", ctypes.c_char_p), ("fbase", ctypes.c_void_p), ("sname", ctypes.c_char_p),
                 ("saddr", ctypes.c_void_p)]
 
-
-_PHDR_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(_PhdrInfo), ctypes.c_size_t, ctypes.c_void_p)

@@ -117,3 +117,29 @@ def test_the_detector_agrees_with_openvino_itself(gst_or_skip, bundle, order):
     assert crashed or (raw.returncode == 0 and "compiled" in raw.stdout), raw.stderr[-2000:]
     assert crashed == _conflict(order), (order, raw.returncode)
 
+
+
+def test_listing_libraries_does_not_deadlock_with_an_importing_thread(tmp_path):
+    """loaded_libraries() in one thread while another imports extension modules (GIL held, then the loader lock in
+    dlopen: OpenVINO's telemetry thread after `import openvino`). With dl_iterate_phdr and a Python callback (loader
+    lock held, then the GIL) this deadlocked in 3 runs of 3; the link_map walk takes no loader lock."""
+    code = f"""
+import importlib.machinery, importlib.util, os, shutil, threading
+from edgekd.unwind import loaded_libraries
+src = importlib.util.find_spec("_multiprocessing").origin
+copies = [shutil.copy(src, os.path.join({str(tmp_path)!r}, f"m{{i}}.so")) for i in range(150)]
+def importer():
+    for p in copies:  # each copy is a new dlopen, made with the GIL held
+        loader = importlib.machinery.ExtensionFileLoader("_multiprocessing", p)
+        importlib.util.module_from_spec(importlib.util.spec_from_file_location("_multiprocessing", p, loader=loader))
+t = threading.Thread(target=importer, daemon=True)
+t.start()
+calls = 0
+while t.is_alive():
+    libs = loaded_libraries()
+    calls += 1
+assert any(name.endswith("m149.so") for name in loaded_libraries()) and libs[0] == "", libs[:2]
+print(calls)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and int(proc.stdout.strip()) > 0, proc.stderr[-2000:]
