@@ -99,3 +99,29 @@ def test_no_import_circles():
 if __name__ == "__main__":
     for circle in import_circles(import_graph()):
         print(" <-> ".join(circle))
+
+
+MAX_FUNCTION_LINES = 80  # STYLE.md habit 13: a reader sees one level of the story at a time
+
+
+def long_functions(paths: list[Path] | None = None, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """'path:line name (N lines)' for every function or method in `paths` (default: all of edgekd/) longer than
+    `limit` lines (docstring included, decorators not)."""
+    out = []
+    for path in paths if paths is not None else _modules().values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > limit:
+                    out.append(f"{path}:{node.lineno} {node.name} ({lines} lines)")
+    return sorted(out)
+
+
+def test_no_function_over_80_lines():
+    assert long_functions() == [], "split these along their stages (STYLE.md habit 13)"
+
+
+def test_the_length_check_sees_long_functions(tmp_path):
+    body = "\n".join(f"        x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    (tmp_path / "m.py").write_text(f"class C:\n    def ok(self):\n        pass\n\n    def long(self):\n{body}\n")
+    assert long_functions([tmp_path / "m.py"]) == [f"{tmp_path / 'm.py'}:5 long (81 lines)"]

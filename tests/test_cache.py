@@ -26,6 +26,26 @@ from edgekd.teacher.cache_merge import merge_caches
 ARRAY_FILES = ("image_embeds.npy", "views.npy", "image_sizes.npy", "valid.npy")
 
 
+def _contents(path: Path) -> dict[str, object]:
+    """Every file of a cache: bytes, except the build's clock (manifest `created` and timings, label packs'
+    `created`), which two builds of the same data never share."""
+    out: dict[str, object] = {}
+    for f in sorted(path.iterdir()):
+        if f.name == "manifest.json":
+            m = json.loads(f.read_text())
+            m.pop("created")
+            for k in ("seconds_last_run", "images_per_s_last_run"):
+                m["build"].pop(k, None)
+            out[f.name] = m
+        elif f.suffix == ".npz":
+            pack = load_label_pack(f)
+            out[f.name] = (pack.class_names, pack.prompts, {k: v for k, v in pack.meta.items() if k != "created"},
+                           pack.embeddings.tobytes())
+        else:
+            out[f.name] = f.read_bytes()
+    return out
+
+
 def _build(data, out, teacher, **kw):
     kw = {"views": 3, "seed": 7, "batch_size": 4, "workers": 0, "progress": False, "templates": "simple", **kw}
     return build_cache(data, out, teacher, **kw)
@@ -76,6 +96,23 @@ def test_cache_label_packs_and_manifest(built, tiny_teacher):
         c.check_teacher("ViT-B-32@0000")
 
 
+def test_two_builds_write_the_same_bytes(image_folder, tiny_teacher, tmp_path):
+    """Every file (arrays, index, manifest, label packs, captions) of a build is a function of its inputs."""
+    caps = tmp_path / "caps.jsonl"
+    caps.write_text("\n".join(json.dumps(x) for x in [
+        {"path": "red/000.jpg", "captions": ["a red square", "crimson noise", "third"]},
+        {"path": "green/004.jpg", "captions": ["leafy"]}]))
+    desc = tmp_path / "desc.json"
+    desc.write_text(json.dumps({"red": ["a red thing"], "green": ["a green thing", "leafy"], "blue": ["sky"]}))
+    kw = {"views": 2, "captions": caps, "max_captions": 2, "descriptions": desc, "chunk_size": 8}
+    a = _build(image_folder, tmp_path / "a", tiny_teacher, **kw)
+    b = _build(image_folder, tmp_path / "b", tiny_teacher, **kw)
+    first, second = _contents(a.path), _contents(b.path)
+    assert set(first) == set(cache_mod.CACHE_FILES) - {cache_mod.PROGRESS}  # every file, no progress.json left
+    assert first == second
+    assert first["manifest.json"]["captions"]["count"] == 3 and first["manifest.json"]["labels"]["descriptions_sha256"]
+
+
 def test_rebuild_of_complete_cache_is_a_noop_and_mismatch_refused(built, tiny_teacher, image_folder, tmp_path):
     before = (built.path / "image_embeds.npy").stat().st_mtime_ns
     _build(image_folder, built.path, tiny_teacher)
@@ -111,8 +148,10 @@ def test_resume_after_crash_is_byte_identical(built, tiny_teacher, image_folder,
     monkeypatch.undo()
     # resuming with another batch size still follows the interrupted build's batching
     c = _build(image_folder, out, tiny_teacher, chunk_size=8, batch_size=5)
-    for name in ARRAY_FILES:
-        assert (out / name).read_bytes() == (built.path / name).read_bytes(), name
+    resumed, whole = _contents(out), _contents(built.path)
+    for m in (resumed, whole):
+        m["manifest.json"]["build"].pop("chunk_size")  # the only setting that differs
+    assert resumed == whole
     assert c.manifest["complete"]
 
 

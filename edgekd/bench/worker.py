@@ -18,8 +18,9 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -158,90 +159,43 @@ def quantize_teacher(spec: dict[str, Any]) -> dict[str, Any]:
 
 # --- measuring ----------------------------------------------------------------------------------------------------
 
+class _Loaded(NamedTuple):
+    """A model loaded for timing: `infer()` runs the timed input, `infer_array(x)` any input -> embeddings."""
+
+    infer: Callable[[], Any]
+    infer_array: Callable[[np.ndarray], np.ndarray]
+    sync: Callable[[], Any] | None = None  # torch.cuda.synchronize on a CUDA device
+    torch_cuda: bool = False
+    params_m: float | None = None
+    backend: Any = None  # the runtime backend (None for torch)
+    classifier: Any = None  # the runtime's OpenVocabClassifier (e2e rows of bundles)
+
+
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    """One row of results.json: import the backend, load the model, time it (model only or end to end), describe it.
+
+    Every step runs in the order the row's numbers assume: import, RSS before load, load, timing, peak memory.
+    """
     model = ModelSpec.from_dict(spec["model"])
     backend, batch, threads = spec["backend"], int(spec["batch"]), spec.get("threads")
     mode = spec.get("mode", "model")
-    t_import = time.perf_counter()
-    if backend == "torch":
-        import timm  # noqa: F401  (import cost is not load time)
-        import torch
-    else:
-        from edgekd._optional import require
-        from edgekd.runtime.backends import BACKEND_MODULES
-
-        require(BACKEND_MODULES.get(backend, backend), purpose=f"the {backend} backend")
-    import_s = time.perf_counter() - t_import
+    import_s = _import_backend(backend)
     rss_start = _peak_rss_mb()
     t0 = time.perf_counter()
-    sync = None
-    torch_cuda = False
-    params_m = None
-    clf = None  # the runtime's classifier (e2e rows of bundles)
     if backend == "torch":
-        import torch
-
-        from edgekd.devices import resolve_device
-
-        if threads:
-            torch.set_num_threads(int(threads))
-        device = resolve_device(spec.get("device") or "auto")
-        module = build_torch_module(model, str(device))
-        params_m = sum(p.numel() for p in module.parameters()) / 1e6
-        torch_cuda = device.type == "cuda"
-        if torch_cuda:
-            sync = torch.cuda.synchronize
-            torch.cuda.reset_peak_memory_stats(device)
-        x_t = torch.from_numpy(_input(model, batch)).to(device)
-
-        # a bf16 teacher: autocast, as a user would run it (edgekd.bench.teacher_precisions checked it is native)
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=model.precision == "bf16")
-
-        def infer() -> Any:
-            with torch.inference_mode(), autocast:
-                return module(x_t)
-
-        def infer_array(x: np.ndarray) -> np.ndarray:
-            with torch.inference_mode(), autocast:
-                return module(torch.from_numpy(x).to(device)).float().cpu().numpy()
+        loaded = _load_torch(model, spec, batch, threads)
     else:
-        from edgekd.runtime.backends import create_backend
-
-        file = spec.get("engine_file") or spec.get("onnx") or model.file
-        if mode == "e2e" and model.kind == "bundle":  # the runtime's own classifier, as an app would load it
-            clf = _load_classifier(model, backend, threads, spec.get("device_engine"))
-            be = clf.backend
-        else:
-            hint = OPENVINO_HINTS.get(model.precision) if model.is_teacher else None
-            be = create_backend(file, backend, threads=threads, device=spec.get("device_engine"),
-                                inference_precision=hint)
-        x_np = _input(model, batch, be.input_dtype)
-        out_name = "embedding" if "embedding" in be.output_names else be.output_names[0]
-
-        def infer() -> Any:
-            return be.run(x_np)
-
-        def infer_array(x: np.ndarray) -> np.ndarray:
-            return be.run(x)[out_name]
+        loaded = _load_runtime(model, spec, backend, batch, threads, mode)
     load_s = time.perf_counter() - t0
     timer = Timer(float(spec.get("warmup_s", 2.0)), float(spec.get("min_time_s", 5.0)),
-                  int(spec.get("min_iters", 10)), sync=sync)
-    extra: dict[str, Any] = {}
+                  int(spec.get("min_iters", 10)), sync=loaded.sync)
     if mode == "e2e":
-        fn, stages, label_source = _e2e_runtime(clf) if clf is not None else _e2e(model, infer_array)
-        extra["e2e_path"] = "OpenVocabClassifier" if clf is not None else "bench (same steps as the runtime)"
-        timing, power = _timed(timer, fn, bool(spec.get("power")))
-        n = len(timing.times_s)  # per-stage medians over the timed calls only (not the warm-up)
-        extra["stages_ms"] = {k: float(np.median(v[-n:]) * 1e3) for k, v in stages.items()}
-        # a camera hands over decoded frames: the per-frame cost is everything after decode, per call
-        frame = [p + i + s for p, i, s in zip(stages["preprocess"][-n:], stages["infer"][-n:], stages["score"][-n:])]
-        extra["stages_ms"]["frame"] = float(np.median(frame) * 1e3)
-        extra["frame"] = list(E2E_FRAME)
-        extra["labels"] = label_source
+        timing, power, extra = _time_e2e(timer, model, loaded, bool(spec.get("power")))
         thr = None
     else:
-        timing, power = _timed(timer, infer, bool(spec.get("power")))
-        thr = timer.throughput(infer, batch, float(spec.get("throughput_s", timer.min_time_s / 2)))
+        extra: dict[str, Any] = {}
+        timing, power = _timed(timer, loaded.infer, bool(spec.get("power")))
+        thr = timer.throughput(loaded.infer, batch, float(spec.get("throughput_s", timer.min_time_s / 2)))
     lat = timing.stats_ms()
     images = batch * len(timing.times_s)
     if power:
@@ -258,18 +212,110 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "import_s": import_s,
         "peak_rss_mb": _peak_rss_mb(),
         "rss_before_load_mb": rss_start,
-        "peak_gpu_mb": _peak_gpu_mb(torch_cuda),
+        "peak_gpu_mb": _peak_gpu_mb(loaded.torch_cuda),
         "model_mb": model_file_mb(model, spec.get("engine_file") or spec.get("onnx"))
         if backend != "torch" or model.kind == "run" else None,
-        "params_m": params_m,
-        "runtime_precision": getattr(be, "inference_precision", None) if backend != "torch" else None,
+        "params_m": loaded.params_m,
+        "runtime_precision": getattr(loaded.backend, "inference_precision", None) if backend != "torch" else None,
         "power": power,
         "pid": os.getpid(),
         **extra,
     }
-    if backend == "torch" and row["model_mb"] is None and params_m is not None:
-        row["model_mb"] = params_m * 1e6 * 4 / 2**20  # fp32 parameters in memory (no file: built from a name)
+    if backend == "torch" and row["model_mb"] is None and loaded.params_m is not None:
+        row["model_mb"] = loaded.params_m * 1e6 * 4 / 2**20  # fp32 parameters in memory (no file: built from a name)
     return row
+
+
+def _import_backend(backend: str) -> float:
+    """Import what `backend` runs on (torch + timm, or the runtime's module); -> seconds (not counted as load)."""
+    t_import = time.perf_counter()
+    if backend == "torch":
+        import timm  # noqa: F401  (import cost is not load time)
+        import torch  # noqa: F401
+    else:
+        from edgekd._optional import require
+        from edgekd.runtime.backends import BACKEND_MODULES
+
+        require(BACKEND_MODULES.get(backend, backend), purpose=f"the {backend} backend")
+    return time.perf_counter() - t_import
+
+
+def _load_torch(model: ModelSpec, spec: dict[str, Any], batch: int, threads: int | None) -> _Loaded:
+    """The model as a torch module on spec["device"], with its timed input [batch, ...] already on the device."""
+    import torch
+
+    from edgekd.devices import resolve_device
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    device = resolve_device(spec.get("device") or "auto")
+    module = build_torch_module(model, str(device))
+    params_m = sum(p.numel() for p in module.parameters()) / 1e6
+    torch_cuda = device.type == "cuda"
+    sync = None
+    if torch_cuda:
+        sync = torch.cuda.synchronize
+        torch.cuda.reset_peak_memory_stats(device)
+    x_t = torch.from_numpy(_input(model, batch)).to(device)
+
+    # a bf16 teacher: autocast, as a user would run it (edgekd.bench.teacher_precisions checked it is native)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=model.precision == "bf16")
+
+    def infer() -> Any:
+        with torch.inference_mode(), autocast:
+            return module(x_t)
+
+    def infer_array(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode(), autocast:
+            return module(torch.from_numpy(x).to(device)).float().cpu().numpy()
+
+    return _Loaded(infer, infer_array, sync, torch_cuda, params_m)
+
+
+def _load_runtime(model: ModelSpec, spec: dict[str, Any], backend: str, batch: int, threads: int | None,
+                  mode: str) -> _Loaded:
+    """The model file on a runtime backend (a bundle's e2e row: the runtime's own classifier, as an app loads it),
+    with its timed input [batch, ...] in the backend's input dtype."""
+    from edgekd.runtime.backends import create_backend
+
+    file = spec.get("engine_file") or spec.get("onnx") or model.file
+    clf = None
+    if mode == "e2e" and model.kind == "bundle":
+        clf = _load_classifier(model, backend, threads, spec.get("device_engine"))
+        be = clf.backend
+    else:
+        hint = OPENVINO_HINTS.get(model.precision) if model.is_teacher else None
+        be = create_backend(file, backend, threads=threads, device=spec.get("device_engine"),
+                            inference_precision=hint)
+    x_np = _input(model, batch, be.input_dtype)
+    out_name = "embedding" if "embedding" in be.output_names else be.output_names[0]
+
+    def infer() -> Any:
+        return be.run(x_np)
+
+    def infer_array(x: np.ndarray) -> np.ndarray:
+        return be.run(x)[out_name]
+
+    return _Loaded(infer, infer_array, backend=be, classifier=clf)
+
+
+def _time_e2e(timer: Timer, model: ModelSpec, loaded: _Loaded, power: bool
+              ) -> tuple[Any, dict[str, Any] | None, dict[str, Any]]:
+    """Time the open-vocabulary path on one JPEG frame. -> (timing, power summary or None, the row's e2e fields:
+    path, per-stage medians, frame size, label source)."""
+    clf = loaded.classifier
+    fn, stages, label_source = _e2e_runtime(clf) if clf is not None else _e2e(model, loaded.infer_array)
+    extra: dict[str, Any] = {}
+    extra["e2e_path"] = "OpenVocabClassifier" if clf is not None else "bench (same steps as the runtime)"
+    timing, power_summary = _timed(timer, fn, power)
+    n = len(timing.times_s)  # per-stage medians over the timed calls only (not the warm-up)
+    extra["stages_ms"] = {k: float(np.median(v[-n:]) * 1e3) for k, v in stages.items()}
+    # a camera hands over decoded frames: the per-frame cost is everything after decode, per call
+    frame = [p + i + s for p, i, s in zip(stages["preprocess"][-n:], stages["infer"][-n:], stages["score"][-n:])]
+    extra["stages_ms"]["frame"] = float(np.median(frame) * 1e3)
+    extra["frame"] = list(E2E_FRAME)
+    extra["labels"] = label_source
+    return timing, power_summary, extra
 
 
 def _timed(timer: Timer, fn: Any, power: bool) -> tuple[Any, dict[str, Any] | None]:

@@ -8,10 +8,15 @@ import os
 import shlex
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from edgekd.cli._teacher_opts import load_teacher_from_options, teacher_options
+
+if TYPE_CHECKING:
+    from edgekd.data.index import DatasetIndex
+    from edgekd.plan import Plan
 
 
 def _teacher_args(teacher: str, pretrained: str | None, teacher_weights: str | None, random_teacher: bool) -> list[str]:
@@ -60,59 +65,26 @@ def plan(data, minutes, out, student, img_size, teacher, pretrained, teacher_wei
     from edgekd import EdgekdError
     from edgekd.cpu import cpu_facts, describe
     from edgekd.data.index import build_index
-    from edgekd.plan import (
-        TRAIN_LIST,
-        PlanRules,
-        camera_resize_method,
-        choose_plan,
-        class_counts,
-        plan_commands,
-        save_plan,
-        subset_entries,
-        write_train_list,
-    )
+    from edgekd.plan import PlanRules, choose_plan, class_counts, plan_commands, save_plan
 
     rules = PlanRules()
     img_size = img_size or rules.img_size
     out_path = Path(out)
     index = build_index(data, hash_files=False)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    measured: dict = {}
-    loader_s = 0.0
-    if teacher_ips is None or train_ips is None:
-        t = load_teacher_from_options(teacher, pretrained, teacher_weights, random_teacher, device)
-        if t.device.type == "cpu" and load is not None and load >= 0.5 * (os.cpu_count() or 1):
-            click.echo(f"WARNING: load average {load:.1f} on {os.cpu_count()} CPUs: other processes are busy, and "
-                       "the speeds measured now (so the plan) reflect that; plan on a quiet machine or pass "
-                       "--teacher-ips/--train-ips", err=True)
-        measured = _measure(t, index, student, img_size, batch_size, teacher_ips is None, train_ips is None)
-        teacher_ips = teacher_ips or measured["teacher"]["images_per_s"]
-        train_ips = train_ips or measured["student"]["images_per_s"]
-        if t.device.type == "cpu" and "teacher" in measured:  # the loader shares the cores (on a GPU it overlaps)
-            loader_s = measured["teacher"]["detail"]["decode_render_s_per_image"]
+    measured, teacher_ips, train_ips, loader_s = _speeds(
+        index, student, img_size, batch_size, teacher_ips, train_ips, load,
+        (teacher, pretrained, teacher_weights, random_teacher, device))
     p = choose_plan(class_counts(index), minutes, teacher_ips, train_ips, rules, img_size, loader_s)
     if p.images < batch_size:
         raise EdgekdError(f"the plan has {p.images} images, fewer than one --batch-size {batch_size} step of "
                           "`edgekd distill`; lower --batch-size")
 
-    train_csv = out_path / TRAIN_LIST
-    if p.subset:
-        write_train_list(train_csv, index, subset_entries(index, p))
-        data_arg = str(train_csv)
-    else:
-        train_csv.unlink(missing_ok=True)  # a stale subset of an earlier plan would mislead
-        data_arg = data
+    train_csv, data_arg = _train_list(out_path, index, p, data)
     cache_dir = cache_dir or str(out_path / "cache")
     run_dir = run_dir or str(out_path / "run")
     targs = _teacher_args(teacher, pretrained, teacher_weights, random_teacher)
-    if resize_method == "auto":
-        resize_method = camera_resize_method()
-    else:
-        from edgekd.resize import RESIZE_METHODS
-
-        if resize_method not in RESIZE_METHODS:
-            raise click.BadParameter(f"{resize_method!r}: use auto or one of {', '.join(sorted(RESIZE_METHODS))}",
-                                     param_hint="--resize-method")
+    resize_method = _resize_method(resize_method)
     commands = plan_commands(data_arg, cache_dir, run_dir, p, student, batch_size, targs, device, resize_method)
     facts = cpu_facts()
     doc = {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
@@ -127,6 +99,54 @@ def plan(data, minutes, out, student, img_size, teacher, pretrained, teacher_wei
            "train_list": str(train_csv) if p.subset else None}
     save_plan(out_path, doc, commands)
     _echo_plan(p, out_path, commands, train_csv)
+
+
+def _speeds(index: DatasetIndex, student: str, img_size: int, batch_size: int, teacher_ips: float | None,
+            train_ips: float | None, load: float | None, teacher_opts: tuple[str, str | None, str | None, bool, str]
+            ) -> tuple[dict, float, float, float]:
+    """-> (what was measured, teacher forwards/s, training images/s, decode + render s per image on a CPU): the
+    speeds given as options, the others timed here with the teacher of `teacher_opts` (load_teacher_from_options)."""
+    measured: dict = {}
+    loader_s = 0.0
+    if teacher_ips is None or train_ips is None:
+        t = load_teacher_from_options(*teacher_opts)
+        if t.device.type == "cpu" and load is not None and load >= 0.5 * (os.cpu_count() or 1):
+            click.echo(f"WARNING: load average {load:.1f} on {os.cpu_count()} CPUs: other processes are busy, and "
+                       "the speeds measured now (so the plan) reflect that; plan on a quiet machine or pass "
+                       "--teacher-ips/--train-ips", err=True)
+        measured = _measure(t, index, student, img_size, batch_size, teacher_ips is None, train_ips is None)
+        teacher_ips = teacher_ips or measured["teacher"]["images_per_s"]
+        train_ips = train_ips or measured["student"]["images_per_s"]
+        if t.device.type == "cpu" and "teacher" in measured:  # the loader shares the cores (on a GPU it overlaps)
+            loader_s = measured["teacher"]["detail"]["decode_render_s_per_image"]
+    return measured, teacher_ips, train_ips, loader_s
+
+
+def _train_list(out_path: Path, index: DatasetIndex, p: Plan, data: str) -> tuple[Path, str]:
+    """-> (OUT/train.csv, the --data of the printed cache command): the list of the plan's subset when it takes
+    one, else DATA itself (and no list: a stale subset of an earlier plan would mislead)."""
+    from edgekd.plan import TRAIN_LIST, subset_entries, write_train_list
+
+    train_csv = out_path / TRAIN_LIST
+    if p.subset:
+        write_train_list(train_csv, index, subset_entries(index, p))
+        return train_csv, str(train_csv)
+    train_csv.unlink(missing_ok=True)
+    return train_csv, data
+
+
+def _resize_method(resize_method: str) -> str:
+    """--resize-method: auto -> the camera fast path (plan.camera_resize_method), else a known method name."""
+    from edgekd.plan import camera_resize_method
+
+    if resize_method == "auto":
+        return camera_resize_method()
+    from edgekd.resize import RESIZE_METHODS
+
+    if resize_method not in RESIZE_METHODS:
+        raise click.BadParameter(f"{resize_method!r}: use auto or one of {', '.join(sorted(RESIZE_METHODS))}",
+                                 param_hint="--resize-method")
+    return resize_method
 
 
 def _measure(t, index, student: str, img_size: int, batch_size: int, teacher: bool, train: bool) -> dict:

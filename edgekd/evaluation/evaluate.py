@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,11 @@ from edgekd import EdgekdError, __version__
 from edgekd._io import atomic_write_text, json_get
 from edgekd.evaluation import metrics as M
 from edgekd.labelpack import LabelPack, load_label_pack
+
+if TYPE_CHECKING:
+    from edgekd.data.index import DatasetIndex
+    from edgekd.evaluation.embed import Embeddings, Encoder
+    from edgekd.evaluation.sources import Source
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +159,7 @@ def _few_shot(emb: np.ndarray, labels: np.ndarray, texts: np.ndarray, cfg: EvalC
 def evaluate(source: str | os.PathLike, cfg: EvalConfig) -> dict[str, Any]:
     """Evaluate a run directory or export bundle on `cfg.data`. -> JSON-ready results (format "edgekd.eval")."""
     from edgekd.data.index import build_index
-    from edgekd.devices import resolve_device
-    from edgekd.evaluation.embed import embed_dataset, teacher_encoder
-    from edgekd.evaluation.sources import load_source_teacher, resolve_source, source_encoder, teacher_from_cache
+    from edgekd.evaluation.sources import resolve_source
 
     t0 = time.perf_counter()
     if any(k < 1 for k in cfg.shots):
@@ -168,58 +171,17 @@ def evaluate(source: str | os.PathLike, cfg: EvalConfig) -> dict[str, Any]:
         raise EdgekdError(f"--data {cfg.data} is unlabeled, but --unseen/--split-file/--train-index need labeled "
                           "images (an image folder with one sub-folder per class, or a list with labels)")
     pack, pack_path = _load_pack(cfg, src, required=labeled)
-
-    # class space: the data's classes (+ split classes without images, as distractor texts)
-    classes = list(index.classes)
-    split = None
-    if pack is not None:
-        if labeled:
-            missing = [c for c in classes if c not in pack.class_names]
-            if missing:
-                raise EdgekdError(f"--data {cfg.data}: class(es) {', '.join(missing[:5])} not in the label pack "
-                                  f"{pack_path}; pass --labels with a pack that covers them (`edgekd labels`)")
-        else:
-            classes = list(pack.class_names)  # unlabeled data: the pack's classes, for teacher agreement only
-        seen_unseen = _resolve_split(cfg, pack, classes) if labeled else None
-        if seen_unseen is not None:
-            classes += [c for c in seen_unseen[0] + seen_unseen[1] if c not in classes]
-            pos = {c: i for i, c in enumerate(classes)}
-            split = {"seen": seen_unseen[0], "unseen": seen_unseen[1],
-                     "seen_idx": [pos[c] for c in seen_unseen[0]], "unseen_idx": [pos[c] for c in seen_unseen[1]]}
-        texts = pack.subset(classes).embeddings
-
-    device = resolve_device(cfg.device)
-    encoders = [source_encoder(src, device, cfg.backend)]
-    teacher_desc = None
-    if cfg.use_teacher and not cfg.teacher_cache:
-        teacher = load_source_teacher(src, cfg.teacher, device)
-        encoders.append(teacher_encoder(teacher))
-        teacher_desc = teacher.describe()
-    emb = embed_dataset([index.abs_path(i) for i in range(len(index))], encoders, cfg.batch_size, cfg.workers,
-                        desc=f"eval {src.path.name}", rel_paths=index.rel_paths)
-    valid = emb.valid.copy()
-    if cfg.use_teacher and cfg.teacher_cache:
-        t_emb, t_valid, teacher_desc = teacher_from_cache(cfg.teacher_cache, index.rel_paths,
-                                                          [e.size for e in index.entries], src.teacher_id)
-        emb.embeds["teacher"] = t_emb
-        valid &= t_valid
+    classes, split, texts = _class_space(cfg, index, pack, pack_path, labeled)
+    student_encoder, emb, valid, teacher_desc = _embed(src, index, cfg)
     labels = np.array(index.labels, dtype=np.int64)[valid]
     keys = [p for p, ok in zip(index.rel_paths, valid) if ok]
     models = {k: v[valid] for k, v in emb.embeds.items()}
-
-    counts = None
-    if cfg.train_index:
-        from edgekd.evaluation.sources import train_class_counts
-
-        by_name = train_class_counts(cfg.train_index)
-        if not set(by_name) & set(classes):
-            raise EdgekdError(f"--train-index {cfg.train_index}: none of its classes is a class of --data")
-        counts = np.array([by_name.get(c, 0) for c in classes])
+    counts = _train_counts(cfg, classes)
 
     results: dict[str, Any] = {
         "format": FORMAT, "version": VERSION,
         "source": {"kind": src.kind, "path": str(src.path), "teacher_id": src.teacher_id,
-                   **{k: v for k, v in src.info.items() if k != "bundle"}, **encoders[0].info},
+                   **{k: v for k, v in src.info.items() if k != "bundle"}, **student_encoder.info},
         "data": {"root": str(index.root), "kind": index.kind, "index_sha256": index.sha256, "images": len(index),
                  "evaluated": int(valid.sum()), "skipped": emb.skipped, "classes": list(index.classes)},
         "labels": {"path": pack_path, "classes": len(classes), "teacher_id": pack.teacher_id} if pack else None,
@@ -240,6 +202,69 @@ def evaluate(source: str | os.PathLike, cfg: EvalConfig) -> dict[str, Any]:
     results.update({"versions": {"edgekd": __version__}, "seconds": round(time.perf_counter() - t0, 3),
                     "created": _dt.datetime.now(_dt.timezone.utc).isoformat()})
     return _finite(results)
+
+
+def _class_space(cfg: EvalConfig, index: DatasetIndex, pack: LabelPack | None, pack_path: str | None, labeled: bool
+                 ) -> tuple[list[str], dict[str, Any] | None, np.ndarray | None]:
+    """-> (classes scored: the data's, + split classes without images as distractor texts; the seen/unseen split
+    with class positions, or None; their text embeddings [C, D], or None without a label pack)."""
+    classes = list(index.classes)
+    if pack is None:
+        return classes, None, None
+    if labeled:
+        missing = [c for c in classes if c not in pack.class_names]
+        if missing:
+            raise EdgekdError(f"--data {cfg.data}: class(es) {', '.join(missing[:5])} not in the label pack "
+                              f"{pack_path}; pass --labels with a pack that covers them (`edgekd labels`)")
+    else:
+        classes = list(pack.class_names)  # unlabeled data: the pack's classes, for teacher agreement only
+    seen_unseen = _resolve_split(cfg, pack, classes) if labeled else None
+    split = None
+    if seen_unseen is not None:
+        classes += [c for c in seen_unseen[0] + seen_unseen[1] if c not in classes]
+        pos = {c: i for i, c in enumerate(classes)}
+        split = {"seen": seen_unseen[0], "unseen": seen_unseen[1],
+                 "seen_idx": [pos[c] for c in seen_unseen[0]], "unseen_idx": [pos[c] for c in seen_unseen[1]]}
+    return classes, split, pack.subset(classes).embeddings
+
+
+def _embed(src: Source, index: DatasetIndex, cfg: EvalConfig
+           ) -> tuple[Encoder, Embeddings, np.ndarray, dict[str, Any] | None]:
+    """Embed every image of `index` with the source (and the teacher: live, or read from `cfg.teacher_cache`).
+    -> (the source's encoder, the embeddings by model, which images both models embedded [N], the teacher's
+    description or None)."""
+    from edgekd.devices import resolve_device
+    from edgekd.evaluation.embed import embed_dataset, teacher_encoder
+    from edgekd.evaluation.sources import load_source_teacher, source_encoder, teacher_from_cache
+
+    device = resolve_device(cfg.device)
+    encoders = [source_encoder(src, device, cfg.backend)]
+    teacher_desc = None
+    if cfg.use_teacher and not cfg.teacher_cache:
+        teacher = load_source_teacher(src, cfg.teacher, device)
+        encoders.append(teacher_encoder(teacher))
+        teacher_desc = teacher.describe()
+    emb = embed_dataset([index.abs_path(i) for i in range(len(index))], encoders, cfg.batch_size, cfg.workers,
+                        desc=f"eval {src.path.name}", rel_paths=index.rel_paths)
+    valid = emb.valid.copy()
+    if cfg.use_teacher and cfg.teacher_cache:
+        t_emb, t_valid, teacher_desc = teacher_from_cache(cfg.teacher_cache, index.rel_paths,
+                                                          [e.size for e in index.entries], src.teacher_id)
+        emb.embeds["teacher"] = t_emb
+        valid &= t_valid
+    return encoders[0], emb, valid, teacher_desc
+
+
+def _train_counts(cfg: EvalConfig, classes: list[str]) -> np.ndarray | None:
+    """Training images per class of `classes` from `cfg.train_index` (for the long-tail buckets), or None."""
+    if not cfg.train_index:
+        return None
+    from edgekd.evaluation.sources import train_class_counts
+
+    by_name = train_class_counts(cfg.train_index)
+    if not set(by_name) & set(classes):
+        raise EdgekdError(f"--train-index {cfg.train_index}: none of its classes is a class of --data")
+    return np.array([by_name.get(c, 0) for c in classes])
 
 
 def _finite(obj: Any) -> Any:

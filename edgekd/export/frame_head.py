@@ -21,12 +21,15 @@ frames and the model reorders the resized [h, w] frame instead of the app copyin
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekd import EdgekdError
 from edgekd._io import atomic_path
 from edgekd._optional import require
 from edgekd.preprocess import Preprocess
+
+if TYPE_CHECKING:
+    import onnx
 
 MIN_OPSET = 18  # Resize with antialias and axes
 FRAMES = "frames"
@@ -63,16 +66,8 @@ def add_frame_head(path: str | os.PathLike, preprocess: Preprocess) -> dict[str,
     if reason:
         raise EdgekdError(f"--preprocess-in-graph full: {reason}; export with --preprocess-in-graph (normalise only)")
     model = onnx.load(str(path))
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset < MIN_OPSET:
-        raise EdgekdError(f"{path}: opset {opset}; in-graph resizing needs opset >= {MIN_OPSET} (--opset {MIN_OPSET})")
+    batch_dim = _frames_batch_dim(model, path)
     graph = model.graph
-    inputs = [i for i in graph.input if i.name == FRAMES]
-    if not inputs or inputs[0].type.tensor_type.elem_type != TensorProto.UINT8:
-        raise EdgekdError(f"{path}: expected a uint8 '{FRAMES}' input (export with --preprocess-in-graph)")
-    batch = inputs[0].type.tensor_type.shape.dim[0]
-    batch_dim: int | str = batch.dim_param or batch.dim_value or "batch"
-
     for node in graph.node:  # the model now reads the head's output
         node.input[:] = [_INNER if name == FRAMES else name for name in node.input]
     h, w = preprocess.size
@@ -81,44 +76,98 @@ def add_frame_head(path: str | os.PathLike, preprocess: Preprocess) -> dict[str,
     nodes = []
     source = FRAMES
     if preprocess.resize_mode == "shortest":  # centre crop with the model's aspect ratio, whole pixels
-        consts += [
-            helper.make_tensor("fh_hw_idx", TensorProto.INT64, [2], [1, 2]),
-            helper.make_tensor("fh_swap", TensorProto.INT64, [2], [1, 0]),
-            helper.make_tensor("fh_aspect", TensorProto.FLOAT, [2], [h / w, w / h]),  # crop (H, W) per source (W, H)
-            helper.make_tensor("fh_half", TensorProto.FLOAT, [], [0.5]),
-            helper.make_tensor("fh_one", TensorProto.FLOAT, [], [1.0]),
-            helper.make_tensor("fh_axes", TensorProto.INT64, [2], [1, 2]),
-        ]
-        nodes += [
-            helper.make_node("Shape", [FRAMES], ["fh_shape"]),
-            helper.make_node("Gather", ["fh_shape", "fh_hw_idx"], ["fh_hw_i"]),
-            helper.make_node("Cast", ["fh_hw_i"], ["fh_hw"], to=TensorProto.FLOAT),
-            helper.make_node("Gather", ["fh_hw", "fh_swap"], ["fh_wh"]),
-            helper.make_node("Mul", ["fh_wh", "fh_aspect"], ["fh_fit"]),
-            helper.make_node("Min", ["fh_hw", "fh_fit"], ["fh_crop"]),
-            helper.make_node("Sub", ["fh_hw", "fh_crop"], ["fh_margin"]),
-            helper.make_node("Mul", ["fh_margin", "fh_half"], ["fh_start_f"]),
-            helper.make_node("Round", ["fh_start_f"], ["fh_start_r"]),
-            helper.make_node("Round", ["fh_crop"], ["fh_crop_round"]),
-            helper.make_node("Max", ["fh_crop_round", "fh_one"], ["fh_crop_r"]),  # a 1-pixel-wide frame still crops 1
-            helper.make_node("Add", ["fh_start_r", "fh_crop_r"], ["fh_end_r"]),
-            helper.make_node("Cast", ["fh_start_r"], ["fh_start"], to=TensorProto.INT64),
-            helper.make_node("Cast", ["fh_end_r"], ["fh_end"], to=TensorProto.INT64),
-            helper.make_node("Slice", [FRAMES, "fh_start", "fh_end", "fh_axes"], ["fh_cropped"]),
-        ]
+        crop_consts, crop_nodes = _crop_head(h, w)
+        consts += crop_consts
+        nodes += crop_nodes
         source = "fh_cropped"
-    consts += [helper.make_tensor("fh_min", TensorProto.FLOAT, [], [0.0]),
-               helper.make_tensor("fh_max", TensorProto.FLOAT, [], [255.0])]
-    nodes += [  # resampled in float (faster than onnxruntime's uint8 kernel, and closer to Pillow), then rounded
+    resize_consts, resize_nodes = _resize_head(source, preprocess.interpolation)
+    consts += resize_consts
+    nodes += resize_nodes
+    _prepend_head(model, nodes, consts, batch_dim)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise EdgekdError(f"{path}: the graph with in-graph resizing is invalid: {str(e).splitlines()[0][:300]}") from e
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+    return {"name": FRAMES, "shape": [batch_dim, "height", "width", 3], "dtype": "uint8", "layout": "NHWC",
+            "resize": "in-graph", "channel_order_input": CHANNEL_ORDER}
+
+
+def _frames_batch_dim(model: onnx.ModelProto, path: str | os.PathLike) -> int | str:
+    """The batch dimension of the model's uint8 "frames" input; refuses an opset below 18 or no such input."""
+    from onnx import TensorProto
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < MIN_OPSET:
+        raise EdgekdError(f"{path}: opset {opset}; in-graph resizing needs opset >= {MIN_OPSET} (--opset {MIN_OPSET})")
+    inputs = [i for i in model.graph.input if i.name == FRAMES]
+    if not inputs or inputs[0].type.tensor_type.elem_type != TensorProto.UINT8:
+        raise EdgekdError(f"{path}: expected a uint8 '{FRAMES}' input (export with --preprocess-in-graph)")
+    batch = inputs[0].type.tensor_type.shape.dim[0]
+    return batch.dim_param or batch.dim_value or "batch"
+
+
+def _crop_head(h: int, w: int) -> tuple[list[onnx.TensorProto], list[onnx.NodeProto]]:
+    """(initializers, nodes): frames [B,H,W,3] -> "fh_cropped", the centre crop with the model's h:w aspect ratio,
+    rounded to whole pixels (at least one)."""
+    from onnx import TensorProto, helper
+
+    consts = [
+        helper.make_tensor("fh_hw_idx", TensorProto.INT64, [2], [1, 2]),
+        helper.make_tensor("fh_swap", TensorProto.INT64, [2], [1, 0]),
+        helper.make_tensor("fh_aspect", TensorProto.FLOAT, [2], [h / w, w / h]),  # crop (H, W) per source (W, H)
+        helper.make_tensor("fh_half", TensorProto.FLOAT, [], [0.5]),
+        helper.make_tensor("fh_one", TensorProto.FLOAT, [], [1.0]),
+        helper.make_tensor("fh_axes", TensorProto.INT64, [2], [1, 2]),
+    ]
+    nodes = [
+        helper.make_node("Shape", [FRAMES], ["fh_shape"]),
+        helper.make_node("Gather", ["fh_shape", "fh_hw_idx"], ["fh_hw_i"]),
+        helper.make_node("Cast", ["fh_hw_i"], ["fh_hw"], to=TensorProto.FLOAT),
+        helper.make_node("Gather", ["fh_hw", "fh_swap"], ["fh_wh"]),
+        helper.make_node("Mul", ["fh_wh", "fh_aspect"], ["fh_fit"]),
+        helper.make_node("Min", ["fh_hw", "fh_fit"], ["fh_crop"]),
+        helper.make_node("Sub", ["fh_hw", "fh_crop"], ["fh_margin"]),
+        helper.make_node("Mul", ["fh_margin", "fh_half"], ["fh_start_f"]),
+        helper.make_node("Round", ["fh_start_f"], ["fh_start_r"]),
+        helper.make_node("Round", ["fh_crop"], ["fh_crop_round"]),
+        helper.make_node("Max", ["fh_crop_round", "fh_one"], ["fh_crop_r"]),  # a 1-pixel-wide frame still crops 1
+        helper.make_node("Add", ["fh_start_r", "fh_crop_r"], ["fh_end_r"]),
+        helper.make_node("Cast", ["fh_start_r"], ["fh_start"], to=TensorProto.INT64),
+        helper.make_node("Cast", ["fh_end_r"], ["fh_end"], to=TensorProto.INT64),
+        helper.make_node("Slice", [FRAMES, "fh_start", "fh_end", "fh_axes"], ["fh_cropped"]),
+    ]
+    return consts, nodes
+
+
+def _resize_head(source: str, interpolation: str) -> tuple[list[onnx.TensorProto], list[onnx.NodeProto]]:
+    """(initializers, nodes): uint8 `source` [B,H',W',3] -> antialiased resize to "fh_sizes" -> channel_order ->
+    rounded uint8 [B,h,w,3], the model's input."""
+    from onnx import TensorProto, helper
+
+    consts = [helper.make_tensor("fh_min", TensorProto.FLOAT, [], [0.0]),
+              helper.make_tensor("fh_max", TensorProto.FLOAT, [], [255.0])]
+    nodes = [  # resampled in float (faster than onnxruntime's uint8 kernel, and closer to Pillow), then rounded
         helper.make_node("Cast", [source], ["fh_float"], to=TensorProto.FLOAT),
         helper.make_node("Resize", ["fh_float", "", "", "fh_sizes"], ["fh_resized"], mode=RESIZE_MODES[
-            preprocess.interpolation], antialias=1, axes=[1, 2], cubic_coeff_a=PILLOW_CUBIC_A, exclude_outside=1,
+            interpolation], antialias=1, axes=[1, 2], cubic_coeff_a=PILLOW_CUBIC_A, exclude_outside=1,
             coordinate_transformation_mode="half_pixel"),
         helper.make_node("Gather", ["fh_resized", CHANNEL_ORDER], ["fh_ordered"], axis=3),
         helper.make_node("Round", ["fh_ordered"], ["fh_rounded"]),
         helper.make_node("Clip", ["fh_rounded", "fh_min", "fh_max"], ["fh_clipped"]),
         helper.make_node("Cast", ["fh_clipped"], [_INNER], to=TensorProto.UINT8),
     ]
+    return consts, nodes
+
+
+def _prepend_head(model: onnx.ModelProto, nodes: list[onnx.NodeProto], consts: list[onnx.TensorProto],
+                  batch_dim: int | str) -> None:
+    """Put the head's nodes before the model's, add its initializers, and make the graph's inputs whole frames
+    [B, height, width, 3] and the overridable channel order (then the model's other inputs)."""
+    from onnx import TensorProto, helper
+
+    graph = model.graph
     new_nodes = nodes + list(graph.node)
     del graph.node[:]
     graph.node.extend(new_nodes)
@@ -130,11 +179,3 @@ def add_frame_head(path: str | os.PathLike, preprocess: Preprocess) -> dict[str,
     graph.input.extend([frames, order, *others])
     if model.ir_version < 4:  # inputs with an initializer of the same name are overridable from IR 4 on
         model.ir_version = 4
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as e:
-        raise EdgekdError(f"{path}: the graph with in-graph resizing is invalid: {str(e).splitlines()[0][:300]}") from e
-    with atomic_path(path) as tmp:
-        onnx.save(model, str(tmp))
-    return {"name": FRAMES, "shape": [batch_dim, "height", "width", 3], "dtype": "uint8", "layout": "NHWC",
-            "resize": "in-graph", "channel_order_input": CHANNEL_ORDER}

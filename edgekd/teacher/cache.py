@@ -509,39 +509,89 @@ def build_cache(
     another teacher / preprocessing / dataset / views unless `overwrite`. `shard` ('I/N') builds rows
     [N_total*I/N, N_total*(I+1)/N) only (join shards with `merge_caches`). Returns the opened cache.
     """
-    from edgekd.data.index import DatasetIndex, build_index
-
     if views < 1:
         raise EdgekdError(f"--views {views}: need at least 1 (view 0 is the eval view)")
     if batch_size < 1:
         raise EdgekdError(f"--batch-size {batch_size}: must be >= 1")
     out = Path(out)
+    index, part, start, shard_info = _index_rows(data, out, shard, overwrite)
+    vcfg = ViewConfig(views, seed, tuple(scale), tuple(ratio), flip_p)
+    cap_texts, cap_info = _caption_texts(captions, max_captions, index, part)
+    build = {"batch_size": batch_size, "chunk_size": chunk_size, "workers": workers}
+    manifest = _new_manifest(teacher, vcfg, index, part, cap_info, _labels_info(index, templates, descriptions),
+                             shard=shard_info, build=build)
+
+    old = _prepare_out(out, overwrite)
+    if old is not None:
+        _check_same_build(out, old, manifest)
+        if old.get("complete"):
+            log.info("cache %s is already complete; nothing to do", out)
+            return TeacherCache.open(out)
+    resume_done, skipped, batch_size = _resume_point(out, old, manifest, batch_size)
+    n = len(part)
+    with _disk_full_is_an_error(out):
+        m = cap_info["max_per_image"] if cap_info else None
+        resume_done, skipped = _start_files(out, manifest, part, (n, views, teacher.embed_dim, m), resume_done,
+                                            skipped, batch_size)
+        if index.classes:
+            _write_label_packs(out, teacher, index.classes, templates, descriptions)
+
+        t0 = time.perf_counter()
+        if resume_done < n:
+            skipped = _run_rows(out, part, start, teacher, vcfg, resume_done, skipped, batch_size, workers, chunk_size,
+                                progress, cap_texts, m)
+        _finish_manifest(out, manifest, resume_done, skipped, time.perf_counter() - t0)
+    if skipped:
+        log.warning("%d of %d images skipped (listed in %s): %s", len(skipped), n, out / MANIFEST,
+                    "; ".join(f"{s['path']} ({s['reason']})" for s in skipped[:5]))
+    return TeacherCache.open(out)
+
+
+def _index_rows(data: str | os.PathLike | DatasetIndex, out: Path, shard: str | tuple[int, int] | None,
+                overwrite: bool) -> tuple[DatasetIndex, DatasetIndex, int, dict[str, int] | None]:
+    """-> (the dataset's index, content-hashed; the rows of it this build covers; their first row; the manifest's
+    "shard" entry or None)."""
+    from edgekd.data.index import DatasetIndex, build_index
+
     shard_t = parse_shard(shard)
     index = data if isinstance(data, DatasetIndex) else build_index(data, hash_files=False)
     n_total = len(index)
     start, stop = shard_bounds(n_total, *shard_t) if shard_t else (0, n_total)
     if not index.hashed:
         _hash_or_adopt(index, out, start, overwrite)
-    part = index.slice(start, stop)
-    vcfg = ViewConfig(views, seed, tuple(scale), tuple(ratio), flip_p)
+    shard_info = {"index": shard_t[0], "count": shard_t[1], "start": start, "stop": stop} if shard_t else None
+    return index, index.slice(start, stop), start, shard_info
 
-    cap_texts: dict[str, list[str]] | None = None
-    cap_info = None
-    if captions is not None:
-        from edgekd.data.captions import load_captions
 
-        cap_texts = load_captions(captions, index.rel_paths)
-        m = max(len(v) for v in cap_texts.values())
-        m = min(m, max_captions) if max_captions else m
-        cap_info = {"file": str(Path(captions).absolute()), "sha256": sha256_file(captions), "max_per_image": m,
-                    "count": sum(min(len(cap_texts.get(p, [])), m) for p in part.rel_paths),
-                    "images_with_captions": sum(1 for p in part.rel_paths if p in cap_texts)}
-    labels_info = None
-    if index.classes:
-        labels_info = {"templates": templates, "descriptions_file": str(descriptions) if descriptions else None,
-                       "descriptions_sha256": sha256_file(descriptions) if descriptions else None}
+def _caption_texts(captions: str | os.PathLike | None, max_captions: int | None, index: DatasetIndex,
+                   part: DatasetIndex) -> tuple[dict[str, list[str]] | None, dict[str, Any] | None]:
+    """-> (captions by relative path, the manifest's "captions" entry), or (None, None) without a captions file."""
+    if captions is None:
+        return None, None
+    from edgekd.data.captions import load_captions
 
-    manifest: dict[str, Any] = {
+    cap_texts = load_captions(captions, index.rel_paths)
+    m = max(len(v) for v in cap_texts.values())
+    m = min(m, max_captions) if max_captions else m
+    cap_info = {"file": str(Path(captions).absolute()), "sha256": sha256_file(captions), "max_per_image": m,
+                "count": sum(min(len(cap_texts.get(p, [])), m) for p in part.rel_paths),
+                "images_with_captions": sum(1 for p in part.rel_paths if p in cap_texts)}
+    return cap_texts, cap_info
+
+
+def _labels_info(index: DatasetIndex, templates: str, descriptions: str | os.PathLike | None) -> dict[str, Any] | None:
+    """The manifest's "labels" entry (how labels.npz is made), or None for an unlabeled dataset."""
+    if not index.classes:
+        return None
+    return {"templates": templates, "descriptions_file": str(descriptions) if descriptions else None,
+            "descriptions_sha256": sha256_file(descriptions) if descriptions else None}
+
+
+def _new_manifest(teacher: Teacher, vcfg: ViewConfig, index: DatasetIndex, part: DatasetIndex,
+                  cap_info: dict[str, Any] | None, labels_info: dict[str, Any] | None, *,
+                  shard: dict[str, int] | None, build: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of a build that has not started (counts unknown, `complete` false)."""
+    return {
         "format": FORMAT,
         "version": VERSION,
         "teacher": teacher.describe(),
@@ -552,73 +602,76 @@ def build_cache(
         "skipped": [],
         "captions": cap_info,
         "labels": labels_info,
-        "shard": ({"index": shard_t[0], "count": shard_t[1], "start": start, "stop": stop} if shard_t else None),
+        "shard": shard,
         "complete": False,
-        "build": {"batch_size": batch_size, "chunk_size": chunk_size, "workers": workers},
+        "build": build,
         "versions": _versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
     }
 
-    old = _prepare_out(out, overwrite)
-    resume_done = 0
-    skipped: list[dict[str, str]] = []
-    if old is not None:
-        if _identity(old) != _identity(manifest):
-            why = _explain_mismatch(_identity(old), _identity(manifest))
-            raise CacheMismatchError(f"--out {out} holds a cache made with a different {why}; use a new --out, "
-                                     "or --overwrite to replace it")
-        if old.get("complete"):
-            log.info("cache %s is already complete; nothing to do", out)
-            return TeacherCache.open(out)
-        manifest["created"] = old.get("created", manifest["created"])
-        prog = read_json(out / PROGRESS) if (out / PROGRESS).is_file() else None
-        if prog and prog.get("batch_size") != batch_size:
-            log.warning("resuming with the interrupted build's --batch-size %s (not %s) so the bytes match",
-                        prog["batch_size"], batch_size)
-            batch_size = int(prog["batch_size"])
-            manifest["build"]["batch_size"] = batch_size
-        if prog:
-            resume_done, skipped = int(prog["done"]), list(prog.get("skipped", []))
-    with _disk_full_is_an_error(out):
-        out.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(out)
 
-        n, k, d = len(part), views, teacher.embed_dim
-        m = cap_info["max_per_image"] if cap_info else None
-        if resume_done and not _arrays_ok(out, n, k, d, m):
-            log.warning("%s: arrays missing or damaged; starting the build from the beginning", out)
-            resume_done, skipped = 0, []
-        atomic_write_json(out / MANIFEST, manifest)
-        atomic_write_json(out / INDEX, part.to_json())
-        if resume_done == 0:
-            for name in ARRAYS:  # nothing in them to keep; freeing them first lets a retry fit where the first did
-                (out / name).unlink(missing_ok=True)
-            _empty_arrays(out, n, k, d, m)
-            atomic_write_json(out / PROGRESS, {"done": 0, "batch_size": batch_size, "skipped": []})
-        else:
-            log.info("resuming %s at image %d of %d", out, resume_done, n)
+def _check_same_build(out: Path, old: dict[str, Any], manifest: dict[str, Any]) -> None:
+    """Raise CacheMismatchError unless the cache in `out` (manifest `old`) was made like `manifest`."""
+    if _identity(old) != _identity(manifest):
+        why = _explain_mismatch(_identity(old), _identity(manifest))
+        raise CacheMismatchError(f"--out {out} holds a cache made with a different {why}; use a new --out, "
+                                 "or --overwrite to replace it")
 
-        if index.classes:
-            _write_label_packs(out, teacher, index.classes, templates, descriptions)
 
-        t0 = time.perf_counter()
-        if resume_done < n:
-            skipped = _run_rows(out, part, start, teacher, vcfg, resume_done, skipped, batch_size, workers, chunk_size,
-                                progress, cap_texts, m)
-        seconds = time.perf_counter() - t0
-        valid = np.load(out / "valid.npy", mmap_mode="r")
-        n_valid = int(valid.sum())
-        manifest["counts"] = {"images": n, "valid": n_valid, "skipped": n - n_valid}
-        manifest["skipped"] = skipped
-        manifest["complete"] = True
-        manifest["build"]["seconds_last_run"] = round(seconds, 3)
-        manifest["build"]["images_per_s_last_run"] = round((n - resume_done) / seconds, 2) if seconds > 0 else None
-        atomic_write_json(out / MANIFEST, manifest)
-        (out / PROGRESS).unlink(missing_ok=True)
-    if skipped:
-        log.warning("%d of %d images skipped (listed in %s): %s", len(skipped), n, out / MANIFEST,
-                    "; ".join(f"{s['path']} ({s['reason']})" for s in skipped[:5]))
-    return TeacherCache.open(out)
+def _resume_point(out: Path, old: dict[str, Any] | None, manifest: dict[str, Any], batch_size: int
+                  ) -> tuple[int, list[dict[str, str]], int]:
+    """-> (rows done, skipped so far, batch size) of an interrupted build in `out` (old manifest `old`), or a fresh
+    start. A resumed build keeps its first run's `created` and batch size (so the batches, and bytes, match)."""
+    if old is None:
+        return 0, [], batch_size
+    manifest["created"] = old.get("created", manifest["created"])
+    prog = read_json(out / PROGRESS) if (out / PROGRESS).is_file() else None
+    if prog and prog.get("batch_size") != batch_size:
+        log.warning("resuming with the interrupted build's --batch-size %s (not %s) so the bytes match",
+                    prog["batch_size"], batch_size)
+        batch_size = int(prog["batch_size"])
+        manifest["build"]["batch_size"] = batch_size
+    if prog:
+        return int(prog["done"]), list(prog.get("skipped", [])), batch_size
+    return 0, [], batch_size
+
+
+def _start_files(out: Path, manifest: dict[str, Any], part: DatasetIndex, shape: tuple[int, int, int, int | None],
+                 done: int, skipped: list[dict[str, str]], batch_size: int) -> tuple[int, list[dict[str, str]]]:
+    """Create `out` and write the manifest and index; empty arrays for a fresh start (or arrays too damaged to
+    resume), else keep them. `shape` is (images, views, embed dim, captions per image or None). -> (done, skipped)."""
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(out)
+
+    n, k, d, m = shape
+    if done and not _arrays_ok(out, n, k, d, m):
+        log.warning("%s: arrays missing or damaged; starting the build from the beginning", out)
+        done, skipped = 0, []
+    atomic_write_json(out / MANIFEST, manifest)
+    atomic_write_json(out / INDEX, part.to_json())
+    if done == 0:
+        for name in ARRAYS:  # nothing in them to keep; freeing them first lets a retry fit where the first did
+            (out / name).unlink(missing_ok=True)
+        _empty_arrays(out, n, k, d, m)
+        atomic_write_json(out / PROGRESS, {"done": 0, "batch_size": batch_size, "skipped": []})
+    else:
+        log.info("resuming %s at image %d of %d", out, done, n)
+    return done, skipped
+
+
+def _finish_manifest(out: Path, manifest: dict[str, Any], resume_done: int, skipped: list[dict[str, str]],
+                     seconds: float) -> None:
+    """Record the counts, skipped images and this run's speed, mark the cache complete, drop progress.json."""
+    n = manifest["counts"]["images"]
+    valid = np.load(out / "valid.npy", mmap_mode="r")
+    n_valid = int(valid.sum())
+    manifest["counts"] = {"images": n, "valid": n_valid, "skipped": n - n_valid}
+    manifest["skipped"] = skipped
+    manifest["complete"] = True
+    manifest["build"]["seconds_last_run"] = round(seconds, 3)
+    manifest["build"]["images_per_s_last_run"] = round((n - resume_done) / seconds, 2) if seconds > 0 else None
+    atomic_write_json(out / MANIFEST, manifest)
+    (out / PROGRESS).unlink(missing_ok=True)
 
 
 def _hash_or_adopt(index: DatasetIndex, out: Path, start: int, overwrite: bool) -> None:
@@ -654,29 +707,16 @@ def _run_rows(out: Path, part: DatasetIndex, offset: int, teacher: Teacher, vcfg
               skipped: list[dict[str, str]], batch_size: int, workers: int, chunk_size: int, progress: bool,
               cap_texts: dict[str, list[str]] | None, m: int | None) -> list[dict[str, str]]:
     """Fill rows [done, N) of the memmaps batch by batch; save progress every chunk (and on Ctrl-C)."""
-    import torch
     from tqdm.auto import tqdm
 
     n = len(part)
-    emb = np.load(out / "image_embeds.npy", mmap_mode="r+")
-    vw = np.load(out / "views.npy", mmap_mode="r+")
-    sizes = np.load(out / "image_sizes.npy", mmap_mode="r+")
-    valid = np.load(out / "valid.npy", mmap_mode="r+")
-    cap_emb = np.load(out / "caption_embeds.npy", mmap_mode="r+") if m is not None else None
-    cap_mask = np.load(out / "caption_mask.npy", mmap_mode="r+") if m is not None else None
-    arrays = [a for a in (emb, vw, sizes, valid, cap_emb, cap_mask) if a is not None]
-
-    # Batches are aligned to absolute row numbers, so a resumed build sees exactly the same batches.
-    batches = [list(range(s, min(s + batch_size, n))) for s in range(done, n, batch_size)]
-    ds = ViewDataset(part.root, part.rel_paths, offset, teacher.preprocess, vcfg)
-    loader = torch.utils.data.DataLoader(
-        ds, batch_sampler=batches, num_workers=workers, collate_fn=_collate,
-        worker_init_fn=_worker_init if workers > 0 else None, prefetch_factor=4 if workers > 0 else None)
+    arrays = _open_rows(out, m)
+    loader = _row_loader(part, offset, teacher, vcfg, done, batch_size, workers)
     chunk_rows = max(1, chunk_size // batch_size) * batch_size
     state = {"done": done}
 
     def save() -> None:
-        for a in arrays:
+        for a in arrays.values():
             a.flush()
         atomic_write_json(out / PROGRESS, {"done": state["done"], "batch_size": batch_size, "skipped": skipped})
 
@@ -684,27 +724,7 @@ def _run_rows(out: Path, part: DatasetIndex, offset: int, teacher: Teacher, vcfg
     last_saved = done
     try:
         for items in loader:
-            rows = [it["row"] for it in items]
-            ok = [it for it in items if it["ok"]]
-            for it in items:
-                if not it["ok"]:
-                    rel = part.rel_paths[it["row"]]
-                    skipped.append({"path": rel, "reason": it["reason"]})
-                    log.info("skipped %s: %s", rel, it["reason"])
-                    emb[it["row"]] = 0
-                    vw[it["row"]] = 0
-                    sizes[it["row"]] = 0
-                    valid[it["row"]] = False
-            if ok:
-                pix = np.concatenate([it["pixels"] for it in ok])  # [B*K, H, W, 3]
-                e = encode_views(teacher, pix).reshape(len(ok), vcfg.count, -1)
-                idx = np.asarray([it["row"] for it in ok])
-                emb[idx] = e.astype(np.float16)
-                vw[idx] = np.stack([it["views"] for it in ok])
-                sizes[idx] = np.asarray([it["size"] for it in ok], dtype=np.int32)
-                valid[idx] = True
-            if cap_emb is not None:
-                _encode_captions(teacher, part, rows, valid, cap_texts, m, cap_emb, cap_mask)
+            rows = _store_batch(items, part, teacher, vcfg, arrays, skipped, cap_texts, m)
             state["done"] = rows[-1] + 1
             bar.update(len(rows))
             if state["done"] - last_saved >= chunk_rows or state["done"] == n:
@@ -717,6 +737,57 @@ def _run_rows(out: Path, part: DatasetIndex, offset: int, teacher: Teacher, vcfg
     finally:
         bar.close()
     return skipped
+
+
+def _open_rows(out: Path, m: int | None) -> dict[str, np.ndarray]:
+    """The cache's arrays as writable memmaps, by name without ".npy" (the caption arrays only when `m` is set)."""
+    names = ["image_embeds", "views", "image_sizes", "valid"] + (["caption_embeds", "caption_mask"] if m is not None
+                                                                  else [])
+    return {name: np.load(out / f"{name}.npy", mmap_mode="r+") for name in names}
+
+
+def _row_loader(part: DatasetIndex, offset: int, teacher: Teacher, vcfg: ViewConfig, done: int, batch_size: int,
+                workers: int) -> Any:
+    """DataLoader over rows [done, N) of `part`: lists of ViewDataset items, in batches aligned to absolute rows."""
+    import torch
+
+    n = len(part)
+    # Batches are aligned to absolute row numbers, so a resumed build sees exactly the same batches.
+    batches = [list(range(s, min(s + batch_size, n))) for s in range(done, n, batch_size)]
+    ds = ViewDataset(part.root, part.rel_paths, offset, teacher.preprocess, vcfg)
+    return torch.utils.data.DataLoader(
+        ds, batch_sampler=batches, num_workers=workers, collate_fn=_collate,
+        worker_init_fn=_worker_init if workers > 0 else None, prefetch_factor=4 if workers > 0 else None)
+
+
+def _store_batch(items: list[dict[str, Any]], part: DatasetIndex, teacher: Teacher, vcfg: ViewConfig,
+                 arrays: dict[str, np.ndarray], skipped: list[dict[str, str]],
+                 cap_texts: dict[str, list[str]] | None, m: int | None) -> list[int]:
+    """Write one batch of ViewDataset items into `arrays`: an image that did not decode gets zeros and valid=False
+    (and joins `skipped`), the others the teacher's fp16 embeddings; then the batch's captions. -> its rows."""
+    emb, vw, sizes, valid = arrays["image_embeds"], arrays["views"], arrays["image_sizes"], arrays["valid"]
+    rows = [it["row"] for it in items]
+    ok = [it for it in items if it["ok"]]
+    for it in items:
+        if not it["ok"]:
+            rel = part.rel_paths[it["row"]]
+            skipped.append({"path": rel, "reason": it["reason"]})
+            log.info("skipped %s: %s", rel, it["reason"])
+            emb[it["row"]] = 0
+            vw[it["row"]] = 0
+            sizes[it["row"]] = 0
+            valid[it["row"]] = False
+    if ok:
+        pix = np.concatenate([it["pixels"] for it in ok])  # [B*K, H, W, 3]
+        e = encode_views(teacher, pix).reshape(len(ok), vcfg.count, -1)
+        idx = np.asarray([it["row"] for it in ok])
+        emb[idx] = e.astype(np.float16)
+        vw[idx] = np.stack([it["views"] for it in ok])
+        sizes[idx] = np.asarray([it["size"] for it in ok], dtype=np.int32)
+        valid[idx] = True
+    if m is not None:
+        _encode_captions(teacher, part, rows, valid, cap_texts, m, arrays["caption_embeds"], arrays["caption_mask"])
+    return rows
 
 
 def _encode_captions(teacher: Teacher, part: DatasetIndex, rows: list[int], valid: np.ndarray,
