@@ -528,6 +528,27 @@ def gst_element_block(rel: str = "gstreamer/gst_element.json") -> str:
     return "\n".join(out) + "\n"
 
 
+@block("regions")
+def regions_block(rel: str = "regions/regions.json") -> str:
+    """Batched region inference against one classify() per region, and RSS of elements sharing one model."""
+    doc = load(rel)
+    env, a = doc["env"], doc["args"]
+    out = [f"{cpu_of(env)}, {env['cores']} cores, {a['arch']} fp32 at {a['img_size']} px, {a['threads']} threads, "
+           f"1000 labels, a 1280x720 BGR frame with N boxes of 48-360 px; p50 per frame, {a['iters']} interleaved "
+           f"iterations, one run of `benchmarks/regions.py` ({link(rel.replace('.json', '.md'))}). Speed-up: time per "
+           "region of one `classify(crop)` each / of one `classify_regions` call, same run.", "",
+           "| resize | backend | regions | batched | one call each | crops/s batched | crops/s one each | speed-up |",
+           "|---|---|---|---|---|---|---|---|"]
+    out += [f"| {r['resize_method']} | {r['backend']} | {r['regions']} | {r['batched_ms']:.2f} ms | "
+            f"{r['one_call_each_ms']:.2f} ms | {r['crops_per_s_batched']:.0f} | {r['crops_per_s_one_each']:.0f} | "
+            f"{r['speedup']:.2f}x |" for r in doc["crops"]]
+    rss = {(m["elements"], m["shared"]): m["rss_mb"] for m in doc["rss"]}
+    out += ["", f"Memory (onnxruntime, {doc['rss'][0]['frames']} frames, 4 regions each, one process per case): one "
+            f"region element {rss[(1, False)]:.0f} MB RSS; four sharing one `model-instance-id` "
+            f"{rss[(4, True)]:.0f} MB; four with a model each {rss[(4, False)]:.0f} MB."]
+    return "\n".join(out) + "\n"
+
+
 @block("measured")
 def measured_block() -> str:
     """The other measurements: teacher cache and training speed, runtime overhead and memory."""
