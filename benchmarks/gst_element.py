@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import runtime_child  # benchmarks/runtime_child.py, beside this script
+from random_student import make_random_run
 
 WARM_FRACTION = 0.1
 
@@ -241,23 +242,13 @@ def measure_jpeg(img_size: int, repeats: int = 60) -> list[dict]:
 # --- the parent ------------------------------------------------------------------------------------------------
 
 def build_bundles(arch: str, img_size: int, work: Path, methods: list[str]) -> dict[str, Path]:
-    import torch
-
     from edgekd.export.pipeline import export_bundle
-    from edgekd.labelpack import LabelPack
     from edgekd.preprocess import Preprocess
-    from edgekd.students.io import save_student
-    from edgekd.students.model import create_student
 
     bundles = {}
     for method in methods:
-        torch.manual_seed(0)
-        run = work / f"run-{method}"
         pp = Preprocess(size=(img_size, img_size), resize_method=method)
-        save_student(run, create_student(arch, 512, img_size=img_size, preprocess=pp), extra={"random_init": True})
-        rng = np.random.default_rng(0)
-        LabelPack([f"class {i}" for i in range(1000)], rng.normal(size=(1000, 512)).astype(np.float32),
-                  meta={"logit_scale": 100.0}).save(run / "labels.npz")
+        run = make_random_run(work / f"run-{method}", arch, img_size, pp)
         bundles[method] = export_bundle(run, "onnx", "fp32", work / f"bundle-{method}", gate=False, overwrite=True)
     return bundles
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import runtime_child  # benchmarks/runtime_child.py, beside this script
+from random_student import make_random_run
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME = (720, 1280)
@@ -106,21 +107,11 @@ def in_child(fn: str, **kwargs) -> Any:
 
 
 def build_bundles(arch: str, img_size: int, backends: list[str], method: str, work: Path) -> dict[str, Path]:
-    import torch
-
     from edgekd.export.pipeline import export_bundle
-    from edgekd.labelpack import LabelPack
     from edgekd.preprocess import Preprocess
-    from edgekd.students.io import save_student
-    from edgekd.students.model import create_student
 
-    torch.manual_seed(0)
-    run = work / f"run-{method}"
-    pp = Preprocess(size=(img_size, img_size), resize_method=method)
-    save_student(run, create_student(arch, 512, img_size=img_size, preprocess=pp), extra={"random_init": True})
-    rng = np.random.default_rng(0)
-    LabelPack([f"class {i}" for i in range(1000)], rng.normal(size=(1000, 512)).astype(np.float32),
-              meta={"logit_scale": 100.0}).save(run / "labels.npz")
+    run = make_random_run(work / f"run-{method}", arch, img_size, Preprocess(size=(img_size, img_size),
+                                                                               resize_method=method))
     return {b: export_bundle(run, TARGETS[b], "fp32", work / f"bundle-{method}-{b}", gate=False, overwrite=True)
             for b in backends}
 

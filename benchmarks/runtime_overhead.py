@@ -305,21 +305,12 @@ def _subprocess(args: list[str]) -> dict:
 
 def make_run(arch: str, img_size: int, work: Path, interpolation: str, resize_method: str) -> Path:
     """A random-weight student's run dir with 1,000 random labels (the scoring cost of an ImageNet-sized set)."""
-    import torch
+    from random_student import make_random_run  # benchmarks/random_student.py, beside this script
 
-    from edgekd.labelpack import LabelPack
     from edgekd.preprocess import Preprocess
-    from edgekd.students.io import save_student
-    from edgekd.students.model import create_student
 
-    torch.manual_seed(0)
-    run = work / f"run_{img_size}"
     pp = Preprocess(interpolation=interpolation, resize_method=resize_method)
-    save_student(run, create_student(arch, 512, img_size=img_size, preprocess=pp), extra={"random_init": True})
-    rng = np.random.default_rng(0)
-    LabelPack([f"class {i}" for i in range(N_LABELS)], rng.normal(size=(N_LABELS, 512)).astype(np.float32),
-              meta={"logit_scale": 100.0}).save(run / "labels.npz")
-    return run
+    return make_random_run(work / f"run_{img_size}", arch, img_size, pp, labels=N_LABELS)
 
 
 def build_bundles(run: Path, work: Path, backend: str, precision: str, calib: Path | None, calib_images: int,
