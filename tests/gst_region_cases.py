@@ -234,3 +234,12 @@ def test_regions_example_runs_as_printed(bundle, tmp_path):  # noqa: F811
     for line in answers:
         assert line.count("edgekd-classification") == 3  # the message and its two regions
         assert re.search(r"object-class=\(string\)\"?the loading bay", line.replace("\\", "")), line
+
+
+def test_a_failed_start_releases_its_shared_instance(gst, bundle):  # noqa: F811
+    from edgekd.gst import instances
+
+    r = run(gst, f"{src(n=3)} ! edgekdclassify bundle={bundle} model-instance-id=failing labels=no-such-label ! "
+                 "fakesink")
+    assert r.errors and "labels='no-such-label'" in r.errors[0]
+    assert "failing" not in instances._instances

@@ -17,6 +17,11 @@ due frame gets an answer and a slow model slows the pipeline (files, tests, offl
 the element (a leaky queue upstream, a source that skips) are counted in `lost`, from gaps in the frame numbers or
 timestamps.
 
+`inference-region=roi-list` classifies each frame's regions of interest (GstVideoRegionOfInterestMeta from a detector
+or `edgekdroi`) in one batch instead, attaches each answer to its region and lists them on the bus
+(edgekd.gst.region_pass); `model-instance-id` shares one loaded model and label set between elements
+(edgekd.gst.instances).
+
 `labels` may change while PLAYING: the new set is built on a thread of the element's own (the text encoder runs
 there) and swapped in at the next frame boundary after it is ready, announced by an `edgekd-labels` message; neither
 the caller nor the streaming thread waits for it. Reading `labels` gives the set in use. A refused value (a WARNING
@@ -295,6 +300,7 @@ class EdgekdClassify(GstBase.BaseTransform):
             self._post(Gst.MessageType.ERROR, code, f"{ELEMENT_NAME}: cannot load bundle={p['bundle']!r}: "
                                                     f"{property_terms(str(e))}")
             self._clf = None
+            self._release_instance()  # a failed start is not stopped
             return False
         clf = self._clf
         mode = "block=true: every due frame in the streaming thread" if p["block"] else \
@@ -365,13 +371,17 @@ class EdgekdClassify(GstBase.BaseTransform):
         if swap is not None:
             swap.close()
         with self._config_lock:
-            self._clf = self._base_pack = self._labels = self._built = None
-            instance, self._instance, self._regions = self._instance, None, None
+            self._clf = self._base_pack = self._labels = self._built = self._regions = None
+        self._release_instance()
+        return True
+
+    def _release_instance(self) -> None:
+        with self._config_lock:
+            instance, self._instance = self._instance, None
         if instance is not None:
             from edgekd.gst.instances import release
 
             release(self._props["model-instance-id"], instance)
-        return True
 
     def do_set_caps(self, incaps: Gst.Caps, outcaps: Gst.Caps) -> bool:
         info = GstVideo.VideoInfo.new_from_caps(incaps)
