@@ -1,5 +1,6 @@
 """GStreamer's python bindings (gi: Gst, GstBase, GstVideo 1.0): importing them with a message that says how to
-install them, what the element is called, and whether GstAnalytics is there. The one place that imports gi for the
+install them, what the element is called, whether GstAnalytics is there, and the floating reference a
+python-defined element owes GStreamer. The one place that imports gi for the
 package: `edgekd.gst` re-exports it, and `element` / `log` import it without importing their parent's `register`."""
 
 from __future__ import annotations
@@ -49,6 +50,27 @@ def import_gst() -> tuple[Any, Any, Any]:
     if not Gst.is_initialized():
         Gst.init(None)
     return Gst, GstBase, GstVideo
+
+
+def float_for_gstreamer(element: Any) -> None:
+    """Hand GStreamer the floating reference it expects from a new element, plus the one PyGObject keeps (every
+    python-defined element calls it in __init__).
+
+    PyGObject sinks the floating reference of an object created from C (gst_element_factory_make, gst-launch)
+    while wrapping it, and GStreamer then logs "The created element should be floating" as a CRITICAL, which aborts
+    under G_DEBUG=fatal-criticals. A second, floating reference gives GStreamer what a C element gives it: the bin
+    sinks that one, and the wrapper's stays the wrapper's (the same counts as without this, as the leaks tracer
+    shows: tests/gst_element_cases.py). PyGObject refuses force_floating(), hence libgobject via ctypes."""
+    import ctypes
+
+    if element.is_floating():
+        return
+    gobject = ctypes.CDLL("libgobject-2.0.so.0")
+    ctypes.pythonapi.PyCapsule_GetPointer.restype = ctypes.c_void_p
+    ctypes.pythonapi.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    pointer = ctypes.c_void_p(ctypes.pythonapi.PyCapsule_GetPointer(element.__gpointer__, None))
+    gobject.g_object_ref(pointer)
+    gobject.g_object_force_floating(pointer)
 
 
 def analytics_available() -> bool:

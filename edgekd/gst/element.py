@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from edgekd import EdgekdError
-from edgekd.gst.bindings import ELEMENT_NAME, analytics_available, import_gst
+from edgekd.gst.answers import caption, set_answer, uint64
+from edgekd.gst.bindings import ELEMENT_NAME, analytics_available, float_for_gstreamer, import_gst
 from edgekd.gst.frames import FORMATS, PLANAR, FrameLayout, draw_text, model_frame, render_model_input
 from edgekd.gst.label_swap import LabelRequest, LabelSwap, ReadyLabels
 from edgekd.gst.log import install_gst_logging
@@ -112,35 +113,11 @@ PROPERTY_TERMS = (("pass allow_ungated=True / --allow-ungated", "set allow-ungat
                   ("(text_encoder=DIR)", "(the text-encoder property)"))
 
 
-def _uint64(value: int) -> GObject.Value:
-    return GObject.Value(GObject.TYPE_UINT64, int(value))
-
-
 def property_terms(message: str) -> str:
     """A runtime error message with its Python argument names replaced by the element's property names."""
     for python, prop in PROPERTY_TERMS:
         message = message.replace(python, prop)
     return message
-
-
-def _float_for_gstreamer(element: Gst.Element) -> None:
-    """Hand GStreamer the floating reference it expects from a new element, plus the one PyGObject keeps.
-
-    PyGObject sinks the floating reference of an object created from C (gst_element_factory_make, gst-launch)
-    while wrapping it, and GStreamer then logs "The created element should be floating" as a CRITICAL, which aborts
-    under G_DEBUG=fatal-criticals. A second, floating reference gives GStreamer what a C element gives it: the bin
-    sinks that one, and the wrapper's stays the wrapper's (the same counts as without this, as the leaks tracer
-    shows: tests/gst_element_cases.py). PyGObject refuses force_floating(), hence libgobject via ctypes."""
-    import ctypes
-
-    if element.is_floating():
-        return
-    gobject = ctypes.CDLL("libgobject-2.0.so.0")
-    ctypes.pythonapi.PyCapsule_GetPointer.restype = ctypes.c_void_p
-    ctypes.pythonapi.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-    pointer = ctypes.c_void_p(ctypes.pythonapi.PyCapsule_GetPointer(element.__gpointer__, None))
-    gobject.g_object_ref(pointer)
-    gobject.g_object_force_floating(pointer)
 
 
 class EdgekdClassify(GstBase.BaseTransform):
@@ -156,7 +133,7 @@ class EdgekdClassify(GstBase.BaseTransform):
 
     def __init__(self) -> None:
         super().__init__()
-        _float_for_gstreamer(self)
+        float_for_gstreamer(self)
         self._props: dict[str, Any] = {name: spec[-2] for name, spec in PROPERTIES.items()}
         self._threshold_set = False
         self._config_lock = threading.Lock()  # serialises property requests against start/stop
@@ -254,7 +231,7 @@ class EdgekdClassify(GstBase.BaseTransform):
             self._label_generation = self._instance.publish(ready.labels, ready.request.labels)
         waited_ms = (time.perf_counter() - ready.requested_at) * 1e3
         s = Gst.Structure.new_empty(LABELS_MESSAGE_NAME)
-        s.set_value("frame", _uint64(n))
+        s.set_value("frame", uint64(n))
         s.set_value("labels", ready.request.labels)
         s.set_value("classes", len(ready.labels.class_names))
         s.set_value("build-ms", float(ready.build_ms))
@@ -400,7 +377,7 @@ class EdgekdClassify(GstBase.BaseTransform):
             self._drain()  # the last answers reach the bus before EOS does
             s = Gst.Structure.new_empty(STATS_MESSAGE_NAME)
             for key in COUNTERS:
-                s.set_value(key, _uint64(getattr(self, f"_{key}")))
+                s.set_value(key, uint64(getattr(self, f"_{key}")))
             self.post_message(Gst.Message.new_element(self, s))
         elif event.type in (Gst.EventType.FLUSH_STOP, Gst.EventType.SEGMENT):
             self._last_frame = None  # a seek or a new segment: no gap to count across it
@@ -496,14 +473,7 @@ class EdgekdClassify(GstBase.BaseTransform):
             self._post(Gst.MessageType.ERROR, Gst.ResourceError.FAILED, f"{ELEMENT_NAME}: frame {n}: {e}")
             return None
         self._classified += 1
-        s = Gst.Structure.new_empty(MESSAGE_NAME)
-        s.set_value("frame", _uint64(n))
-        s.set_value("pts", _uint64(pts))
-        s.set_value("regions", regions_value(rois, answers))
-        s.set_value("latency-ms", float((time.perf_counter() - t0) * 1e3))
-        s.set_value("classified", _uint64(self._classified))
-        s.set_value("dropped", _uint64(self._dropped))
-        self.post_message(Gst.Message.new_element(self, s))
+        self._post_result(n, pts, t0, lambda s: s.set_value("regions", regions_value(rois, answers)))
         return answers
 
     def _count_lost(self, buf: Gst.Buffer) -> None:
@@ -547,25 +517,22 @@ class EdgekdClassify(GstBase.BaseTransform):
             self._failed = True
             self._post(Gst.MessageType.ERROR, Gst.ResourceError.FAILED, f"{ELEMENT_NAME}: frame {n}: {e}")
             return None
-        latency_ms = (time.perf_counter() - t0) * 1e3
         self._classified += 1
-        self._overlay_text = "\n".join(f"{p.label} {p.score:.2f}" for p in preds)
-        self.post_message(Gst.Message.new_element(self, self._result_structure(preds, n, pts, latency_ms)))
+        self._overlay_text = caption(preds)
+        self._post_result(n, pts, t0, lambda s: set_answer(s, preds))
         return preds
 
-    def _result_structure(self, preds: list, n: int, pts: int, latency_ms: float) -> Gst.Structure:
+    def _post_result(self, n: int, pts: int, t0: float, fill: Any) -> None:
+        """Post frame n's `edgekd-classification` message: frame, pts, what `fill(structure)` sets (the answer or
+        the regions), latency-ms (t0, the frame's arrival -> now), classified, dropped."""
         s = Gst.Structure.new_empty(MESSAGE_NAME)
-        s.set_value("frame", _uint64(n))
-        s.set_value("pts", _uint64(pts))
-        s.set_value("label", preds[0].label)
-        s.set_value("score", float(preds[0].score))
-        s.set_value("labels", Gst.ValueArray([p.label for p in preds]))
-        s.set_value("scores", Gst.ValueArray([float(p.score) for p in preds]))
-        s.set_value("probs", Gst.ValueArray([float(p.prob) for p in preds]))
-        s.set_value("latency-ms", float(latency_ms))
-        s.set_value("classified", _uint64(self._classified))
-        s.set_value("dropped", _uint64(self._dropped))
-        return s
+        s.set_value("frame", uint64(n))
+        s.set_value("pts", uint64(pts))
+        fill(s)
+        s.set_value("latency-ms", float((time.perf_counter() - t0) * 1e3))
+        s.set_value("classified", uint64(self._classified))
+        s.set_value("dropped", uint64(self._dropped))
+        self.post_message(Gst.Message.new_element(self, s))
 
     def _draw(self, buf: Gst.Buffer) -> None:
         ok, mapinfo = buf.map(Gst.MapFlags.READ | Gst.MapFlags.WRITE)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.gst.answers import caption, set_answer, uint64
 from edgekd.gst.bindings import import_gst
 from edgekd.gst.frames import FrameLayout, draw_text
 from edgekd.gst.regions import TrackCache, embed_frame_regions, parse_classes, select
@@ -24,12 +25,6 @@ from edgekd.gst.roi_meta import Roi, add_param, read_rois
 Gst = import_gst()[0]
 
 PARAM_NAME = "edgekd-classification"
-
-
-def _uint64(value: int) -> Any:
-    from gi.repository import GObject
-
-    return GObject.Value(GObject.TYPE_UINT64, int(value))
 
 
 class RegionPass:
@@ -61,7 +56,7 @@ class RegionPass:
         with self._lock:
             for roi, preds in zip(rois, answers):  # a tracked box outside the frame waits its interval too
                 self.tracks.remember(roi, (preds, n), n)
-            self._overlay = [(r.box, f"{a[0].label} {a[0].score:.2f}") for r, a in zip(rois, answers) if a]
+            self._overlay = [(r.box, caption(a[:1])) for r, a in zip(rois, answers) if a]
         return answers
 
     def attach(self, rois: list[Roi], answers: list[list | None], n: int) -> None:
@@ -72,7 +67,7 @@ class RegionPass:
     def draw(self, data: np.ndarray, layout: FrameLayout, cached: list[tuple[Roi, Any]]) -> None:
         with self._lock:
             items = list(self._overlay)
-        items += [(r.box, f"{a[0][0].label} {a[0][0].score:.2f}") for r, a in cached if a[0]]
+        items += [(r.box, caption(preds[:1])) for r, (preds, _) in cached if preds]
         for box, text in items:
             draw_text(data, layout, text, at=(box[0], box[1]))
 
@@ -80,13 +75,8 @@ class RegionPass:
 def answer_structure(preds: list, scored_on: int) -> Any:
     """A region's answer as the `edgekd-classification` Gst.Structure (ROI param and bus entry)."""
     s = Gst.Structure.new_empty(PARAM_NAME)
-    s.set_value("label", preds[0].label)
-    s.set_value("score", float(preds[0].score))
-    s.set_value("prob", float(preds[0].prob))
-    s.set_value("labels", Gst.ValueArray([p.label for p in preds]))
-    s.set_value("scores", Gst.ValueArray([float(p.score) for p in preds]))
-    s.set_value("probs", Gst.ValueArray([float(p.prob) for p in preds]))
-    s.set_value("frame", _uint64(scored_on))
+    set_answer(s, preds, with_prob=True)
+    s.set_value("frame", uint64(scored_on))
     return s
 
 
@@ -95,8 +85,9 @@ def regions_value(rois: list[Roi], answers: list[list | None]) -> Any:
     is: index in the frame's region list, meta id, object id (-1: none), object-class, box x0, y0, x1, y1)."""
     entries = []
     for roi, preds in zip(rois, answers):
-        s = answer_structure(preds, 0) if preds else Gst.Structure.new_empty(PARAM_NAME)
-        s.remove_field("frame")
+        s = Gst.Structure.new_empty(PARAM_NAME)
+        if preds:
+            set_answer(s, preds, with_prob=True)
         s.set_value("index", roi.index)
         s.set_value("id", roi.id)
         s.set_value("object-id", -1 if roi.object_id is None else roi.object_id)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgekd import EdgekdError
-from edgekd.gst.bindings import import_gst
+from edgekd.gst.bindings import float_for_gstreamer, import_gst
 from edgekd.gst.regions import Region, RoiSchedule, parse_roi
 from edgekd.gst.roi_meta import OBJECT_ID_PARAM
 
@@ -45,9 +45,7 @@ class EdgekdRoi(GstBase.BaseTransform):
 
     def __init__(self) -> None:
         super().__init__()
-        from edgekd.gst.element import _float_for_gstreamer
-
-        _float_for_gstreamer(self)
+        float_for_gstreamer(self)
         self._props: dict[str, Any] = {"roi": "", "file": ""}
         self._fixed: list[Region] = []
         self._schedule: RoiSchedule | None = None
