@@ -54,7 +54,6 @@ LEGACY_AMX_MAX_PIXELS = 4  # outputs of 2x2 and 1x1 crashed; 3x3 (the 1x1-kernel
 # --auto-mixed: NNCF's accuracy control on the gate's criteria (edgekd.export.parity.gate_margin), stopping when each
 # criterion keeps at least this share of its allowance on the calibration images
 GATE_HEADROOM = 0.5
-GATE_CONTROL = "gate"  # max_drop value of an --auto-mixed run judged by the gate criteria
 OVERFLOW_FIXES = {"enable": "ENABLE", "first_layer": "FIRST_LAYER", "disable": "DISABLE"}
 # regex metacharacters that turn a --keep-fp16 entry into a pattern instead of an exact node name
 _PATTERN_CHARS = re.compile(r"[*?\[\]()|+^$\\]")
@@ -131,17 +130,16 @@ def quantize_int8(model: Any, req: ExportRequest) -> tuple[Any, dict[str, Any]]:
                             "overflow_fix": settings["overflow_fix"], "overflow_fix_because": overflow_because}
     # --max-drop: NNCF accuracy control on zero-shot agreement (points); --auto-mixed alone: on the gate's own criteria
     max_drop = opts.get("max_drop")
-    if max_drop is None and opts.get("auto_mixed"):
-        max_drop = GATE_CONTROL
+    by_gate = max_drop is None and bool(opts.get("auto_mixed"))
     t0 = time.perf_counter()
-    qmodel, run_meta = _quantize(model, req, calib, settings, max_drop)
+    qmodel, run_meta = _quantize(model, req, calib, settings, max_drop, by_gate)
     risky = legacy_amx_convolutions(qmodel)
     if risky:
         log.warning("preset mixed puts %d convolution(s) (%s) on OpenVINO's legacy AMX kernel, which crashes on "
                     "Intel AMX CPUs; quantising again with preset performance", len(risky), risky[0])
         settings = {**settings, "preset": "performance"}
         qmodel, run_meta = _quantize(require("openvino").convert_model(str(req.onnx_path)), req, calib, settings,
-                                     max_drop)
+                                     max_drop, by_gate)
         meta.update(preset="performance", preset_requested=preset_name, preset_changed_because=(
             f"{len(risky)} convolution(s) with an asymmetric (zero-point) input and <= {LEGACY_AMX_MAX_PIXELS} "
             f"output pixels, which OpenVINO's CPU plugin runs on oneDNN's legacy AMX kernel, which segfaults "
@@ -183,11 +181,11 @@ def advanced_quantization_parameters(settings: dict[str, Any]) -> Any:
 
 
 def _quantize(model: Any, req: ExportRequest, calib: np.ndarray, settings: dict[str, Any],
-              max_drop: float | str | None) -> tuple[Any, dict[str, Any]]:
-    """One NNCF run with `settings`: plain post-training quantisation, or accuracy control when max_drop is set
-    (GATE_CONTROL: judged by the gate's criteria)."""
+              max_drop: float | None, by_gate: bool = False) -> tuple[Any, dict[str, Any]]:
+    """One NNCF run with `settings`: plain post-training quantisation, or accuracy control judged by the gate's
+    criteria (by_gate) or by zero-shot agreement within max_drop points."""
     nncf = require("nncf", purpose="INT8 quantisation for --target openvino")
-    if max_drop is None:
+    if max_drop is None and not by_gate:
         log.info("NNCF post-training quantisation (preset %s, overflow_fix %s) on %d calibration inputs",
                  settings["preset"], settings.get("overflow_fix"), len(calib))
         return nncf.quantize(model, nncf.Dataset(list(_batches(calib))), **nncf_kwargs(model, settings),
@@ -200,7 +198,7 @@ def _quantize(model: Any, req: ExportRequest, calib: np.ndarray, settings: dict[
 
     gate = opts.get("gate") or GateCriteria.default("int8")
     isa = worst_gate_isa(opts.get("gate_isa") or "all")
-    criteria = dataclasses.asdict(gate) if max_drop == GATE_CONTROL else None
+    criteria = dataclasses.asdict(gate) if by_gate else None
     with tempfile.TemporaryDirectory(prefix=".accuracy-control.", dir=req.out_dir) as tmp:
         xml = Path(tmp) / MODEL_FILE
         result = run_accuracy_control(str(req.onnx_path), calib, labels, gate.tie_margin,
@@ -419,12 +417,11 @@ class _GateMargin(_EmbeddingAgreement):
         if not index:
             return 0.0, []
         ref, emb = self.reference[index], np.stack(emb)
-        metrics = compare(ref, emb)
+        unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        metrics = compare(ref, unit)
         if self.labels is not None:
-            unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
             metrics.update(_agreement(ref, unit, self.labels.astype(np.float64), self.tie_margin))
-        cos = np.sum(ref * emb, axis=1) / np.maximum(np.linalg.norm(emb, axis=1), 1e-12)
-        return gate_margin(metrics, self.criteria), [float(c) for c in cos]
+        return gate_margin(metrics, self.criteria), [float(c) for c in np.sum(ref * unit, axis=1)]
 
 
 def build_validation_fn(model: Any, val: np.ndarray, label_embeddings: np.ndarray | None, tie_margin: float = 0.0,

@@ -234,13 +234,14 @@ class OpenVocabClassifier:
         """One image -> the model input for it without the batch axis, RGB: the whole frame uint8 [H, W, 3]
         (in-graph resizing), uint8 [h, w, 3] (in-graph normalisation) or float32 [3, h, w] (normalised)."""
         if self.resize_in_graph:
-            frame, order = self._frame(_check_color(image, color), color)
+            _check_color(color)
+            frame, order = self._frame(image, color)
             return frame if order == "rgb" else np.ascontiguousarray(frame[..., ::-1])
         return self.pixels_to_inputs(self.render(image, color))
 
     def render(self, image: ImageLike, color: str = "rgb") -> np.ndarray:
         """One image -> its eval view at the model's size, uint8 [h, w, 3] RGB, with the bundle's resize method."""
-        _check_color(image, color)
+        _check_color(color)
         if isinstance(image, np.ndarray):  # frames go to the resize as they are (BGR too: reordered after resizing)
             return self.preprocess.render(image, color=color)
         return self.preprocess.render(_to_image(image, color, self._jpeg_at_least()))
@@ -392,10 +393,9 @@ def _as_list(images: Any) -> list:
         raise ValueError(f"expected a sequence of images, got {type(images).__name__}") from e
 
 
-def _check_color(image: Any, color: str) -> Any:
+def _check_color(color: str) -> None:
     if color not in ("rgb", "bgr"):
         raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
-    return image
 
 
 def box_rows(boxes: Any) -> np.ndarray:
