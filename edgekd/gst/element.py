@@ -407,7 +407,7 @@ class EdgekdClassify(GstBase.BaseTransform):
         if n % self._props["interval"] == 0 and self._clf is not None:
             labels = self._labels  # this frame's set, whichever thread classifies it
             if self._props["block"]:
-                preds = self._classify_buffer(buf, n, t0, labels)
+                preds = self._classify_buffer(buf, self._classify, n, buf.pts, t0, labels)
                 if preds is None:
                     return Gst.FlowReturn.ERROR
                 self._attach_meta(buf, preds)
@@ -435,15 +435,7 @@ class EdgekdClassify(GstBase.BaseTransform):
         if due and n % p["interval"] == 0 and self._clf is not None:
             labels = self._labels
             if p["block"]:
-                ok, mapinfo = buf.map(Gst.MapFlags.READ)
-                if not ok:
-                    self._post(Gst.MessageType.ERROR, Gst.ResourceError.READ, "cannot map the video buffer")
-                    return Gst.FlowReturn.ERROR
-                try:
-                    answers = self._classify_regions(np.frombuffer(mapinfo.data, np.uint8), due, n, buf.pts, t0,
-                                                     labels)
-                finally:
-                    buf.unmap(mapinfo)
+                answers = self._classify_buffer(buf, self._classify_regions, due, n, buf.pts, t0, labels)
                 if answers is None:
                     return Gst.FlowReturn.ERROR
                 regions.attach(due, answers, n)
@@ -453,12 +445,7 @@ class EdgekdClassify(GstBase.BaseTransform):
                 self._future = self._pool.submit(self._classify_regions, self._copy(buf), due, n, buf.pts, t0,
                                                  labels)
         if p["overlay"]:
-            ok, mapinfo = buf.map(Gst.MapFlags.READ | Gst.MapFlags.WRITE)
-            if ok:
-                try:
-                    regions.draw(np.frombuffer(mapinfo.data, np.uint8), self._layout, cached)
-                finally:
-                    buf.unmap(mapinfo)
+            self._draw(buf, lambda data: regions.draw(data, self._layout, cached))
         return Gst.FlowReturn.OK
 
     def _classify_regions(self, data: np.ndarray, rois: list, n: int, pts: int, t0: float,
@@ -494,13 +481,14 @@ class EdgekdClassify(GstBase.BaseTransform):
         """The frame's bytes, copied: the worker classifies them after the buffer has moved on."""
         return np.frombuffer(buf.extract_dup(0, buf.get_size()), np.uint8)
 
-    def _classify_buffer(self, buf: Gst.Buffer, n: int, t0: float, labels: Any) -> list | None:
+    def _classify_buffer(self, buf: Gst.Buffer, classify: Any, *args: Any) -> list | None:
+        """classify(the buffer's bytes mapped for reading, *args) in the streaming thread (None after an error)."""
         ok, mapinfo = buf.map(Gst.MapFlags.READ)
         if not ok:
             self._post(Gst.MessageType.ERROR, Gst.ResourceError.READ, "cannot map the video buffer for reading")
             return None
         try:
-            return self._classify(np.frombuffer(mapinfo.data, np.uint8), n, buf.pts, t0, labels)
+            return classify(np.frombuffer(mapinfo.data, np.uint8), *args)
         finally:
             buf.unmap(mapinfo)
 
@@ -534,13 +522,18 @@ class EdgekdClassify(GstBase.BaseTransform):
         s.set_value("dropped", uint64(self._dropped))
         self.post_message(Gst.Message.new_element(self, s))
 
-    def _draw(self, buf: Gst.Buffer) -> None:
+    def _draw(self, buf: Gst.Buffer, paint: Any = None) -> None:
+        """paint(the buffer's bytes mapped for writing); default: the latest answer in the top-left corner."""
         ok, mapinfo = buf.map(Gst.MapFlags.READ | Gst.MapFlags.WRITE)
         if not ok:
             log.warning("%s: buffer not writable, overlay skipped", ELEMENT_NAME, extra={"gst_object": self})
             return
         try:
-            draw_text(np.frombuffer(mapinfo.data, np.uint8), self._layout, self._overlay_text)
+            data = np.frombuffer(mapinfo.data, np.uint8)
+            if paint is None:
+                draw_text(data, self._layout, self._overlay_text)
+            else:
+                paint(data)
         finally:
             buf.unmap(mapinfo)
 
