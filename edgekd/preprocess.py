@@ -142,8 +142,9 @@ def region_view(box: Sequence[float], width: int, height: int, size: tuple[int, 
                 resize_mode: str = "shortest") -> ViewParams | None:
     """The eval view of a region of a `width` x `height` frame: `eval_view` of the crop `clip_box` keeps of `box`,
     in frame coordinates, for renders that cannot cut the crop out first (YUV planes: edgekd.gst.frames); None when
-    nothing of the box is left. Pillow's filters read a little past the box inside the frame, so that render is
-    within a grey level or so of rendering the crop alone (what classify_regions does)."""
+    nothing of the box is left. Pillow's filters read past the box inside the frame, so near the box's edges that
+    render can differ from rendering the crop alone (what classify_regions does), by many grey levels on noisy
+    pixels."""
     clipped = clip_box(box, width, height)
     if clipped is None:
         return None
